@@ -1,0 +1,416 @@
+"""The one interface through which the toolstack reaches a hypervisor.
+
+Two backends implement it: the simulator (``hypercalls.sim``), in process, for fast tests and users'
+scripts; and the real one (``hypercalls.xen``), cffi bindings to Xen's own libraries (libxenctrl,
+libxenguest, libxenstore, ...).  Nothing above this module knows which one it holds.
+
+The calls mirror libxenctrl and libxenstore closely (same names, same units, same order of use as
+libxl), so that the lifecycle code written against the simulator is the code that runs on real Xen.
+Units: memory in KiB (as ``xc_domain_setmaxmem``) unless a name says pages; time in nanoseconds.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+PAGE_SIZE = 4096
+PAGE_KIB = PAGE_SIZE // 1024
+
+DOMID_SELF = 0x7FF0  # as xen/include/public/xen.h; dom0 talks about itself with its own id 0 in xenstore
+
+
+class GuestType(str, enum.Enum):
+    PV = "pv"
+    PVH = "pvh"
+    HVM = "hvm"
+
+
+class ShutdownReason(enum.IntEnum):
+    """SHUTDOWN_* from xen/include/public/sched.h."""
+
+    POWEROFF = 0
+    REBOOT = 1
+    SUSPEND = 2
+    CRASH = 3
+    WATCHDOG = 4
+    SOFT_RESET = 5
+
+
+class RunState(str, enum.Enum):
+    """What ``xl list`` shows as one letter: r b p s c d."""
+
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"
+    CRASHED = "crashed"
+    DYING = "dying"
+
+
+@dataclass(frozen=True)
+class XenVersion:
+    major: int
+    minor: int
+    extra: str = ""  # e.g. ".7" as xc_version(XENVER_extraversion)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}{self.extra}"
+
+
+@dataclass(frozen=True)
+class PhysInfo:
+    """The host, as xc_physinfo and xc_version report it."""
+
+    xen_version: XenVersion
+    nr_cpus: int
+    threads_per_core: int
+    cores_per_socket: int
+    cpu_khz: int
+    total_pages: int
+    free_pages: int
+    virt_caps: tuple[str, ...]  # subset of ("pv", "hvm", "hap", "shadow")
+    capabilities: str = ""  # xc_version(XENVER_capabilities), e.g. "xen-3.0-x86_64 hvm-3.0-x86_32 ..."
+
+    @property
+    def total_kib(self) -> int:
+        return self.total_pages * PAGE_KIB
+
+    @property
+    def free_kib(self) -> int:
+        return self.free_pages * PAGE_KIB
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """One domain as xc_domain_getinfo reports it."""
+
+    domid: int
+    uuid: str  # the domain handle, as a canonical lowercase UUID string
+    guest_type: GuestType
+    paused: bool
+    blocked: bool
+    running: bool
+    shutdown: bool
+    dying: bool
+    crashed: bool
+    shutdown_reason: ShutdownReason | None
+    tot_pages: int
+    max_pages: int  # the maxmem cap, in pages
+    online_vcpus: int
+    max_vcpu_id: int
+    cpu_time_ns: int
+
+    @property
+    def memory_kib(self) -> int:
+        return self.tot_pages * PAGE_KIB
+
+    @property
+    def max_memory_kib(self) -> int:
+        return self.max_pages * PAGE_KIB
+
+    @property
+    def state(self) -> RunState:
+        if self.dying:
+            return RunState.DYING
+        if self.shutdown:
+            return RunState.CRASHED if self.shutdown_reason == ShutdownReason.CRASH else RunState.SHUTDOWN
+        if self.paused:
+            return RunState.PAUSED
+        if self.running:
+            return RunState.RUNNING
+        return RunState.BLOCKED
+
+
+@dataclass(frozen=True)
+class DomainCreateSpec:
+    """What xc_domain_create needs (struct xen_domctl_createdomain, reduced to what we set)."""
+
+    uuid: str
+    guest_type: GuestType
+    max_vcpus: int
+    hap: bool = True  # HVM/PVH: hardware-assisted paging where the host has it
+    max_grant_frames: int = 64  # libxl's defaults for 4.17
+    max_maptrack_frames: int = 1024
+    max_evtchn_port: int = -1  # -1: no limit beyond the hypervisor's
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything the domain builder needs after the domain exists (libxl__build_pv / build_hvm).
+
+    The builder loads the kernel (or, for HVM, hvmloader and the firmware), populates the guest's
+    memory, sets up the start info / HVM params, and seeds the grant table so that xenstored and the
+    console backend (both in ``backend_domid``, normally dom0) can map the two rings.
+    """
+
+    guest_type: GuestType
+    memory_kib: int  # what the guest starts with ("memory")
+    max_memory_kib: int  # "maxmem"; memory_kib < max_memory_kib only with ballooning / PoD
+    vcpus: int  # online at boot ("vcpus"); max_vcpus was fixed at create
+    # Unbound ports in the new domain, allocated by the toolstack for xenstored and the console
+    # backend to bind (libxl__build_pre allocates them before the build, as here).
+    store_evtchn: int
+    console_evtchn: int
+    kernel: str | None = None
+    ramdisk: str | None = None
+    cmdline: str = ""
+    firmware: str | None = None  # HVM: hvmloader path
+    backend_domid: int = 0
+    features: tuple[str, ...] = ()
+    acpi: bool = True
+    viridian: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What the builder reports back: where the two rings live, in guest frame numbers."""
+
+    store_mfn: int
+    console_mfn: int
+    store_evtchn: int
+    console_evtchn: int
+
+
+class XsPerm(str, enum.Enum):
+    """xenstore permission letters (docs/misc/xenstore.txt): n(one) r(ead) w(rite) b(oth)."""
+
+    NONE = "n"
+    READ = "r"
+    WRITE = "w"
+    BOTH = "b"
+
+
+@dataclass(frozen=True)
+class XsPermission:
+    domid: int
+    perm: XsPerm
+
+
+def perms(owner: int, *others: tuple[int, XsPerm], default: XsPerm = XsPerm.NONE) -> tuple[XsPermission, ...]:
+    """Build a xenstore permission list the way xenstore encodes it.
+
+    The first entry names the owner and, with its letter, what every domain not listed gets;
+    further entries grant specific domains more.  The owner always has full access.
+    """
+    return (XsPermission(owner, default),) + tuple(XsPermission(d, p) for d, p in others)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    path: str  # the node that changed (or @introduceDomain / @releaseDomain)
+    token: str
+
+
+class XenStore(abc.ABC):
+    """A connection to xenstored, as libxenstore's xs_* calls.
+
+    ``txn`` is a transaction handle from :meth:`transaction_start`, or ``None`` for a single,
+    immediate operation.  Reads of a missing node raise :class:`XenstoreError` with ENOENT;
+    :meth:`read_or` is the convenience for "missing is fine".
+    """
+
+    @abc.abstractmethod
+    def read(self, path: str, txn: object | None = None) -> str: ...
+
+    @abc.abstractmethod
+    def write(self, path: str, value: str, txn: object | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def mkdir(self, path: str, txn: object | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def rm(self, path: str, txn: object | None = None) -> None:
+        """Remove a node and everything below it; removing a missing node is not an error."""
+
+    @abc.abstractmethod
+    def directory(self, path: str, txn: object | None = None) -> list[str]: ...
+
+    @abc.abstractmethod
+    def get_perms(self, path: str, txn: object | None = None) -> tuple[XsPermission, ...]: ...
+
+    @abc.abstractmethod
+    def set_perms(self, path: str, permissions: tuple[XsPermission, ...], txn: object | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def transaction_start(self) -> object: ...
+
+    @abc.abstractmethod
+    def transaction_end(self, txn: object, abort: bool = False) -> None:
+        """Commit (or abort) ``txn``; raises :class:`TransactionConflict` when it must be retried."""
+
+    @abc.abstractmethod
+    def watch(self, path: str, token: str) -> None:
+        """Register a watch; like xenstored, an event for ``path`` fires once at registration."""
+
+    @abc.abstractmethod
+    def unwatch(self, path: str, token: str) -> None: ...
+
+    @abc.abstractmethod
+    def read_watch(self, timeout: float | None) -> WatchEvent | None:
+        """The next watch event, or ``None`` when ``timeout`` seconds pass without one."""
+
+    @abc.abstractmethod
+    def introduce_domain(self, domid: int, store_mfn: int, store_evtchn: int) -> None:
+        """Tell xenstored about a new domain's ring (xs_introduce_domain); fires @introduceDomain."""
+
+    @abc.abstractmethod
+    def release_domain(self, domid: int) -> None:
+        """Make xenstored forget a domain (xs_release_domain); fires @releaseDomain."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # Conveniences shared by every backend.
+
+    def read_or(self, path: str, default: str | None = None, txn: object | None = None) -> str | None:
+        from hypercalls.errors import XenstoreError
+        import errno
+
+        try:
+            return self.read(path, txn)
+        except XenstoreError as e:
+            if e.errno == errno.ENOENT:
+                return default
+            raise
+
+    def list_or_empty(self, path: str, txn: object | None = None) -> list[str]:
+        from hypercalls.errors import XenstoreError
+        import errno
+
+        try:
+            return self.directory(path, txn)
+        except XenstoreError as e:
+            if e.errno == errno.ENOENT:
+                return []
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[object]:
+        """One attempt at a transaction: commits on success, aborts on an exception.
+
+        A :class:`TransactionConflict` from the commit propagates; use :func:`retry_transaction`
+        to run a whole function again until it commits.
+        """
+        txn = self.transaction_start()
+        try:
+            yield txn
+        except BaseException:
+            self.transaction_end(txn, abort=True)
+            raise
+        self.transaction_end(txn)
+
+
+class Hypervisor(abc.ABC):
+    """Domain control, as libxenctrl/libxenguest plus event channels, grants and foreign memory.
+
+    Every failure raises :class:`hypercalls.errors.XenError` carrying the operation, errno and domid.
+    """
+
+    #: "sim" or "xen": for display only; code must not branch on it.
+    kind: str = "abstract"
+
+    # -- the host -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def physinfo(self) -> PhysInfo: ...
+
+    @abc.abstractmethod
+    def dmesg(self, clear: bool = False) -> str:
+        """The hypervisor's console ring (xc_readconsolering)."""
+
+    # -- domains --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def domain_create(self, spec: DomainCreateSpec) -> int:
+        """Create an empty, paused domain and return its domid (xc_domain_create)."""
+
+    @abc.abstractmethod
+    def domain_destroy(self, domid: int) -> None:
+        """Destroy a domain and free its memory (xc_domain_destroy)."""
+
+    @abc.abstractmethod
+    def domain_pause(self, domid: int) -> None: ...
+
+    @abc.abstractmethod
+    def domain_unpause(self, domid: int) -> None: ...
+
+    @abc.abstractmethod
+    def domain_shutdown(self, domid: int, reason: ShutdownReason) -> None:
+        """Force the domain into the shut-down state (xc_domain_shutdown, SCHEDOP_remote_shutdown)."""
+
+    @abc.abstractmethod
+    def domain_getinfo(self, domid: int) -> DomainInfo:
+        """Raises XenError(ESRCH) when there is no such domain."""
+
+    @abc.abstractmethod
+    def domain_list(self) -> list[DomainInfo]:
+        """Every domain, dom0 included, ordered by domid."""
+
+    @abc.abstractmethod
+    def domain_setmaxmem(self, domid: int, max_kib: int) -> None: ...
+
+    @abc.abstractmethod
+    def domain_set_target(self, domid: int, target_kib: int) -> None:
+        """Balloon target: what the guest is asked to give back or take (memory/target in xenstore
+        is what a real guest's balloon driver reads; the simulator also moves tot_pages)."""
+
+    @abc.abstractmethod
+    def domain_set_online_vcpus(self, domid: int, vcpus: int) -> None:
+        """Online vcpus (a real guest follows cpu/N/availability in xenstore)."""
+
+    @abc.abstractmethod
+    def vcpu_setaffinity(self, domid: int, vcpu: int, cpus: frozenset[int]) -> None: ...
+
+    @abc.abstractmethod
+    def domain_build(self, domid: int, spec: BuildSpec) -> BuildResult:
+        """Load the guest and populate its memory (xc_dom_* for PV/PVH, xc_hvm_build for HVM).
+
+        Fails with ENOMEM when the memory cannot be had, with EINVAL when the kernel is not one.
+        """
+
+    # -- event channels, grants, foreign memory ---------------------------------------------------
+    @abc.abstractmethod
+    def evtchn_alloc_unbound(self, domid: int, remote_domid: int) -> int:
+        """An unbound port in ``domid`` that ``remote_domid`` may bind (xc_evtchn_alloc_unbound)."""
+
+    @abc.abstractmethod
+    def evtchn_close(self, domid: int, port: int) -> None: ...
+
+    @abc.abstractmethod
+    def evtchn_list(self, domid: int) -> list[int]:
+        """Ports in use in ``domid`` (for leak checks after destroy and rollback)."""
+
+    # -- xenstore -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def xenstore(self) -> XenStore:
+        """A xenstore connection (owned by this hypervisor handle; closed with it)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Hypervisor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def retry_transaction(store: XenStore, body, attempts: int = 50):
+    """Run ``body(txn)`` in a transaction until it commits, as libxl's retry loops do.
+
+    ``body`` must be safe to run again: it sees a fresh transaction each time.
+    """
+    from hypercalls.errors import TransactionConflict
+
+    last: TransactionConflict | None = None
+    for _ in range(attempts):
+        try:
+            with store.transaction() as txn:
+                result = body(txn)
+            return result
+        except TransactionConflict as e:
+            last = e
+    assert last is not None
+    raise last

@@ -1,0 +1,1 @@
+"""xentool: a Xen toolstack in Python."""

@@ -1,0 +1,127 @@
+"""xentool's errors: a small hierarchy, raised once where the cause is known, shown once at the top.
+
+Hypervisor failures arrive as ``hypercalls.errors.XenError`` (op, errno, domid) and are usually
+wrapped in one of these with the original as ``__cause__``, so the user reads what xentool was doing
+and a script can still reach the errno.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class XentoolError(Exception):
+    """Root of xentool's own errors.  ``exit_code`` is what the CLI exits with (see README)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One thing wrong in a config: where, which key, what, and what is accepted."""
+
+    source: str  # file name, or "<dict>", "<command line>"
+    line: int | None  # 1-based, None when the input had no positions (a dict from Python)
+    column: int | None
+    key_path: str  # "disks[1].vdev"; "" for the document itself
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        key = f" {self.key_path}:" if self.key_path else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ConfigError(XentoolError):
+    """The guest config (file, dict or command-line override) is not valid: every issue at once."""
+
+    exit_code = 2
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class UsageError(XentoolError):
+    """A command was called with arguments that cannot work (not a config file problem)."""
+
+    exit_code = 2
+
+
+class DomainNotFound(XentoolError):
+    exit_code = 3
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"no domain {ref!r}; `xentool list` shows the domains there are")
+
+
+class NameInUse(XentoolError):
+    exit_code = 4
+
+    def __init__(self, name: str, domid: int) -> None:
+        self.name = name
+        self.domid = domid
+        super().__init__(f"a domain named {name!r} already exists (domain {domid}); pick another name or destroy it first")
+
+
+class CreationError(XentoolError):
+    """Creating a domain failed at ``step``; everything done before was undone."""
+
+    exit_code = 5
+
+    def __init__(self, name: str, step: str, cause: BaseException) -> None:
+        self.name = name
+        self.step = step
+        self.__cause__ = cause
+        super().__init__(f"creating {name!r} failed at step {step!r}: {cause}")
+
+
+class DomainOperationError(XentoolError):
+    """A lifecycle operation on an existing domain failed (destroy, pause, mem-set, ...)."""
+
+    exit_code = 5
+
+    def __init__(self, op: str, domain: str, cause: BaseException | str) -> None:
+        self.op = op
+        self.domain = domain
+        if isinstance(cause, BaseException):
+            self.__cause__ = cause
+        super().__init__(f"{op} of domain {domain} failed: {cause}")
+
+
+class DeviceError(XentoolError):
+    exit_code = 5
+
+    def __init__(self, domain: str, device: str, message: str) -> None:
+        self.domain = domain
+        self.device = device
+        super().__init__(f"domain {domain}, device {device}: {message}")
+
+
+class WaitTimeout(XentoolError):
+    """Something awaited did not happen in time; ``what`` says what was awaited."""
+
+    exit_code = 6
+
+    def __init__(self, what: str, seconds: float, hint: str = "") -> None:
+        self.what = what
+        self.seconds = seconds
+        tail = f"; {hint}" if hint else ""
+        super().__init__(f"timed out after {seconds:g} s waiting for {what}{tail}")
+
+
+class NoHypervisor(XentoolError):
+    """No backend could be opened (not a dom0, real backend missing, bad --connect)."""
+
+    exit_code = 7
+
+
+class LabError(XentoolError):
+    """The Xen lab could not be started, reached or stopped."""
+
+    exit_code = 8
