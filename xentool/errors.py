@@ -74,11 +74,13 @@ class CreationError(XentoolError):
 
     exit_code = 5
 
-    def __init__(self, name: str, step: str, cause: BaseException) -> None:
+    def __init__(self, name: str, step: str, cause: BaseException, leftovers: list[str] | None = None) -> None:
         self.name = name
         self.step = step
+        self.leftovers = list(leftovers or [])
         self.__cause__ = cause
-        super().__init__(f"creating {name!r} failed at step {step!r}: {cause}")
+        tail = f"; and undoing failed: {'; '.join(self.leftovers)}" if self.leftovers else ""
+        super().__init__(f"creating {name!r} failed at step {step!r}: {cause}{tail}")
 
 
 class DomainOperationError(XentoolError):
@@ -125,3 +127,15 @@ class LabError(XentoolError):
     """The Xen lab could not be started, reached or stopped."""
 
     exit_code = 8
+
+
+class InsufficientMemory(XentoolError):
+    exit_code = 5
+
+    def __init__(self, name: str, needed_mib: int, free_mib: int) -> None:
+        self.needed_mib = needed_mib
+        self.free_mib = free_mib
+        super().__init__(
+            f"not enough free memory for {name!r}: it needs {needed_mib} MiB, the host has {free_mib} MiB free; "
+            "lower `memory` or free some (`xentool list`, `xentool destroy`)"
+        )

@@ -1,0 +1,3 @@
+from xentool.cli.main import main
+
+main()

@@ -1,0 +1,327 @@
+"""The Python API: everything the CLI does, for scripts.
+
+    import xentool
+    with xentool.connect("sim:///tmp/xen-sim") as xt:      # or connect() in a dom0
+        dom = xt.create("configs/examples/pv-hello.yaml", overrides=["memory=256"])
+        print(xt.info(dom.name).state)
+        xt.shutdown(dom.name, wait=True)
+
+Domains are named by a *ref*: a domid ("3" or 3), a name, or a uuid.  Errors are
+:class:`xentool.errors.XentoolError` subclasses carrying their cause (``__cause__`` is the
+``hypercalls.errors.XenError`` with errno and operation when the hypervisor refused).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as uuid_module
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hypercalls import open_hypervisor
+from hypercalls.errors import BackendUnavailable, XenError
+from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason
+from xentool import lifecycle
+from xentool.config import GuestConfig, config_from_dict, load_config
+from xentool.config.model import Action
+from xentool.create import BuildPlan, plan_creation
+from xentool.create.executor import execute
+from xentool.create.preflight import preflight
+from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, UsageError
+from xentool.records import RecordStore
+
+DOM0_NAME = "Domain-0"
+REAL_RECORDS_DIR = Path("/var/lib/xentool/domains")
+
+
+@dataclass(frozen=True)
+class DomainSummary:
+    """One row of `xentool list` (the same figures `xl list` shows)."""
+
+    domid: int
+    name: str
+    uuid: str
+    type: str
+    state: str
+    memory_mib: int
+    max_memory_mib: int
+    vcpus: int
+    cpu_time_s: float
+    shutdown_reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DomainDetails(DomainSummary):
+    """`xentool info`: the summary plus the balloon target, vcpu limit and the config, if known."""
+
+    target_memory_mib: int | None
+    max_vcpus: int
+    config: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    backend: str
+    xen_version: str
+    nr_cpus: int
+    total_memory_mib: int
+    free_memory_mib: int
+    virt_caps: list[str]
+    capabilities: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def connect(url: str | None = None, records_dir: str | Path | None = None) -> "Toolstack":
+    """Open the hypervisor named by ``url`` (see :func:`hypercalls.open_hypervisor`).
+
+    ``url`` defaults to ``$XENTOOL_CONNECT``; with neither, the real Xen of this dom0 — and an
+    error that says how to reach one when this is not a dom0.  The simulator is only ever used when
+    asked for by name.
+    """
+    url = url if url is not None else os.environ.get("XENTOOL_CONNECT") or None
+    if url == "lab":
+        raise NoHypervisor("the lab is reached through the CLI: `xentool --lab COMMAND`, or run Python with `xentool lab exec`")
+    try:
+        hv = open_hypervisor(url)
+    except BackendUnavailable as e:
+        raise NoHypervisor(str(e)) from e
+    if records_dir is None:
+        records_dir = Path(url[len("sim://"):]) / "xentool" if url and url.startswith("sim://") else REAL_RECORDS_DIR
+    return Toolstack(hv, RecordStore(Path(records_dir)))
+
+
+class Toolstack:
+    def __init__(self, hv: Hypervisor, records: RecordStore) -> None:
+        self.hv = hv
+        self.records = records
+
+    def close(self) -> None:
+        self.hv.close()
+
+    def __enter__(self) -> "Toolstack":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the host -----------------------------------------------------------------------------
+    def host_info(self) -> HostInfo:
+        p = self.hv.physinfo()
+        return HostInfo(
+            backend=self.hv.kind,
+            xen_version=str(p.xen_version),
+            nr_cpus=p.nr_cpus,
+            total_memory_mib=p.total_kib // 1024,
+            free_memory_mib=p.free_kib // 1024,
+            virt_caps=list(p.virt_caps),
+            capabilities=p.capabilities,
+        )
+
+    def dmesg(self, clear: bool = False) -> str:
+        return self.hv.dmesg(clear)
+
+    # -- finding domains ----------------------------------------------------------------------
+    def _name_of(self, domid: int) -> str:
+        name = self.hv.xenstore().read_or(f"/local/domain/{domid}/name")
+        if name is None:
+            return DOM0_NAME if domid == 0 else f"(domain {domid})"
+        return name
+
+    def _summary(self, info: DomainInfo) -> DomainSummary:
+        return DomainSummary(
+            domid=info.domid,
+            name=self._name_of(info.domid),
+            uuid=info.uuid,
+            type=info.guest_type.value,
+            state=info.state.value,
+            memory_mib=info.memory_kib // 1024,
+            max_memory_mib=info.max_memory_kib // 1024,
+            vcpus=info.online_vcpus,
+            cpu_time_s=round(info.cpu_time_ns / 1e9, 1),
+            shutdown_reason=info.shutdown_reason.name.lower() if info.shutdown and info.shutdown_reason is not None else None,
+        )
+
+    def list_domains(self) -> list[DomainSummary]:
+        return [self._summary(info) for info in self.hv.domain_list()]
+
+    def lookup(self, ref: str | int) -> DomainSummary:
+        """The domain that ``ref`` names: a domid, a name, or a uuid."""
+        text = str(ref).strip()
+        domains = self.list_domains()
+        if text.isdigit():
+            matches = [d for d in domains if d.domid == int(text)]
+        else:
+            matches = [d for d in domains if d.name == text] or [d for d in domains if d.uuid == text.lower()]
+        if not matches:
+            raise DomainNotFound(text)
+        return matches[0]
+
+    def info(self, ref: str | int) -> DomainDetails:
+        summary = self.lookup(ref)
+        info = self.hv.domain_getinfo(summary.domid)
+        target = self.hv.xenstore().read_or(f"/local/domain/{summary.domid}/memory/target")
+        record = self.records.load(summary.uuid)
+        return DomainDetails(
+            **summary.to_json(),
+            target_memory_mib=int(target) // 1024 if target else None,
+            max_vcpus=info.max_vcpu_id + 1,
+            config=record.config if record else None,
+        )
+
+    # -- creation -----------------------------------------------------------------------------
+    def load(
+        self, source: GuestConfig | str | Path | Mapping[str, Any], overrides: Sequence[str] = ()
+    ) -> GuestConfig:
+        """A validated config from a file path, a dict, or a GuestConfig (overrides apply to files)."""
+        if isinstance(source, GuestConfig):
+            if overrides:
+                raise UsageError("overrides apply to a config file; change the GuestConfig object instead")
+            return source
+        if isinstance(source, Mapping):
+            if overrides:
+                raise UsageError("overrides apply to a config file; change the dict instead")
+            return config_from_dict(source)
+        return load_config(source, overrides)
+
+    def plan(self, config: GuestConfig, paused: bool = False) -> BuildPlan:
+        """The build plan `create` would run (what --dry-run prints); touches nothing."""
+        uuid = str(config.uuid) if config.uuid else "{uuid}"
+        return plan_creation(config, uuid, paused)
+
+    def create(
+        self,
+        source: GuestConfig | str | Path | Mapping[str, Any],
+        overrides: Sequence[str] = (),
+        paused: bool = False,
+    ) -> DomainSummary:
+        config = self.load(source, overrides)
+        return self._create(config, str(config.uuid) if config.uuid else str(uuid_module.uuid4()), paused)
+
+    def _create(self, config: GuestConfig, uuid: str, paused: bool) -> DomainSummary:
+        preflight(self.hv, config)
+        bound = execute(plan_creation(config, uuid, paused), self.hv)
+        self.records.save(config, uuid, bound["domid"])
+        return self._summary(self.hv.domain_getinfo(bound["domid"]))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _guest(self, ref: str | int) -> DomainSummary:
+        domain = self.lookup(ref)
+        if domain.domid == 0:
+            raise UsageError("that is dom0, the domain xentool runs in; it cannot be managed as a guest")
+        return domain
+
+    def destroy(self, ref: str | int) -> None:
+        domain = self._guest(ref)
+        lifecycle.checked("destroy", domain.name, lambda: lifecycle.destroy(self.hv, domain.domid))
+        self.records.remove(domain.uuid)
+
+    def pause(self, ref: str | int) -> None:
+        domain = self._guest(ref)
+        lifecycle.checked("pause", domain.name, lambda: self.hv.domain_pause(domain.domid))
+
+    def unpause(self, ref: str | int) -> None:
+        domain = self._guest(ref)
+        lifecycle.checked("unpause", domain.name, lambda: self.hv.domain_unpause(domain.domid))
+
+    def rename(self, ref: str | int, new_name: str) -> None:
+        domain = self._guest(ref)
+        # The same rules as a config's name, so a rename cannot make a name a config could not hold.
+        config_from_dict({"name": new_name, "type": "pv", "kernel": "/"}, source="<new name>")
+        lifecycle.checked("rename", domain.name, lambda: lifecycle.rename(self.hv, domain.domid, new_name))
+        self.records.renamed(domain.uuid, new_name)
+
+    def mem_set(self, ref: str | int, memory_mib: int) -> None:
+        domain = self._guest(ref)
+        lifecycle.checked(
+            "mem-set", domain.name, lambda: lifecycle.set_memory_target(self.hv, domain.domid, memory_mib * 1024, domain.name)
+        )
+
+    def vcpu_set(self, ref: str | int, vcpus: int) -> None:
+        domain = self._guest(ref)
+        lifecycle.checked("vcpu-set", domain.name, lambda: lifecycle.set_online_vcpus(self.hv, domain.domid, vcpus, domain.name))
+
+    def shutdown(self, ref: str | int, wait: bool = False, timeout: float = 60.0) -> str:
+        """Ask the guest to power off.  With ``wait``, wait until it has, then apply its on_poweroff
+        action; returns the final state ("shutdown", or "gone" once destroyed)."""
+        return self._request(ref, ShutdownReason.POWEROFF, wait, timeout)
+
+    def reboot(self, ref: str | int, wait: bool = True, timeout: float = 60.0) -> str:
+        """Ask the guest to reboot; once it has shut down for reboot, apply on_reboot (restart by default)."""
+        return self._request(ref, ShutdownReason.REBOOT, wait, timeout)
+
+    def _request(self, ref: str | int, reason: ShutdownReason, wait: bool, timeout: float) -> str:
+        domain = self._guest(ref)
+        word = lifecycle.SHUTDOWN_REQUEST[reason]
+        lifecycle.checked(word, domain.name, lambda: lifecycle.request_shutdown(self.hv, domain.domid, reason))
+        if not wait:
+            return domain.state
+        info = lifecycle.wait_until(
+            self.hv,
+            domain.domid,
+            lifecycle.is_shut_down,
+            f"domain {domain.name} to {word}",
+            timeout,
+            hint=f"the guest did not act on the {word} request; `xentool destroy {domain.name}` forces it off",
+        )
+        if info is None:
+            return lifecycle.DOMAIN_GONE
+        return self.apply_shutdown_action(domain, info)
+
+    def apply_shutdown_action(self, domain: DomainSummary, info: DomainInfo) -> str:
+        """Do what the guest's config says for the reason it shut down (on_poweroff, on_reboot, ...).
+
+        Without a record (a domain xentool did not create) xl's defaults apply: destroy, except
+        restart on reboot.
+        """
+        reason = info.shutdown_reason or ShutdownReason.POWEROFF
+        record = self.records.load(domain.uuid)
+        config = record.guest_config() if record else None
+        action = _action_for(config, reason)
+        if action == Action.PRESERVE:
+            return info.state.value
+        if action in (Action.RESTART, Action.RENAME_RESTART) and config is not None:
+            lifecycle.destroy(self.hv, domain.domid)
+            restarted = self._create(config, domain.uuid, paused=False)
+            return restarted.state
+        if action.value.startswith("coredump"):
+            raise DomainOperationError(
+                action.value, domain.name, "core dumps need the real backend (foreign memory mapping); it is not built yet"
+            )
+        lifecycle.destroy(self.hv, domain.domid)
+        self.records.remove(domain.uuid)
+        return lifecycle.DOMAIN_GONE
+
+    def wait_for_state(self, ref: str | int, states: Sequence[str], timeout: float = 60.0) -> str:
+        """Wait until the domain is in one of ``states`` (RunState values, or "gone")."""
+        domain = self.lookup(ref)
+        wanted = set(states)
+        unknown = wanted - {s.value for s in RunState} - {lifecycle.DOMAIN_GONE}
+        if unknown:
+            raise UsageError(f"unknown state(s) {sorted(unknown)}; use {[s.value for s in RunState] + ['gone']}")
+
+        def reached(info: DomainInfo | None) -> bool:
+            return (lifecycle.DOMAIN_GONE if info is None else info.state.value) in wanted
+
+        info = lifecycle.wait_until(self.hv, domain.domid, reached, f"domain {domain.name} to be {'/'.join(sorted(wanted))}", timeout)
+        return lifecycle.DOMAIN_GONE if info is None else info.state.value
+
+
+def _action_for(config: GuestConfig | None, reason: ShutdownReason) -> Action:
+    if config is None:
+        return Action.RESTART if reason == ShutdownReason.REBOOT else Action.DESTROY
+    return {
+        ShutdownReason.POWEROFF: config.on_poweroff,
+        ShutdownReason.REBOOT: config.on_reboot,
+        ShutdownReason.CRASH: config.on_crash,
+        ShutdownReason.WATCHDOG: config.on_watchdog,
+    }.get(reason, Action.DESTROY)
+
+
+__all__ = ["DomainDetails", "DomainSummary", "HostInfo", "Toolstack", "XenError", "connect"]

@@ -1,0 +1,407 @@
+"""`xentool`: the command line.  A thin layer: parse, call :mod:`xentool.api`, format.
+
+Exit codes: 0 success; 1 unexpected error; 2 bad usage or bad config; 3 no such domain; 4 name in
+use; 5 a hypervisor operation failed; 6 timed out; 7 no hypervisor reachable; 8 lab failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hypercalls.errors import HypervisorError, XenError
+from xentool.errors import XentoolError
+
+app = typer.Typer(
+    name="xentool",
+    help="A Xen toolstack: create and manage PV, PVH and HVM domains.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+host_app = typer.Typer(help="The Xen host.", no_args_is_help=True)
+config_app = typer.Typer(help="Guest config files: check them, import xl.cfg files.", no_args_is_help=True)
+app.add_typer(host_app, name="host")
+app.add_typer(config_app, name="config")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Options:
+    connect: Optional[str] = None
+    debug: bool = False
+
+
+options = Options()
+
+
+def _toolstack():  # type: ignore[no-untyped-def]
+    from xentool.api import connect
+
+    return connect(options.connect)
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data), indent=2) if sys.stdout.isatty() else print(json.dumps(data, indent=2))
+
+
+@app.callback()
+def main_options(
+    connect: Optional[str] = typer.Option(
+        None, "--connect", envvar="XENTOOL_CONNECT", help="xen, sim:///PATH (the simulator), or lab."
+    ),
+    lab: bool = typer.Option(False, "--lab", help="Run this command in the Xen lab's dom0 (starts the lab if needed)."),
+    debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),
+) -> None:
+    # --lab and --connect lab are handled in main() before parsing; reaching here with them means
+    # they were combined in a way main() did not see (e.g. via the environment in a subcommand).
+    options.connect = connect
+    options.debug = debug
+
+
+# -- domains ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def create(
+    config_file: Path = typer.Argument(..., help="The guest config (YAML)."),
+    overrides: list[str] = typer.Argument(None, help="KEY=VALUE settings that override the file (xl style)."),
+    paused: bool = typer.Option(False, "-p", "--paused", help="Leave the domain paused."),
+    console: bool = typer.Option(False, "-c", "--console", help="Attach to the console after creating."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the build plan; create nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Create a domain from a config file."""
+    from xentool.config import load_config
+
+    config = load_config(config_file, overrides or [])
+    if dry_run:
+        from xentool.create import plan_creation
+
+        plan = plan_creation(config, str(config.uuid) if config.uuid else "{uuid}", paused)
+        if as_json:
+            _print_json(plan.to_json())
+        else:
+            print(plan.describe())
+        return
+    with _toolstack() as xt:
+        domain = xt.create(config, paused=paused)
+        if as_json:
+            _print_json(domain.to_json())
+        else:
+            out.print(f"created domain {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
+        if console:
+            _show_console(xt, str(domain.domid))
+
+
+@app.command("list")
+def list_domains(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the domains, dom0 included."""
+    with _toolstack() as xt:
+        domains = xt.list_domains()
+    if as_json:
+        _print_json([d.to_json() for d in domains])
+        return
+    table = Table(box=None, pad_edge=False)
+    for column, justify in (("Name", "left"), ("ID", "right"), ("Mem", "right"), ("VCPUs", "right"),
+                            ("State", "left"), ("Time(s)", "right"), ("Type", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for d in domains:
+        state = d.state + (f" ({d.shutdown_reason})" if d.shutdown_reason else "")
+        table.add_row(d.name, str(d.domid), str(d.memory_mib), str(d.vcpus), state, f"{d.cpu_time_s:.1f}", d.type)
+    out.print(table)
+
+
+@app.command()
+def info(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show one domain: state, memory, vcpus, cpu time, shutdown reason, config."""
+    with _toolstack() as xt:
+        details = xt.info(domain)
+    data = details.to_json()
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in data.items():
+        if key == "config":
+            continue
+        table.add_row(key, "-" if value is None else str(value))
+    out.print(table)
+    if details.config:
+        import yaml
+
+        out.print("[bold]config[/bold]")
+        out.print(yaml.safe_dump(details.config, sort_keys=False).rstrip())
+
+
+@app.command()
+def destroy(domain: str = typer.Argument(..., help="Domain name, id or uuid.")) -> None:
+    """Destroy a domain at once (no shutdown request)."""
+    with _toolstack() as xt:
+        xt.destroy(domain)
+
+
+@app.command()
+def shutdown(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    wait: bool = typer.Option(False, "-w", "--wait", help="Wait until the guest has shut down."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait with -w."),
+) -> None:
+    """Ask the guest to power off (xenstore control/shutdown)."""
+    with _toolstack() as xt:
+        final = xt.shutdown(domain, wait=wait, timeout=timeout)
+    if wait:
+        out.print(f"domain {domain}: {final}")
+
+
+@app.command()
+def reboot(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the guest to go down."),
+) -> None:
+    """Ask the guest to reboot, then apply its on_reboot action."""
+    with _toolstack() as xt:
+        final = xt.reboot(domain, wait=True, timeout=timeout)
+    out.print(f"domain {domain}: {final}")
+
+
+@app.command()
+def pause(domain: str = typer.Argument(..., help="Domain name, id or uuid.")) -> None:
+    """Pause a domain."""
+    with _toolstack() as xt:
+        xt.pause(domain)
+
+
+@app.command()
+def unpause(domain: str = typer.Argument(..., help="Domain name, id or uuid.")) -> None:
+    """Unpause a domain."""
+    with _toolstack() as xt:
+        xt.unpause(domain)
+
+
+@app.command()
+def rename(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    new_name: str = typer.Argument(..., help="The new name."),
+) -> None:
+    """Rename a domain."""
+    with _toolstack() as xt:
+        xt.rename(domain, new_name)
+
+
+@app.command("mem-set")
+def mem_set(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    memory: str = typer.Argument(..., help="New balloon target: MiB, or a size like 512M or 2G."),
+) -> None:
+    """Set a domain's memory (balloon) target."""
+    from xentool.config.sizes import parse_size_mib
+
+    try:
+        mib = parse_size_mib(memory)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="MEMORY") from e
+    with _toolstack() as xt:
+        xt.mem_set(domain, mib)
+
+
+@app.command("vcpu-set")
+def vcpu_set(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    vcpus: int = typer.Argument(..., help="How many vcpus to have online."),
+) -> None:
+    """Set how many of a domain's vcpus are online."""
+    with _toolstack() as xt:
+        xt.vcpu_set(domain, vcpus)
+
+
+@app.command()
+def console(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    log: bool = typer.Option(False, "--log", help="Print what the guest printed so far, and return."),
+) -> None:
+    """Attach to a domain's console (Ctrl-] detaches)."""
+    with _toolstack() as xt:
+        _show_console(xt, domain)
+
+
+def _show_console(xt, ref: str) -> None:  # type: ignore[no-untyped-def]
+    sys.stdout.write(xt.console_log(ref))
+    sys.stdout.flush()
+
+
+@app.command()
+def dmesg(clear: bool = typer.Option(False, "-c", "--clear", help="Clear the ring after reading.")) -> None:
+    """Print the hypervisor's console ring."""
+    with _toolstack() as xt:
+        sys.stdout.write(xt.dmesg(clear))
+
+
+@app.command("wait")
+def wait_cmd(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    states: list[str] = typer.Argument(..., help="States to wait for: running, paused, shutdown, crashed, gone ..."),
+    timeout: float = typer.Option(60.0, "--timeout"),
+) -> None:
+    """Wait until a domain reaches one of the given states."""
+    with _toolstack() as xt:
+        out.print(xt.wait_for_state(domain, states, timeout))
+
+
+@host_app.command("info")
+def host_info(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """The hypervisor and host: Xen version, cpus, memory, virtualization caps."""
+    with _toolstack() as xt:
+        data = xt.host_info().to_json()
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        out.print(f"{key:18}: {' '.join(value) if isinstance(value, list) else value}")
+
+
+# -- configs ----------------------------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(files: list[Path] = typer.Argument(..., help="Config files to validate.")) -> None:
+    """Validate config files without touching any hypervisor."""
+    from xentool.config import load_config
+    from xentool.errors import ConfigError
+
+    failed: list[ConfigError] = []
+    for path in files:
+        try:
+            config = load_config(path)
+            out.print(f"{path}: ok ({config.type.value} guest {config.name!r})")
+        except ConfigError as e:
+            failed.append(e)
+            err.print(str(e), markup=False)
+    if failed:
+        raise typer.Exit(ConfigError.exit_code)
+
+
+@config_app.command("import")
+def config_import(
+    xl_cfg: Path = typer.Argument(..., help="An xl.cfg file."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the YAML here instead of stdout."),
+) -> None:
+    """Convert an xl.cfg file to a xentool YAML config."""
+    from xentool.config import xl_cfg_to_yaml
+
+    result = xl_cfg_to_yaml(xl_cfg)
+    text, warnings = result if isinstance(result, tuple) else (result, [])
+    for warning in warnings:
+        err.print(f"{xl_cfg}: warning: {warning}", markup=False)
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _mount_lab() -> None:
+    try:
+        from xentool.cli.lab import lab_app
+    except ImportError:  # the lab is optional while it is being built
+        return
+    app.add_typer(lab_app, name="lab")
+
+
+_mount_lab()
+
+
+# -- entry point ------------------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"xentool: error: {message}", markup=False)
+    raise SystemExit(code)
+
+
+def _lab_argv(argv: list[str]) -> list[str] | None:
+    """The command to run in the lab's dom0 when --lab, --connect lab or XENTOOL_CONNECT=lab says so;
+    None when the command runs here (including `xentool lab ...` itself)."""
+    split = _first_command_index(argv)
+    head, tail = argv[:split], argv[split:]
+    via_lab = "--lab" in head or os.environ.get("XENTOOL_CONNECT") == "lab"
+    kept: list[str] = []
+    skip = False
+    for i, arg in enumerate(head):
+        if skip:
+            skip = False
+            continue
+        if arg == "--lab":
+            continue
+        if arg == "--connect" and head[i + 1 : i + 2] == ["lab"]:
+            via_lab, skip = True, True
+            continue
+        if arg == "--connect=lab":
+            via_lab = True
+            continue
+        kept.append(arg)
+    if not via_lab or tail[:1] == ["lab"]:
+        return None
+    return kept + tail
+
+
+def _first_command_index(argv: list[str]) -> int:
+    """Where the subcommand starts: the first word that is not an option or --connect's value."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-") and not (i > 0 and argv[i - 1] == "--connect"):
+            return i
+    return len(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv[: _first_command_index(argv)]
+    try:
+        lab_argv = _lab_argv(argv)
+        if lab_argv is not None:
+            from xentool.cli.lab import run_in_lab
+
+            raise SystemExit(run_in_lab(lab_argv))
+        app(args=argv, prog_name="xentool", standalone_mode=False)
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except typer.Abort:
+        _fail("aborted", 1)
+    except typer.TyperException as e:  # bad usage: typer prints it with the usage line
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            _fail(e.format_message(), 2)
+        raise SystemExit(e.exit_code) from None
+    except XentoolError as e:
+        if debug:
+            raise
+        _fail(str(e), e.exit_code)
+    except HypervisorError as e:
+        if debug:
+            raise
+        _fail(str(e), 5 if isinstance(e, XenError) else 7)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if debug:
+            raise
+        _fail(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Creating a domain: the steps in order, each in its own module.
+
+    create domain -> build -> xenstore layout -> devices -> unpause
+
+:func:`plan_creation` turns a validated :class:`GuestConfig` into a :class:`BuildPlan` (what
+``--dry-run`` prints); :func:`xentool.create.executor.execute` runs it, undoing every completed
+operation if one fails.
+"""
+
+from __future__ import annotations
+
+from xentool.config import GuestConfig
+from xentool.create.build import plan_build
+from xentool.create.devices import plan_devices
+from xentool.create.domain import plan_domain
+from xentool.create.plan import BuildPlan
+from xentool.create.unpause import plan_unpause
+from xentool.create.xenstore_layout import plan_xenstore_layout
+
+
+def plan_creation(config: GuestConfig, uuid: str, paused: bool = False) -> BuildPlan:
+    steps = [
+        plan_domain(config, uuid),
+        plan_build(config),
+        plan_xenstore_layout(config),
+        plan_devices(config, uuid),
+    ]
+    if not paused:
+        steps.append(plan_unpause())
+    return BuildPlan(name=config.name, uuid=uuid, steps=tuple(steps))
+
+
+__all__ = ["BuildPlan", "plan_creation"]

@@ -1,0 +1,48 @@
+"""Step 2: the two event channels for xenstored and the console, then the domain builder.
+
+libxl__build_pre allocates both ports before building, because the builder writes them into the
+guest's start info (PV) or HVM params (PVH/HVM), where the guest finds them at boot.
+"""
+
+from __future__ import annotations
+
+from hypercalls.interface import BuildSpec, GuestType
+from xentool.config import GuestConfig
+from xentool.create.plan import AllocUnboundEvtchn, BuildDomain, Step
+
+# Where Debian's xen-utils-4.17 puts the HVM firmware loader.
+HVMLOADER = "/usr/lib/xen-4.17/boot/hvmloader"
+
+
+def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0) -> Step:
+    firmware = HVMLOADER if config.type == GuestType.HVM else None
+    spec = BuildSpec(
+        guest_type=config.type,
+        memory_kib=config.memory_kib,
+        max_memory_kib=config.maxmem_kib,
+        vcpus=config.vcpus,
+        store_evtchn=-1,  # filled from the bindings when the plan runs
+        console_evtchn=-1,
+        kernel=str(config.kernel) if config.kernel else None,
+        ramdisk=str(config.ramdisk) if config.ramdisk else None,
+        cmdline=config.cmdline,
+        firmware=firmware,
+        acpi=config.hvm.acpi if config.hvm else True,
+        viridian=_viridian(config),
+    )
+    return Step(
+        "build",
+        (
+            AllocUnboundEvtchn("store_port", store_domid),
+            AllocUnboundEvtchn("console_port", console_domid),
+            BuildDomain(spec),
+        ),
+    )
+
+
+def _viridian(config: GuestConfig) -> tuple[str, ...]:
+    if not config.hvm or not config.hvm.viridian:
+        return ()
+    if config.hvm.viridian is True:
+        return ("base", "freq", "time_ref_count")  # libxl's "defaults" group
+    return tuple(config.hvm.viridian)

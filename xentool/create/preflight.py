@@ -1,0 +1,34 @@
+"""Checks made before anything is created, so that the common mistakes cost nothing to undo.
+
+They are not the last word: the name is claimed again inside the xenstore transaction (another
+create may race us), and the builder fails with ENOMEM if memory went meanwhile.
+"""
+
+from __future__ import annotations
+
+from hypercalls.interface import Hypervisor
+from xentool.config import GuestConfig
+from xentool.errors import InsufficientMemory, NameInUse
+
+# What Xen charges a guest beyond its RAM (page tables, grant frames, the p2m): a margin so that a
+# guest accepted here does not fail in the builder for want of a few pages.
+BUILD_OVERHEAD_KIB = 2048
+
+
+def check_name_free(hv: Hypervisor, name: str) -> None:
+    xs = hv.xenstore()
+    for info in hv.domain_list():
+        if xs.read_or(f"/local/domain/{info.domid}/name") == name:
+            raise NameInUse(name, info.domid)
+
+
+def check_memory_fits(hv: Hypervisor, config: GuestConfig) -> None:
+    free_kib = hv.physinfo().free_kib
+    needed_kib = config.memory_kib + BUILD_OVERHEAD_KIB
+    if needed_kib > free_kib:
+        raise InsufficientMemory(config.name, needed_kib // 1024, free_kib // 1024)
+
+
+def preflight(hv: Hypervisor, config: GuestConfig) -> None:
+    check_name_free(hv, config.name)
+    check_memory_fits(hv, config)

@@ -1,0 +1,155 @@
+"""Operations on existing domains: destroy, the shutdown protocol, waiting, memory and vcpus.
+
+Everything goes through the hypervisor interface and xenstore the way libxl does it, so the same
+code serves domains that xentool created and domains that xl created.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable
+
+from hypercalls.errors import XenError
+from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason, retry_transaction
+from xentool.create.xenstore_layout import UniqueName
+from xentool.create.plan import Bindings
+from xentool.errors import DomainOperationError, UsageError, WaitTimeout
+
+DOMAIN_GONE = "gone"  # the state a wait reports once the domain no longer exists
+
+# The words a PV guest's control/shutdown watch understands (drivers/xen/manage.c in Linux).
+SHUTDOWN_REQUEST = {
+    ShutdownReason.POWEROFF: "poweroff",
+    ShutdownReason.REBOOT: "reboot",
+    ShutdownReason.SUSPEND: "suspend",
+}
+
+
+def dom_path(domid: int) -> str:
+    return f"/local/domain/{domid}"
+
+
+def destroy(hv: Hypervisor, domid: int) -> None:
+    """Remove the domain's devices and xenstore nodes, then the domain itself (libxl__destroy_domid).
+
+    Backends are removed first so that no backend keeps mapping the guest's pages (which would keep
+    the domain dying); the domain goes last so that a failure before it leaves it destroyable again.
+    """
+    xs = hv.xenstore()
+    vm_path = xs.read_or(f"{dom_path(domid)}/vm")
+    for backend_domid in xs.list_or_empty("/local/domain"):
+        for kind in xs.list_or_empty(f"/local/domain/{backend_domid}/backend"):
+            xs.rm(f"/local/domain/{backend_domid}/backend/{kind}/{domid}")
+    xs.rm(f"/libxl/{domid}")
+    xs.rm(dom_path(domid))
+    if vm_path and vm_path.startswith("/vm/"):
+        xs.rm(vm_path)
+    try:
+        hv.domain_destroy(domid)
+    except XenError as e:
+        if e.errno != errno.ESRCH:  # already gone is what we wanted
+            raise
+
+
+def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> None:
+    """Ask the guest to shut down through xenstore's control/shutdown, as xl shutdown/reboot do."""
+    hv.xenstore().write(f"{dom_path(domid)}/control/shutdown", SHUTDOWN_REQUEST[reason])
+
+
+def state_of(hv: Hypervisor, domid: int) -> DomainInfo | None:
+    try:
+        return hv.domain_getinfo(domid)
+    except XenError as e:
+        if e.errno == errno.ESRCH:
+            return None
+        raise
+
+
+def wait_until(
+    hv: Hypervisor,
+    domid: int,
+    done: Callable[[DomainInfo | None], bool],
+    what: str,
+    timeout: float,
+    hint: str = "",
+) -> DomainInfo | None:
+    """Wait for ``done(info)`` (info None once the domain is gone), waking on @releaseDomain.
+
+    xenstored fires @releaseDomain whenever a domain shuts down or dies, so watching it is how a
+    toolstack hears about state changes without polling the hypervisor in a tight loop; a slow
+    poll stays underneath in case an event is missed.
+    """
+    xs = hv.xenstore()
+    token = f"xentool-wait-{domid}-{time.monotonic_ns()}"
+    xs.watch("@releaseDomain", token)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = state_of(hv, domid)
+            if done(info):
+                return info
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(what, timeout, hint)
+            xs.read_watch(min(remaining, 0.25))
+    finally:
+        xs.unwatch("@releaseDomain", token)
+
+
+def is_shut_down(info: DomainInfo | None) -> bool:
+    return info is None or info.state in (RunState.SHUTDOWN, RunState.CRASHED)
+
+
+def rename(hv: Hypervisor, domid: int, new_name: str) -> None:
+    """Change the name in /local/domain/N/name and /vm/UUID/name, claiming it atomically."""
+    xs = hv.xenstore()
+    vm_path = xs.read_or(f"{dom_path(domid)}/vm")
+    guard = UniqueName(new_name)
+
+    def body(txn: object) -> None:
+        guard.check(xs, txn, Bindings(domid=domid))
+        xs.write(f"{dom_path(domid)}/name", new_name, txn)
+        if vm_path:
+            xs.write(f"{vm_path}/name", new_name, txn)
+
+    retry_transaction(xs, body)
+
+
+def set_memory_target(hv: Hypervisor, domid: int, target_kib: int, label: str) -> None:
+    """Balloon target (xl mem-set): memory/target for the guest's balloon driver, at most static-max."""
+    xs = hv.xenstore()
+    static_max = xs.read_or(f"{dom_path(domid)}/memory/static-max")
+    if static_max is not None and target_kib > int(static_max):
+        raise UsageError(
+            f"domain {label}: {target_kib // 1024} MiB is above its maxmem of {int(static_max) // 1024} MiB; "
+            "ask for less, or recreate it with a larger maxmem"
+        )
+    if target_kib < 16 * 1024:
+        raise UsageError(f"domain {label}: {target_kib // 1024} MiB is too little for a guest; the least is 16 MiB")
+    xs.write(f"{dom_path(domid)}/memory/target", str(target_kib))
+    hv.domain_set_target(domid, target_kib)
+
+
+def set_online_vcpus(hv: Hypervisor, domid: int, vcpus: int, label: str) -> None:
+    """xl vcpu-set: cpu/N/availability for the guest, online or offline, up to the domain's maximum."""
+    info = hv.domain_getinfo(domid)
+    max_vcpus = info.max_vcpu_id + 1
+    if not 1 <= vcpus <= max_vcpus:
+        raise UsageError(f"domain {label}: {vcpus} vcpus is outside 1..{max_vcpus} (its maxvcpus)")
+    xs = hv.xenstore()
+
+    def body(txn: object) -> None:
+        for vcpu in range(max_vcpus):
+            xs.write(f"{dom_path(domid)}/cpu/{vcpu}/availability", "online" if vcpu < vcpus else "offline", txn)
+
+    retry_transaction(xs, body)
+    hv.domain_set_online_vcpus(domid, vcpus)
+
+
+def checked(op: str, label: str, action: Callable[[], None]) -> None:
+    """Run ``action``; a hypervisor failure becomes a DomainOperationError naming op and domain."""
+    try:
+        action()
+    except XenError as e:
+        raise DomainOperationError(op, label, e) from e

@@ -1,0 +1,81 @@
+"""What xentool remembers about the domains it created: the config each was built from.
+
+xl keeps the same thing in /var/lib/xen/userdata-d.DOMID.UUID.libxl-json; xentool keeps one JSON file
+per domain uuid, so that `info` can show the config and restart actions can rebuild the guest.  The
+file is the toolstack's, not the hypervisor's: a domain without one (made by xl) is still listed and
+managed, just without those extras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xentool.config import GuestConfig, config_from_dict
+
+
+@dataclass(frozen=True)
+class DomainRecord:
+    uuid: str
+    domid: int
+    name: str
+    created: float
+    config: dict[str, Any]
+
+    def guest_config(self) -> GuestConfig:
+        return config_from_dict(self.config, source=f"<record of {self.name}>")
+
+
+class RecordStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, uuid: str) -> Path:
+        return self.directory / f"{uuid}.json"
+
+    def save(self, config: GuestConfig, uuid: str, domid: int) -> DomainRecord:
+        record = DomainRecord(
+            uuid=uuid,
+            domid=domid,
+            name=config.name,
+            created=time.time(),
+            config=config.model_dump(mode="json", exclude_none=True, exclude={"source"}),
+        )
+        self._write(record)
+        return record
+
+    def _write(self, record: DomainRecord) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self._path(record.uuid)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record.__dict__, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    def load(self, uuid: str) -> DomainRecord | None:
+        try:
+            data = json.loads(self._path(uuid).read_text())
+        except (OSError, ValueError):
+            return None
+        return DomainRecord(**data)
+
+    def renamed(self, uuid: str, new_name: str) -> None:
+        record = self.load(uuid)
+        if record is None:
+            return
+        config = dict(record.config, name=new_name)
+        self._write(DomainRecord(record.uuid, record.domid, new_name, record.created, config))
+
+    def moved(self, uuid: str, domid: int) -> None:
+        record = self.load(uuid)
+        if record is not None:
+            self._write(DomainRecord(record.uuid, domid, record.name, record.created, record.config))
+
+    def remove(self, uuid: str) -> None:
+        try:
+            self._path(uuid).unlink()
+        except FileNotFoundError:
+            pass
