@@ -382,6 +382,14 @@ class Hypervisor(abc.ABC):
     def evtchn_list(self, domid: int) -> list[int]:
         """Ports in use in ``domid`` (for leak checks after destroy and rollback)."""
 
+    def guest_console_output(self, domid: int) -> str | None:
+        """What the guest printed on its console, where the backend itself holds it.
+
+        The simulator's guests print into the simulator, so it answers; on real Xen the console is
+        a shared ring served by a backend in dom0 (``pvdrivers.console``), and this returns None.
+        """
+        return None
+
     # -- xenstore -----------------------------------------------------------------------------------
     @abc.abstractmethod
     def xenstore(self) -> XenStore:

@@ -175,6 +175,16 @@ class Toolstack:
             config=record.config if record else None,
         )
 
+    def console_log(self, ref: str | int) -> str:
+        """Everything the guest has printed on its console so far."""
+        domain = self.lookup(ref)
+        output = self.hv.guest_console_output(domain.domid)
+        if output is None:
+            raise DomainOperationError(
+                "console", domain.name, f"xentool's console backend for real Xen is not built yet; `xl console {domain.name}` works meanwhile"
+            )
+        return output
+
     # -- creation -----------------------------------------------------------------------------
     def load(
         self, source: GuestConfig | str | Path | Mapping[str, Any], overrides: Sequence[str] = ()

@@ -1,0 +1,47 @@
+# The two commands the README promises, and what they are made of.
+#   make demo   set up a fresh Debian machine, then boot a guest on real Xen in the lab
+#   make test   the whole test suite, lab tests included
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+# Host packages: QEMU runs the lab; the Xen user tools and libraries are what dom0 (which shares
+# this machine's root filesystem) runs and what the cffi bindings compile against.
+DEBIAN_PACKAGES := qemu-system-x86 qemu-utils qemu-system-xen xen-utils-4.17 xenstore-utils \
+	libxen-dev busybox-static cpio kmod genisoimage isolinux syslinux-common gcc
+
+.PHONY: setup packages venv test test-fast demo lab-down clean
+
+setup: packages venv
+
+packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(BIN)/xentool
+
+$(BIN)/xentool: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+test: setup
+	$(BIN)/pytest -q
+
+test-fast: venv
+	$(BIN)/pytest -q -m "not lab"
+
+demo: setup
+	$(BIN)/xentool lab up
+	$(BIN)/xentool lab exec -- cat /proc/xen/capabilities
+	$(BIN)/xentool lab exec -- xl info
+
+lab-down:
+	$(BIN)/xentool lab down
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,127 @@
+"""Lifecycle of domains on the simulated hypervisor: destroy, shutdown protocol, actions, settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from xentool.errors import DomainNotFound, NameInUse, UsageError, WaitTimeout
+
+from .conftest import host_snapshot, xenstore_dump
+
+
+def test_destroy_leaves_no_xenstore_nodes_memory_or_domain(xt, make_config, tmp_path):
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1024))
+    before = host_snapshot(xt)
+    xt.create(make_config(disks=[{"target": str(disk), "vdev": "xvda"}], vifs=[{"bridge": "xenbr0"}]))
+    assert host_snapshot(xt) != before
+    xt.destroy("web")
+    assert host_snapshot(xt) == before
+
+
+def test_lookup_by_name_id_and_uuid(xt, make_config):
+    domain = xt.create(make_config())
+    assert xt.lookup("web").domid == domain.domid
+    assert xt.lookup(str(domain.domid)).name == "web"
+    assert xt.lookup(domain.uuid).name == "web"
+    with pytest.raises(DomainNotFound):
+        xt.lookup("nosuch")
+
+
+def test_dom0_cannot_be_destroyed(xt):
+    with pytest.raises(UsageError):
+        xt.destroy("Domain-0")
+
+
+def test_shutdown_and_wait_applies_on_poweroff_destroy(xt, make_config):
+    before = host_snapshot(xt)
+    xt.create(make_config(on_poweroff="destroy"))
+    assert xt.shutdown("web", wait=True, timeout=10) == "gone"
+    assert host_snapshot(xt) == before
+
+
+def test_shutdown_with_preserve_keeps_the_domain_shut_down_with_its_reason(xt, make_config):
+    xt.create(make_config(on_poweroff="preserve"))
+    assert xt.shutdown("web", wait=True, timeout=10) == "shutdown"
+    domain = xt.lookup("web")
+    assert domain.state == "shutdown"
+    assert domain.shutdown_reason == "poweroff"
+
+
+def test_reboot_restarts_the_guest_with_the_same_uuid(xt, make_config):
+    first = xt.create(make_config())
+    assert xt.reboot("web", timeout=10) in ("running", "blocked")
+    again = xt.lookup("web")
+    assert again.uuid == first.uuid
+    assert again.domid != first.domid
+
+
+def test_shutdown_wait_times_out_with_a_clear_message_when_the_guest_ignores_it(xt, make_config):
+    xt.create(make_config(cmdline="xentool.sim.unresponsive"))
+    with pytest.raises(WaitTimeout) as e:
+        xt.shutdown("web", wait=True, timeout=0.5)
+    assert "web" in str(e.value) and "xentool destroy web" in str(e.value)
+    assert xt.lookup("web").state in ("running", "blocked")
+
+
+def test_pause_and_unpause(xt, make_config):
+    xt.create(make_config())
+    xt.pause("web")
+    assert xt.lookup("web").state == "paused"
+    xt.unpause("web")
+    assert xt.lookup("web").state in ("running", "blocked")
+
+
+def test_rename_changes_both_names_and_refuses_a_taken_one(xt, make_config):
+    domain = xt.create(make_config())
+    xt.create(make_config(name="db"))
+    xt.rename("web", "web2")
+    xs = xt.hv.xenstore()
+    assert xs.read(f"/local/domain/{domain.domid}/name") == "web2"
+    assert xs.read(f"/vm/{domain.uuid}/name") == "web2"
+    with pytest.raises(NameInUse):
+        xt.rename("web2", "db")
+    assert xt.info("web2").config["name"] == "web2"
+
+
+def test_mem_set_writes_the_balloon_target_within_maxmem(xt, make_config):
+    domain = xt.create(make_config(memory=128, maxmem=256))
+    xt.mem_set("web", 200)
+    assert xt.hv.xenstore().read(f"/local/domain/{domain.domid}/memory/target") == str(200 * 1024)
+    assert xt.info("web").target_memory_mib == 200
+    with pytest.raises(UsageError):
+        xt.mem_set("web", 512)
+
+
+def test_vcpu_set_onlines_and_offlines_within_maxvcpus(xt, make_config):
+    domain = xt.create(make_config(vcpus=1, maxvcpus=4))
+    xt.vcpu_set("web", 3)
+    xs = xt.hv.xenstore()
+    assert [xs.read(f"/local/domain/{domain.domid}/cpu/{i}/availability") for i in range(4)] == [
+        "online", "online", "online", "offline"]
+    assert xt.lookup("web").vcpus == 3
+    with pytest.raises(UsageError):
+        xt.vcpu_set("web", 5)
+
+
+def test_wait_for_state_sees_a_change_made_by_another_connection(xt, make_config, sim_url):
+    import threading
+
+    import xentool
+
+    xt.create(make_config(on_poweroff="preserve"))
+
+    def shut_down_later() -> None:
+        with xentool.connect(sim_url) as other:
+            other.shutdown("web")
+
+    timer = threading.Timer(0.3, shut_down_later)
+    timer.start()
+    try:
+        assert xt.wait_for_state("web", ["shutdown"], timeout=10) == "shutdown"
+    finally:
+        timer.join()
+
+
+def test_xenstore_dump_helper_sees_dom0_name(xt):
+    assert xenstore_dump(xt.hv.xenstore(), "/local/domain/0")["/local/domain/0/name"].startswith("Domain-0")
