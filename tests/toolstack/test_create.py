@@ -56,7 +56,15 @@ def test_guest_reads_and_writes_only_its_own_nodes(xt, make_config):
     dom = f"/local/domain/{first.domid}"
     assert guest.read(f"{dom}/name") == "first"
     guest.write(f"{dom}/data/hello", "1")
-    for forbidden_write in (f"{dom}/name", f"/local/domain/{second.domid}/data/x", f"/vm/{first.uuid}/name"):
+    guest.write(f"{dom}/console/backend-id", "0")  # frontend entries are the guest's own
+    # ... but not the ring and port the console backend trusts, nor anything of dom0's or others'.
+    for forbidden_write in (
+        f"{dom}/name",
+        f"{dom}/console/ring-ref",
+        f"/local/domain/0/backend/console/{first.domid}/0/state",
+        f"/local/domain/{second.domid}/data/x",
+        f"/vm/{first.uuid}/name",
+    ):
         with pytest.raises(XenstoreError) as e:
             guest.write(forbidden_write, "x")
         assert e.value.errno == errno.EACCES

@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from hypercalls.interface import XsPerm, perms
+from hypercalls.interface import XsPerm, XsPermission, perms
 from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState
 from xentool.config import GuestConfig
@@ -26,12 +26,51 @@ CONSOLE_LIMIT = 1048576  # LIBXL_XENCONSOLE_LIMIT
 INITIALISING = str(int(XenbusState.INITIALISING))
 
 
-def _frontend_perms(backend_domid: int):  # type: ignore[no-untyped-def]
+def _frontend_perms(backend_domid: int) -> tuple[XsPermission, ...]:
+    """The guest owns its frontend nodes; the backend may read them."""
     return perms(GUEST, (backend_domid, XsPerm.READ))
 
 
-def _backend_perms(backend_domid: int):  # type: ignore[no-untyped-def]
+def _backend_perms(backend_domid: int) -> tuple[XsPermission, ...]:
+    """The backend domain owns its nodes; the guest may read them.  Also used for frontend nodes
+    the guest must not change (console 0's port and ring-ref, which the backend trusts)."""
     return perms(backend_domid, (GUEST, XsPerm.READ))
+
+
+def device_nodes(
+    kind: str,
+    devid: int,
+    backend_domid: int,
+    front: dict[str, str],
+    back: dict[str, str],
+    ro_front: dict[str, str] | None = None,
+    frontend_path: str | None = None,
+) -> tuple[XsNode, ...]:
+    """A split device's xenstore nodes, as libxl__device_generic_add writes them.
+
+    ``front`` entries are the guest's, ``ro_front`` ones it may only read, ``back`` the backend's;
+    a copy of the backend entries goes under /libxl/N/device so the toolstack need not trust what a
+    backend later writes in its own directory.
+    """
+    frontend = frontend_path or f"/local/domain/{{domid}}/device/{kind}/{devid}"
+    backend = f"/local/domain/{backend_domid}/backend/{kind}/{{domid}}/{devid}"
+    libxl = f"/libxl/{{domid}}/device/{kind}/{devid}"
+    # Console 0 keeps other information in its frontend directory that the guest must not fiddle
+    # with, so libxl gives the directory itself the read-only permissions.
+    is_console0 = kind == "console" and devid == 0
+    front_dir_perms = _backend_perms(backend_domid) if is_console0 else _frontend_perms(backend_domid)
+    nodes = [
+        XsNode(f"{libxl}/frontend", frontend),
+        XsNode(f"{libxl}/backend", backend),
+        XsNode(frontend, None, front_dir_perms),
+        XsNode(f"{frontend}/backend", backend),
+    ]
+    nodes += [XsNode(f"{frontend}/{k}", v, _frontend_perms(backend_domid)) for k, v in front.items()]
+    nodes += [XsNode(f"{frontend}/{k}", v, _backend_perms(backend_domid)) for k, v in (ro_front or {}).items()]
+    nodes += [XsNode(backend, None, _backend_perms(backend_domid)), XsNode(f"{backend}/frontend", frontend)]
+    nodes += [XsNode(f"{backend}/{k}", v) for k, v in back.items()]
+    nodes += [XsNode(f"{libxl}/{k}", v) for k, v in back.items()]
+    return tuple(nodes)
 
 
 @dataclass(frozen=True)
@@ -59,77 +98,76 @@ def _backend_domid(backend: str) -> int:
     return int(backend)
 
 
-def console_nodes(backend_domid: int = 0) -> tuple[XsNode, ...]:
-    front = "/local/domain/{domid}/console"
-    back = f"/local/domain/{backend_domid}/backend/console/{{domid}}/0"
-    return (
-        XsNode(front, None, _frontend_perms(backend_domid)),
-        XsNode(f"{front}/backend", back),
-        XsNode(f"{front}/backend-id", str(backend_domid)),
-        XsNode(f"{front}/limit", str(CONSOLE_LIMIT)),
-        XsNode(f"{front}/type", CONSOLE_TYPE),
-        XsNode(f"{front}/output", "pty"),
-        XsNode(f"{front}/tty", ""),
-        XsNode(f"{front}/port", "{console_port}"),
-        XsNode(f"{front}/ring-ref", "{console_mfn}"),
-        XsNode(back, None, _backend_perms(backend_domid)),
-        XsNode(f"{back}/frontend", front),
-        XsNode(f"{back}/frontend-id", "{domid}"),
-        XsNode(f"{back}/online", "1"),
-        XsNode(f"{back}/state", INITIALISING),
-        XsNode(f"{back}/protocol", "vt100"),
+def console_nodes(name: str, backend_domid: int = 0) -> tuple[XsNode, ...]:
+    """The primary console; its frontend is /local/domain/N/console, not under device/."""
+    return device_nodes(
+        "console",
+        0,
+        backend_domid,
+        front={"backend-id": str(backend_domid)},
+        ro_front={
+            "limit": str(CONSOLE_LIMIT),
+            "type": CONSOLE_TYPE,
+            "output": "pty",
+            "tty": "",
+            "port": "{console_port}",
+            "ring-ref": "{console_mfn}",
+        },
+        back={"frontend-id": "{domid}", "online": "1", "state": INITIALISING, "domain": name, "protocol": "vt100"},
+        frontend_path="/local/domain/{domid}/console",
     )
 
 
 def disk_nodes(disk: Disk) -> tuple[XsNode, ...]:
     devid = vdev_to_devid(disk.vdev)
     backend_domid = _backend_domid(disk.backend)
-    kind = "qdisk" if disk.backendtype and disk.backendtype.value == "qdisk" else "vbd"
-    front = f"/local/domain/{{domid}}/device/vbd/{devid}"
-    back = f"/local/domain/{backend_domid}/backend/{kind}/{{domid}}/{devid}"
-    return (
-        XsNode(front, None, _frontend_perms(backend_domid)),
-        XsNode(f"{front}/backend", back),
-        XsNode(f"{front}/backend-id", str(backend_domid)),
-        XsNode(f"{front}/state", INITIALISING),
-        XsNode(f"{front}/virtual-device", str(devid)),
-        XsNode(f"{front}/device-type", disk.devtype.value),
-        XsNode(back, None, _backend_perms(backend_domid)),
-        XsNode(f"{back}/frontend", front),
-        XsNode(f"{back}/frontend-id", "{domid}"),
-        XsNode(f"{back}/online", "1"),
-        XsNode(f"{back}/state", INITIALISING),
-        XsNode(f"{back}/params", disk.target),
-        XsNode(f"{back}/type", (disk.backendtype.value if disk.backendtype else "phy")),
-        XsNode(f"{back}/mode", "w" if disk.access.value == "rw" else "r"),
-        XsNode(f"{back}/device-type", disk.devtype.value),
-        XsNode(f"{back}/removable", "1" if disk.devtype.value == "cdrom" else "0"),
-        XsNode(f"{back}/bootable", "1"),
-        XsNode(f"{back}/dev", disk.vdev),
+    devtype = disk.devtype.value
+    return device_nodes(
+        _disk_kind(disk),
+        devid,
+        backend_domid,
+        front={
+            "backend-id": str(backend_domid),
+            "state": INITIALISING,
+            "virtual-device": str(devid),
+            "device-type": devtype,
+        },
+        back={
+            "frontend-id": "{domid}",
+            "online": "1",
+            "state": INITIALISING,
+            "params": disk.target,
+            "type": disk.backendtype.value if disk.backendtype else "phy",
+            "mode": "w" if disk.access.value == "rw" else "r",
+            "device-type": devtype,
+            "removable": "1" if devtype == "cdrom" else "0",
+            "bootable": "1",
+            "dev": disk.vdev,
+        },
     )
 
 
 def vif_nodes(vif: Vif, devid: int, mac: str) -> tuple[XsNode, ...]:
     backend_domid = _backend_domid(vif.backend)
-    front = f"/local/domain/{{domid}}/device/vif/{devid}"
-    back = f"/local/domain/{backend_domid}/backend/vif/{{domid}}/{devid}"
-    return (
-        XsNode(front, None, _frontend_perms(backend_domid)),
-        XsNode(f"{front}/backend", back),
-        XsNode(f"{front}/backend-id", str(backend_domid)),
-        XsNode(f"{front}/state", INITIALISING),
-        XsNode(f"{front}/handle", str(devid)),
-        XsNode(f"{front}/mac", mac),
-        XsNode(back, None, _backend_perms(backend_domid)),
-        XsNode(f"{back}/frontend", front),
-        XsNode(f"{back}/frontend-id", "{domid}"),
-        XsNode(f"{back}/online", "1"),
-        XsNode(f"{back}/state", INITIALISING),
-        XsNode(f"{back}/handle", str(devid)),
-        XsNode(f"{back}/mac", mac),
-        XsNode(f"{back}/bridge", vif.bridge),
-        XsNode(f"{back}/type", "vif"),
+    return device_nodes(
+        "vif",
+        devid,
+        backend_domid,
+        front={"backend-id": str(backend_domid), "state": INITIALISING, "handle": str(devid), "mac": mac},
+        back={
+            "frontend-id": "{domid}",
+            "online": "1",
+            "state": INITIALISING,
+            "handle": str(devid),
+            "mac": mac,
+            "bridge": vif.bridge,
+            "type": "vif",
+        },
     )
+
+
+def _disk_kind(disk: Disk) -> str:
+    return "qdisk" if disk.backendtype and disk.backendtype.value == "qdisk" else "vbd"
 
 
 def stable_mac(uuid: str, devid: int) -> str:
@@ -143,7 +181,7 @@ def plan_devices(config: GuestConfig, uuid: str) -> Step:
     for disk in config.disks:
         if disk.target:
             ops.append(CheckDiskTarget(config.name, disk.vdev, disk.target, disk.access.value == "rw"))
-    nodes: list[XsNode] = list(console_nodes())
+    nodes: list[XsNode] = list(console_nodes(config.name))
     for disk in config.disks:
         nodes += disk_nodes(disk)
     for devid, vif in enumerate(config.vifs):
@@ -156,8 +194,7 @@ def _backend_roots(config: GuestConfig) -> tuple[str, ...]:
     """Backend directories to remove on undo; the frontends go with /local/domain/N."""
     roots = {"/local/domain/0/backend/console/{domid}"}
     for disk in config.disks:
-        kind = "qdisk" if disk.backendtype and disk.backendtype.value == "qdisk" else "vbd"
-        roots.add(f"/local/domain/{_backend_domid(disk.backend)}/backend/{kind}/{{domid}}")
+        roots.add(f"/local/domain/{_backend_domid(disk.backend)}/backend/{_disk_kind(disk)}/{{domid}}")
     for vif in config.vifs:
         roots.add(f"/local/domain/{_backend_domid(vif.backend)}/backend/vif/{{domid}}")
     return tuple(sorted(roots))
