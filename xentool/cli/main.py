@@ -375,7 +375,10 @@ def main(argv: list[str] | None = None) -> None:
             from xentool.cli.lab import run_in_lab
 
             raise SystemExit(run_in_lab(lab_argv))
-        app(args=argv, prog_name="xentool", standalone_mode=False)
+        # Without standalone mode, click returns (not raises) the code of a typer.Exit.
+        code = app(args=argv, prog_name="xentool", standalone_mode=False)
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
     except typer.Abort:

@@ -1,0 +1,118 @@
+"""Importing xl.cfg files."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypercalls.interface import GuestType
+from xentool.config import import_xl_cfg, load_config_text, xl_cfg_to_yaml
+from xentool.config.model import Access, DevType, Firmware
+from xentool.config.xlcfg import parse_xl_cfg, xl_config
+from xentool.errors import ConfigError
+
+PV_CFG = """\
+# A Debian PV guest, as xen-create-image writes them
+name        = "debian-pv"
+kernel      = "/boot/vmlinuz-6.1.0-18-amd64"
+ramdisk     = '/boot/initrd.img-6.1.0-18-amd64'
+root        = "/dev/xvda2 ro"
+extra       = "console=hvc0 elevator=noop"
+memory      = 1024
+maxmem      = 2048
+vcpus       = 2; maxvcpus = 4
+cpus        = "0-3"
+disk        = [
+                'file:/srv/xen/domains/debian-pv/disk.img,xvda2,w',
+                'phy:/dev/vg0/debian-swap,xvda1,w',
+              ]
+vif         = [ 'mac=00:16:3E:5A:2F:01,bridge=xenbr0,script=vif-bridge' ]
+on_poweroff = 'destroy'
+on_reboot   = 'restart'
+on_crash    = 'preserve'
+localtime   = 0
+"""
+
+HVM_CFG = """\
+builder = 'hvm'
+name = "win"
+memory = 4096
+vcpus = 2
+disk = [ 'format=qcow2, vdev=hda, access=rw, target=/var/lib/xen/images/win.qcow2',
+         '/srv/iso/install.iso,raw,hdc:cdrom,r' ]
+vif = [ 'type=ioemu, model=e1000, bridge=xenbr0' ]
+boot = "dc"
+acpi = 1
+viridian = 1
+stdvga = 1
+videoram = 16
+bios = "ovmf"
+usb = 1
+usbdevice = "tablet"
+vnc = 1
+vnclisten = "0.0.0.0"
+vncdisplay = 3
+vncpasswd = "s3cret"
+serial = "pty"
+device_model_args = [ "-no-shutdown" ]
+pae = 1
+nosuchthing = "x"
+"""
+
+
+def test_realistic_pv_cfg():
+    config, warnings = xl_config(PV_CFG)
+    assert (config.name, config.type, config.memory, config.maxmem, config.vcpus, config.max_vcpus) == ("debian-pv", GuestType.PV, 1024, 2048, 2, 4)
+    assert config.cmdline == "root=/dev/xvda2 ro console=hvc0 elevator=noop"
+    assert config.cpus == [0, 1, 2, 3]
+    assert [(d.target, d.vdev, d.access) for d in config.disks] == [
+        ("/srv/xen/domains/debian-pv/disk.img", "xvda2", Access.RW),
+        ("/dev/vg0/debian-swap", "xvda1", Access.RW),
+    ]
+    assert config.vifs[0].mac == "00:16:3e:5a:2f:01"
+    assert any("localtime" in w for w in warnings)
+
+
+def test_realistic_hvm_cfg():
+    config, warnings = xl_config(HVM_CFG)
+    assert config.type == GuestType.HVM
+    assert [b.value for b in config.hvm.boot] == ["cdrom", "disk"]
+    assert (config.hvm.firmware, config.hvm.stdvga, config.hvm.videoram, config.hvm.viridian) == (Firmware.UEFI, True, 16, True)
+    assert config.disks[0].format.value == "qcow2" and config.disks[1].devtype == DevType.CDROM
+    assert (config.vnc.listen, config.vnc.display, config.vnc.password) == ("0.0.0.0", 3, "s3cret")
+    assert config.device_model.args == ["-no-shutdown"] and config.serial == "pty"
+    assert any("nosuchthing" in w for w in warnings) and any("pae" in w for w in warnings)
+
+
+def test_import_returns_data_and_warnings():
+    data, warnings = import_xl_cfg('name = "a"\nkernel = "/k"\nbootloader = "pygrub"\n')
+    assert data == {"name": "a", "kernel": "/k"}
+    assert len(warnings) == 1 and "bootloader" in warnings[0]
+
+
+@pytest.mark.parametrize("cfg", [PV_CFG, HVM_CFG])
+def test_yaml_output_loads_back_equal(tmp_path, cfg):
+    path = tmp_path / "guest.cfg"
+    path.write_text(cfg)
+    text, warnings = xl_cfg_to_yaml(path)
+    assert text.startswith(f"# converted from {path} by xentool config import\n")
+    assert load_config_text(text, "out.yaml") == xl_config(cfg)[0]
+    assert list(load_config_text(text, "out.yaml").model_dump())[:2] == ["name", "type"]
+
+
+def test_syntax_errors_have_line_numbers():
+    with pytest.raises(ConfigError) as caught:
+        parse_xl_cfg('name = "a"\nmemory = = 3\nkernel = unquoted\nvcpus = "x\n', "g.cfg")
+    lines = [i.line for i in caught.value.issues]
+    assert lines == [2, 3, 4]
+
+
+def test_invalid_values_point_at_the_xl_line():
+    with pytest.raises(ConfigError) as caught:
+        xl_config('name = "a"\nkernel = "/k"\nmemory = "lots"\n', "g.cfg")
+    assert str(caught.value.issues[0]).startswith("g.cfg:3: memory:")
+
+
+def test_append_and_semicolons():
+    settings = parse_xl_cfg('extra = "a"; extra += " b"\ndisk = ["x"]\ndisk += ["y"]\n')
+    assert [(s.key, s.value) for s in settings][-1] == ("disk", ["x", "y"])
+    assert ("extra", "a b") in [(s.key, s.value) for s in settings]

@@ -1,0 +1,582 @@
+"""The guest config as typed data: what a YAML file, a dict or an xl.cfg import becomes once valid.
+
+Every rule about what a config may say lives here, field by field and then across fields, so the
+loader (``xentool.config.loader``) only has to read YAML and say where a problem is.  Validation
+messages are written for the person editing the file: what was wrong and what is accepted.  A rule
+that involves more than one field raises :class:`FieldProblems`, which names the key each problem
+belongs to, so the loader can point at the right line.
+
+Units follow xl: memory in MiB (sizes like ``2G`` accepted), ids as integers.  The hypervisor
+interface counts memory in KiB; ``memory_kib`` and ``maxmem_kib`` convert.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+import uuid as uuid_module
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, WithJsonSchema, field_validator, model_validator
+
+from hypercalls.interface import GuestType
+from pvdrivers.blkif import vdev_to_devid
+from xentool.config.sizes import parse_size_mib
+from xentool.config.xlspec import MAX_CPU_ID, parse_boot_letters, parse_cpu_list, parse_disk_spec, parse_vif_spec
+
+__all__ = [
+    "Access",
+    "Action",
+    "BackendType",
+    "BootDevice",
+    "DevType",
+    "DeviceModel",
+    "Disk",
+    "DiskFormat",
+    "FieldProblems",
+    "Firmware",
+    "GuestConfig",
+    "GuestType",
+    "HvmOptions",
+    "Vif",
+    "VifType",
+    "Vnc",
+    "validate_domain_name",
+]
+
+MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB, the most Xen 4.17 supports on x86
+MAX_VCPUS = 4096
+DOMID_FIRST_RESERVED = 0x7FF0  # DOMID_SELF and above are not domains
+
+
+class FieldProblems(ValueError):
+    """Problems found across fields, each with the key path (relative to the model) it belongs to."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{_dotted(path)}: {message}" for path, message in self.problems))
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + (value if len(value) <= 60 else value[:57] + "...") + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+# -- enums --------------------------------------------------------------------------------------
+
+
+class Action(str, enum.Enum):
+    """What to do when the guest shuts down for a reason (xl's on_poweroff, on_reboot, ...)."""
+
+    DESTROY = "destroy"
+    RESTART = "restart"
+    PRESERVE = "preserve"
+    RENAME_RESTART = "rename-restart"
+    COREDUMP_DESTROY = "coredump-destroy"
+    COREDUMP_RESTART = "coredump-restart"
+
+
+class DiskFormat(str, enum.Enum):
+    RAW = "raw"
+    QCOW = "qcow"
+    QCOW2 = "qcow2"
+    VHD = "vhd"
+    QED = "qed"
+    EMPTY = "empty"
+
+
+class Access(str, enum.Enum):
+    RW = "rw"
+    RO = "ro"
+
+
+class BackendType(str, enum.Enum):
+    PHY = "phy"
+    QDISK = "qdisk"
+    TAP = "tap"
+
+
+class DevType(str, enum.Enum):
+    DISK = "disk"
+    CDROM = "cdrom"
+
+
+class VifType(str, enum.Enum):
+    IOEMU = "ioemu"
+    VIF = "vif"
+
+
+class Firmware(str, enum.Enum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class BootDevice(str, enum.Enum):
+    DISK = "disk"
+    CDROM = "cdrom"
+    NETWORK = "network"
+
+
+ViridianGroup = Literal[
+    "defaults",
+    "all",
+    "base",
+    "freq",
+    "time_ref_count",
+    "reference_tsc",
+    "hcall_remote_tlb_flush",
+    "apic_assist",
+    "crash_ctl",
+    "synic",
+    "stimer",
+    "hcall_ipi",
+    "ex_processor_masks",
+    "no_vp_limit",
+    "cpu_hotplug",
+]
+VIRIDIAN_GROUPS: tuple[str, ...] = ViridianGroup.__args__  # type: ignore[attr-defined]
+
+
+# -- reusable checks ----------------------------------------------------------------------------
+
+_NAME_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
+_UUID_LIKE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def validate_domain_name(name: object) -> str:
+    """``name`` if it can name a domain, else ValueError saying why.
+
+    Domains are looked up by name, id or uuid, so a name must not look like either of the other
+    two; "Domain-0" is dom0's.  The character set keeps names safe in xenstore paths and shells.
+    """
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)  # YAML reads name: 42 as a number; say what is wrong with it as a name
+    if not isinstance(name, str):
+        raise ValueError(f"{_shown(name)} is not a domain name; a name is text like web-1")
+    if not 1 <= len(name) <= 64:
+        raise ValueError(f"a domain name has 1 to 64 characters, not {len(name)}")
+    if not _NAME_CHARS.match(name):
+        raise ValueError(f"{_shown(name)} is not a domain name; use letters, digits, '.', '_' and '-' only")
+    if name.isdigit():
+        raise ValueError(f"{_shown(name)} is all digits, which reads as a domain id; add a letter")
+    if _UUID_LIKE.match(name):
+        raise ValueError(f"{_shown(name)} reads as a uuid; pick a name that does not")
+    if name == "Domain-0":
+        raise ValueError('"Domain-0" is the name of dom0, the control domain; pick another')
+    if name.startswith("-"):
+        raise ValueError(f"{_shown(name)} starts with '-', which commands would take for an option")
+    return name
+
+
+def _whole_number(value: Any) -> Any:
+    # pydantic would take true as 1; in a config that is always a mistake.
+    if isinstance(value, bool):
+        raise ValueError(f"{_shown(value)} is not a number; write a whole number like 2")
+    return value
+
+
+def _size_mib(value: Any) -> int:
+    mib = parse_size_mib(value)
+    if mib > MAX_MEMORY_MIB:
+        raise ValueError(f"{_shown(value)} is more than Xen can give a guest ({MAX_MEMORY_MIB // (1024 * 1024)} TiB)")
+    return mib
+
+
+def _backend_domid(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.isdigit() or int(value) >= DOMID_FIRST_RESERVED:
+        raise ValueError(f"{_shown(value)} is not a backend domain; give the backend's domain id, like 0 for dom0")
+    return str(int(value))
+
+
+def _ifname(value: str, what: str) -> str:
+    if not 1 <= len(value) <= 15 or not re.match(r"^[A-Za-z0-9._:-]+$", value):
+        raise ValueError(f"{_shown(value)} is not a {what}; a network interface name has 1 to 15 letters, digits, '.', '_', ':' or '-'")
+    return value
+
+
+_SIZE_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([KkMmGgTt](i?[Bb])?)?\s*$"},
+    ]
+}
+SizeMiB = Annotated[int, BeforeValidator(_size_mib), WithJsonSchema(_SIZE_SCHEMA)]
+Count = Annotated[int, BeforeValidator(_whole_number)]
+BackendDomid = Annotated[str, BeforeValidator(_backend_domid), WithJsonSchema({"type": ["string", "integer"], "pattern": r"^\d+$"})]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, use_attribute_docstrings=False)
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+
+def _access_alias(value: Any) -> Any:
+    return {"r": "ro", "w": "rw"}.get(value, value) if isinstance(value, str) else value
+
+
+class Disk(_Section):
+    """A virtual disk or cdrom drive (xl's disk=; the string form ``/img/a.raw,raw,xvda,rw`` works too)."""
+
+    target: str = Field(
+        "",
+        description="The image file or block device behind the disk. Only an empty cdrom drive may leave it out.",
+    )
+    vdev: str = Field(
+        description="The name the guest sees: xvda.. (PV), hda..hdd (IDE), sda..sdp (SCSI), with an optional partition number, like xvda1."
+    )
+    format: DiskFormat = Field(DiskFormat.RAW, description="The image format.")
+    access: Annotated[Access, BeforeValidator(_access_alias)] = Field(
+        Access.RW, description="rw or ro (xl's w and r are accepted). A cdrom is always ro."
+    )
+    devtype: DevType = Field(DevType.DISK, description="disk, or cdrom for a removable drive.")
+    backendtype: BackendType | None = Field(
+        None, description="Which backend serves it: phy (blkback, raw devices and files), qdisk (QEMU) or tap. Unset: xentool picks phy."
+    )
+    backend: BackendDomid = Field("0", description="The domain id of the backend domain (0 is dom0).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cdrom_is_read_only_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("devtype") == "cdrom" and "access" not in data:
+            data = {**data, "access": "ro"}
+        return data
+
+    @field_validator("vdev")
+    @classmethod
+    def _vdev_is_one_xen_numbers(cls, vdev: str) -> str:
+        vdev_to_devid(vdev)  # raises ValueError with the accepted forms
+        return vdev
+
+    @field_validator("target")
+    @classmethod
+    def _target_is_a_path(cls, target: str) -> str:
+        if "\0" in target or "\n" in target:
+            raise ValueError("a disk target cannot hold a NUL or newline character")
+        return target
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Disk:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if not self.target and self.devtype != DevType.CDROM:
+            problems.append((("target",), "missing; a disk needs a target (its image file or block device); only an empty cdrom drive may leave it out"))
+        if self.devtype == DevType.CDROM and self.access == Access.RW:
+            problems.append((("access",), "a cdrom is read-only; use ro or leave access out"))
+        if self.format == DiskFormat.EMPTY and self.target:
+            problems.append((("format",), "format empty is for a cdrom drive with nothing in it; remove the target or pick the image's format"))
+        if self.backendtype == BackendType.PHY and self.format not in (DiskFormat.RAW, DiskFormat.EMPTY):
+            problems.append((("backendtype",), f"phy serves raw images and devices only; use qdisk for {self.format.value}"))
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+
+def _disk_spec(value: Any) -> Any:
+    return parse_disk_spec(value) if isinstance(value, str) else value
+
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+class Vif(_Section):
+    """A network interface (xl's vif=; the string form ``bridge=xenbr0,mac=00:16:3e:00:00:01`` works too)."""
+
+    mac: str | None = Field(
+        None, description="The MAC address, xx:xx:xx:xx:xx:xx. Unset: one in Xen's 00:16:3e range, derived from the domain's uuid."
+    )
+    bridge: str = Field("xenbr0", description="The bridge in the backend domain the interface joins.")
+    model: str | None = Field(None, description="HVM only: the emulated NIC QEMU shows the guest (e1000, rtl8139, ...).")
+    type: VifType | None = Field(
+        None, description="HVM only: ioemu (an emulated NIC plus the PV one) or vif (PV only). Unset: ioemu for hvm guests."
+    )
+    backend: BackendDomid = Field("0", description="The domain id of the backend domain (0 is dom0).")
+    ip: str | None = Field(None, description="IP addresses (space-separated) the backend's scripts may use for filtering.")
+    vifname: str | None = Field(None, description="The backend interface's name in the backend domain. Unset: vifDOMID.DEVID.")
+
+    @field_validator("mac")
+    @classmethod
+    def _mac_is_unicast(cls, mac: str | None) -> str | None:
+        if mac is None:
+            return None
+        if not _MAC.match(mac):
+            raise ValueError(f"{_shown(mac)} is not a MAC address; write six hex pairs like 00:16:3e:01:02:03")
+        if int(mac[:2], 16) & 1:
+            raise ValueError(f"{_shown(mac)} is a multicast address; a NIC needs a unicast one (even first byte), like 00:16:3e:01:02:03")
+        return mac.lower()
+
+    @field_validator("bridge")
+    @classmethod
+    def _bridge_name(cls, bridge: str) -> str:
+        return _ifname(bridge, "bridge name")
+
+    @field_validator("vifname")
+    @classmethod
+    def _vif_name(cls, vifname: str | None) -> str | None:
+        return None if vifname is None else _ifname(vifname, "interface name")
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, model: str | None) -> str | None:
+        if model is not None and not re.match(r"^[A-Za-z0-9_-]{1,32}$", model):
+            raise ValueError(f"{_shown(model)} is not a NIC model; use a QEMU device name like e1000 or rtl8139")
+        return model
+
+    @field_validator("ip")
+    @classmethod
+    def _addresses(cls, ip: str | None) -> str | None:
+        if ip is None:
+            return None
+        for address in ip.split():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{_shown(address)} is not an IP address; write addresses like 192.0.2.10, separated by spaces") from None
+        if not ip.split():
+            raise ValueError("empty; give one or more IP addresses, or leave ip out")
+        return ip
+
+
+def _vif_spec(value: Any) -> Any:
+    return parse_vif_spec(value) if isinstance(value, str) else value
+
+
+class Vnc(_Section):
+    """The VNC server of an HVM guest's emulated display (``vnc: true`` is short for defaults)."""
+
+    enabled: bool = Field(True, description="Whether QEMU serves the display over VNC.")
+    listen: str = Field("127.0.0.1", description="The address to listen on. Keep 127.0.0.1 unless the network is trusted.")
+    display: Count | None = Field(
+        None, ge=0, le=59635, description="The VNC display number; the port is 5900 + display. Unset: the first free one."
+    )
+    password: str | None = Field(None, description="The VNC password (at most 8 characters, as the VNC protocol allows).")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, listen: str) -> str:
+        try:
+            ipaddress.ip_address(listen)
+        except ValueError:
+            raise ValueError(f"{_shown(listen)} is not an IP address; use one like 127.0.0.1 or 0.0.0.0") from None
+        return listen
+
+    @field_validator("password")
+    @classmethod
+    def _vnc_password(cls, password: str | None) -> str | None:
+        if password is not None and len(password) > 8:
+            raise ValueError(f"a VNC password has at most 8 characters, not {len(password)}")
+        return password
+
+
+def _vnc_shorthand(value: Any) -> Any:
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
+def _boot_order(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value] if value in BootDevice._value2member_map_ else parse_boot_letters(value)
+    return value
+
+
+def _viridian(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"{_shown(value)} is not a viridian setting; use true, false or a list of enlightenment groups")
+    for group in value:
+        if group not in VIRIDIAN_GROUPS:
+            raise ValueError(f"{_shown(group)} is not a viridian group; use {', '.join(VIRIDIAN_GROUPS)}")
+    return value
+
+
+class HvmOptions(_Section):
+    """Options for HVM guests only; an hvm guest always has them (defaults when the section is left out)."""
+
+    firmware: Firmware = Field(Firmware.BIOS, description="bios (SeaBIOS) or uefi (OVMF).")
+    boot: Annotated[list[BootDevice], BeforeValidator(_boot_order)] = Field(
+        [BootDevice.DISK, BootDevice.CDROM],
+        min_length=1,
+        description="Boot order: a list of disk, cdrom, network (xl's letters, like dc, work too).",
+    )
+    acpi: bool = Field(True, description="Give the guest ACPI tables (needed for a clean shutdown from the host).")
+    viridian: Annotated[bool | list[ViridianGroup], BeforeValidator(_viridian)] = Field(
+        False, description="Hyper-V enlightenments for Windows guests: true for libxl's default groups, or a list of groups."
+    )
+    stdvga: bool = Field(False, description="Emulate a standard VGA card instead of a Cirrus one.")
+    videoram: SizeMiB = Field(8, description="Video memory in MiB; taken out of the guest's memory.")
+    usb_tablet: bool = Field(True, description="An emulated USB tablet, so the VNC pointer tracks the guest's.")
+
+    @field_validator("boot")
+    @classmethod
+    def _no_repeats(cls, boot: list[BootDevice]) -> list[BootDevice]:
+        if len(set(boot)) != len(boot):
+            raise ValueError("each device may appear once in the boot order")
+        return boot
+
+
+class DeviceModel(_Section):
+    """QEMU, the device model that emulates an HVM guest's hardware."""
+
+    path: str | None = Field(None, description="The QEMU binary (xl's device_model_override). Unset: Xen's qemu-system-i386.")
+    args: list[str] = Field([], description="Extra arguments appended to QEMU's command line (xl's device_model_args).")
+    user: str | None = Field(
+        None, description="Run QEMU as this user instead of root (xl's device_model_user); unset keeps it privileged."
+    )
+
+
+# -- the guest ----------------------------------------------------------------------------------
+
+
+def _cpus(value: Any) -> Any:
+    if isinstance(value, str):
+        return [] if value.strip() == "all" else parse_cpu_list(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return value
+
+
+def _serial(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value in ("pty", "stdio", "null", "none", "vc", "mon:stdio") or value.startswith(("file:", "/dev/", "tcp:", "udp:", "unix:", "pipe:", "telnet:")):
+        return value
+    raise ValueError(f"{_shown(value)} is not a serial backend; use pty, file:/path, /dev/DEVICE, tcp:HOST:PORT, unix:/path or none")
+
+
+class GuestConfig(BaseModel):
+    """A guest: what to boot, with how much memory and how many vcpus, and its devices."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    name: Annotated[str, BeforeValidator(validate_domain_name)] = Field(
+        description="The domain's name: 1 to 64 letters, digits, '.', '_', '-'; not all digits, not a uuid, not Domain-0."
+    )
+    type: GuestType = Field(GuestType.PV, description="pv (paravirtualized), pvh (PV in an HVM container) or hvm (fully virtualized).")
+    uuid: uuid_module.UUID | None = Field(None, description="The domain's uuid. Unset: a new random one at each create.")
+    kernel: str | None = Field(None, description="The kernel image to boot. Required for pv and pvh; for hvm, a kernel for QEMU to boot directly.")
+    ramdisk: str | None = Field(None, description="The initial ramdisk (initrd) loaded with the kernel.")
+    cmdline: str = Field("", description="The kernel command line.")
+    memory: SizeMiB = Field(128, description="Memory at boot, in MiB (or a size like 512M, 2G).")
+    maxmem: SizeMiB | None = Field(None, description="The most memory the guest may balloon up to, in MiB. Unset: the same as memory.")
+    vcpus: Count = Field(1, ge=1, le=MAX_VCPUS, description="Virtual CPUs online at boot.")
+    maxvcpus: Count | None = Field(
+        None, ge=1, le=MAX_VCPUS, description="The most virtual CPUs the guest may bring online. Unset: the same as vcpus."
+    )
+    cpus: Annotated[list[Annotated[Count, Field(ge=0, le=MAX_CPU_ID)]], BeforeValidator(_cpus)] = Field(
+        [], description='Physical CPUs the vcpus may run on (a list, or xl\'s "0-3,5"). Empty: any.'
+    )
+    on_poweroff: Action = Field(Action.DESTROY, description="What to do when the guest powers off.")
+    on_reboot: Action = Field(Action.RESTART, description="What to do when the guest reboots.")
+    on_crash: Action = Field(Action.DESTROY, description="What to do when the guest crashes.")
+    on_watchdog: Action = Field(Action.DESTROY, description="What to do when the guest's watchdog fires.")
+    disks: list[Annotated[Disk, BeforeValidator(_disk_spec)]] = Field([], description="Virtual disks and cdrom drives.")
+    vifs: list[Annotated[Vif, BeforeValidator(_vif_spec)]] = Field([], description="Network interfaces.")
+    serial: str | None = Field(
+        None, description="HVM only: where the emulated serial port goes (pty, file:/path, ...). PV and PVH guests use the console (hvc0)."
+    )
+    vnc: Annotated[Vnc | None, BeforeValidator(_vnc_shorthand)] = Field(None, description="HVM only: the VNC display.")
+    hvm: HvmOptions | None = Field(None, description="HVM only: firmware, boot order and emulated hardware.")
+    device_model: DeviceModel | None = Field(None, description="HVM only: how QEMU is run.")
+
+    _source: str | None = PrivateAttr(None)
+
+    @field_validator("serial")
+    @classmethod
+    def _serial_backend(cls, serial: str | None) -> str | None:
+        return _serial(serial)
+
+    @field_validator("kernel", "ramdisk")
+    @classmethod
+    def _path(cls, path: str | None) -> str | None:
+        if path is not None and (not path or "\0" in path or "\n" in path):
+            raise ValueError("not a file path; give the path of the file, or leave the key out")
+        return path
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GuestConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        kind = self.type.value
+        if self.type in (GuestType.PV, GuestType.PVH) and not self.kernel:
+            problems.append((("kernel",), f"missing; a {kind} guest boots a kernel directly, so it needs kernel (the image's path)"))
+        if self.type != GuestType.HVM:
+            for key in ("hvm", "device_model", "serial", "vnc"):
+                if getattr(self, key) is not None:
+                    problems.append(((key,), f"only hvm guests have {key}; this is a {kind} guest (set type: hvm, or remove {key})"))
+        if self.ramdisk and not self.kernel:
+            problems.append((("ramdisk",), "a ramdisk goes with a kernel; set kernel too, or remove ramdisk"))
+        if self.maxmem is not None and self.maxmem < self.memory:
+            problems.append(
+                (("maxmem",), f"{self.maxmem} MiB is less than memory ({self.memory} MiB); maxmem is what the guest may grow to, so at least memory")
+            )
+        if self.maxvcpus is not None and self.maxvcpus < self.vcpus:
+            problems.append((("maxvcpus",), f"{self.maxvcpus} is less than vcpus ({self.vcpus}); maxvcpus must be at least vcpus"))
+        if self.type == GuestType.HVM:
+            videoram = self.hvm.videoram if self.hvm else 8
+            if self.memory <= videoram:
+                problems.append((("memory",), f"{self.memory} MiB leaves nothing after the {videoram} MiB of video memory; give the guest more"))
+        seen: dict[int, int] = {}
+        for index, disk in enumerate(self.disks):
+            devid = vdev_to_devid(disk.vdev)
+            if devid in seen:
+                first = seen[devid]
+                problems.append(
+                    (("disks", index, "vdev"), f'"{disk.vdev}" is already used by disks[{first}]; every disk needs its own vdev')
+                )
+            else:
+                seen[devid] = index
+        macs: dict[str, int] = {}
+        for index, vif in enumerate(self.vifs):
+            if vif.mac and vif.mac in macs:
+                problems.append((("vifs", index, "mac"), f'"{vif.mac}" is already used by vifs[{macs[vif.mac]}]; every vif needs its own MAC'))
+            elif vif.mac:
+                macs[vif.mac] = index
+        if problems:
+            raise FieldProblems(problems)
+        # Fill in what defaults to another field, so the dump (and the record) says what was built.
+        if self.maxmem is None:
+            self.maxmem = self.memory
+        if self.maxvcpus is None:
+            self.maxvcpus = self.vcpus
+        if self.type == GuestType.HVM and self.hvm is None:
+            self.hvm = HvmOptions()
+        return self
+
+    @property
+    def source(self) -> str | None:
+        """Where the config came from (a file name, "<dict>"); not part of the config itself."""
+        return self._source
+
+    @property
+    def memory_kib(self) -> int:
+        return self.memory * 1024
+
+    @property
+    def maxmem_kib(self) -> int:
+        return (self.maxmem or self.memory) * 1024
+
+    @property
+    def max_vcpus(self) -> int:
+        return self.maxvcpus or self.vcpus
+
+    def __eq__(self, other: object) -> bool:
+        # Two configs saying the same thing are equal wherever they were read from.
+        if not isinstance(other, GuestConfig):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
