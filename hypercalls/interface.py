@@ -288,6 +288,21 @@ class XenStore(abc.ABC):
                 return []
             raise
 
+    def rm_with_empty_parents(self, path: str, keep_depth: int = 3) -> None:
+        """Remove ``path`` and then each parent left empty, as libxl__xs_path_cleanup does, so a
+        device's removal does not leave e.g. an empty /local/domain/0/backend/vbd behind.
+
+        Parents at most ``keep_depth`` levels deep (``/local/domain/N`` by default) are kept.
+        """
+        self.rm(path)
+        parts = path.strip("/").split("/")
+        while len(parts) > keep_depth + 1:
+            parts.pop()
+            parent = "/" + "/".join(parts)
+            if self.list_or_empty(parent) or self.read_or(parent) is None:
+                break
+            self.rm(parent)
+
     @contextmanager
     def transaction(self) -> Iterator[object]:
         """One attempt at a transaction: commits on success, aborts on an exception.

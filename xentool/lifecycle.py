@@ -40,7 +40,8 @@ def destroy(hv: Hypervisor, domid: int) -> None:
     vm_path = xs.read_or(f"{dom_path(domid)}/vm")
     for backend_domid in xs.list_or_empty("/local/domain"):
         for kind in xs.list_or_empty(f"/local/domain/{backend_domid}/backend"):
-            xs.rm(f"/local/domain/{backend_domid}/backend/{kind}/{domid}")
+            if xs.read_or(f"/local/domain/{backend_domid}/backend/{kind}/{domid}") is not None:
+                xs.rm_with_empty_parents(f"/local/domain/{backend_domid}/backend/{kind}/{domid}")
     xs.rm(f"/libxl/{domid}")
     xs.rm(dom_path(domid))
     if vm_path and vm_path.startswith("/vm/"):

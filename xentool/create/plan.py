@@ -210,7 +210,7 @@ class XenstoreTransaction(Op):
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         for path in self.cleanup:
-            xs.rm(bound.fill(path))
+            xs.rm_with_empty_parents(bound.fill(path))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,373 @@
+"""The simulated hypervisor: libxenctrl/libxenguest's calls on a host kept in a state directory.
+
+It keeps the books a real Xen keeps (domains, their memory and vcpus, event channels, the console
+ring) and refuses what a real Xen refuses, with the same errno: ESRCH for a missing domain, ENOMEM
+when memory runs out, EINVAL for a file that is not a kernel or a vcpu that does not exist.  It does
+not run guest code: a simulated guest (``guest``) answers the toolstack's xenstore requests.
+
+For tests, :meth:`SimHypervisor.inject_failure` makes the next calls of an operation fail, before
+they do anything, in whichever process makes them (the pending failures live in the shared state).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hypercalls.errors import XenError
+from hypercalls.interface import (
+    PAGE_KIB,
+    BuildResult,
+    BuildSpec,
+    DomainCreateSpec,
+    DomainInfo,
+    GuestType,
+    Hypervisor,
+    PhysInfo,
+    ShutdownReason,
+    XenStore,
+)
+from hypercalls.sim import guest
+from hypercalls.sim.images import check_exists, check_kernel
+from hypercalls.sim.state import (
+    CAPABILITIES,
+    CPU_KHZ,
+    DEFAULT_CPUS,
+    DEFAULT_MEMORY_MIB,
+    VIRT_CAPS,
+    XEN_VERSION,
+    Domain,
+    HostState,
+    StateStore,
+    fresh_host,
+)
+from hypercalls.sim.xenstore import RELEASE_DOMAIN, SimXenStore
+
+MAX_EVTCHN_PORT = 4095  # the 2-level ABI's limit for a 64-bit guest
+# Where the builder puts the xenstore and console rings for HVM and PVH guests: the special pages
+# just below the end of the special region (X86_HVM_END_SPECIAL_REGION, 0xff000).
+HVM_STORE_PFN = 0xFEFFB
+HVM_CONSOLE_PFN = 0xFEFFC
+
+
+class SimHypervisor(Hypervisor):
+    """A simulated Xen 4.17 host whose state lives in the directory ``path``.
+
+    Every object opened on the same ``path`` (in any process) works on the same host.  The
+    hardware figures are used only when ``path`` holds no host yet.
+    """
+
+    kind = "sim"
+
+    def __init__(self, path: Path, memory_mib: int = DEFAULT_MEMORY_MIB, nr_cpus: int = DEFAULT_CPUS) -> None:
+        self.path = Path(path)
+        self._store = StateStore(self.path, lambda: fresh_host(memory_mib, nr_cpus))
+        self._xenstore: SimXenStore | None = None
+        self._guest_connections: list[SimXenStore] = []
+        self._closed = False
+        with self._store.locked():
+            pass  # make the host exist now, so that every process sees the same one
+
+    def __repr__(self) -> str:
+        return f"<SimHypervisor {self.path}>"
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def _op(self, op: str, domid: int | None = None, write: bool = True) -> Iterator[HostState]:
+        """One hypercall: the lock, an injected failure if one is pending, then the state.
+
+        With ``write``, the state is saved when the body finishes; a body that raises changes nothing
+        (every operation checks everything before it changes anything).
+        """
+        if self._closed:
+            raise XenError(op, errno.EBADF, domid, "the hypervisor handle is closed")
+        with self._store.locked() as session:
+            failure = session.state.take_failure(op)
+            if failure is not None:
+                session.save()
+                raise XenError(op, failure, domid, "injected failure")
+            yield session.state
+            if write:
+                session.save()
+
+    def inject_failure(self, op: str, errno: int, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``op`` fail with ``errno`` before doing anything.
+
+        ``op`` is a method name ("domain_build") or, for xenstore, "xenstore." and the method name
+        ("xenstore.transaction_end").  The failure is pending in the shared state, so it strikes
+        whichever process calls next.  ``times`` 0 cancels a pending failure.
+        """
+        with self._store.locked() as session:
+            if times <= 0:
+                session.state.failures.pop(op, None)
+            else:
+                session.state.failures[op] = (errno, times)
+            session.save()
+
+    # -- the host ---------------------------------------------------------------------------------
+
+    def physinfo(self) -> PhysInfo:
+        with self._op("physinfo", write=False) as state:
+            return PhysInfo(
+                xen_version=XEN_VERSION,
+                nr_cpus=state.nr_cpus,
+                threads_per_core=1,
+                cores_per_socket=state.nr_cpus,
+                cpu_khz=CPU_KHZ,
+                total_pages=state.total_pages,
+                free_pages=state.free_pages(),
+                virt_caps=VIRT_CAPS,
+                capabilities=CAPABILITIES,
+            )
+
+    def dmesg(self, clear: bool = False) -> str:
+        with self._op("dmesg", write=clear) as state:
+            text = "".join(f"{line}\n" for line in state.dmesg)
+            if clear:
+                state.dmesg.clear()
+            return text
+
+    # -- domains ----------------------------------------------------------------------------------
+
+    def domain_create(self, spec: DomainCreateSpec) -> int:
+        with self._op("domain_create") as state:
+            if spec.max_vcpus < 1 or spec.max_vcpus > 128:
+                raise XenError("domain_create", errno.EINVAL, None, f"max_vcpus {spec.max_vcpus} is outside 1..128")
+            guest_type = GuestType(spec.guest_type)
+            if guest_type != GuestType.PV and "hvm" not in VIRT_CAPS:
+                raise XenError("domain_create", errno.EOPNOTSUPP, None, "this host has no hardware virtualisation")
+            domid = state.next_domid
+            state.next_domid += 1
+            state.domains[domid] = Domain(
+                domid=domid,
+                uuid=str(spec.uuid).lower(),
+                guest_type=guest_type,
+                max_vcpus=spec.max_vcpus,
+                online_vcpus=spec.max_vcpus,
+                max_evtchn_port=spec.max_evtchn_port,
+            )
+            state.log(f"d{domid}: created ({guest_type.value}, {spec.max_vcpus} vcpus, uuid {spec.uuid})")
+            return domid
+
+    def domain_destroy(self, domid: int) -> None:
+        with self._op("domain_destroy", domid) as state:
+            if domid == 0:
+                raise XenError("domain_destroy", errno.EPERM, domid, "dom0 cannot be destroyed")
+            dom = state.domain(domid, "domain_destroy")
+            del state.domains[domid]  # its memory and event channels go with it
+            state.introduced.pop(domid, None)
+            state.log(f"d{domid}: destroyed, {dom.tot_pages * PAGE_KIB} KiB freed")
+            state.log_change(RELEASE_DOMAIN)
+
+    def domain_pause(self, domid: int) -> None:
+        with self._op("domain_pause", domid) as state:
+            dom = state.domain(domid, "domain_pause")
+            if domid == 0:
+                raise XenError("domain_pause", errno.EINVAL, domid, "dom0 cannot pause itself")
+            state.stop_clock(dom, time.time_ns())
+            dom.paused = True
+
+    def domain_unpause(self, domid: int) -> None:
+        with self._op("domain_unpause", domid) as state:
+            dom = state.domain(domid, "domain_unpause")
+            if dom.is_shutdown:
+                raise XenError("domain_unpause", errno.EINVAL, domid, "the domain is shut down")
+            if not dom.paused:
+                return
+            dom.paused = False
+            state.start_clock(dom, time.time_ns())
+            if not dom.built:
+                # Nothing loaded: the vcpu faults on its first instruction.
+                state.log(f"d{domid}v0: triple fault, no guest loaded: crashing the domain")
+                state.shut_down(dom, ShutdownReason.CRASH)
+                return
+            guest.after_unpause(state, dom)
+
+    def domain_shutdown(self, domid: int, reason: ShutdownReason) -> None:
+        with self._op("domain_shutdown", domid) as state:
+            dom = state.domain(domid, "domain_shutdown")
+            if domid == 0:
+                raise XenError("domain_shutdown", errno.EINVAL, domid, "dom0 cannot be shut down from here")
+            state.shut_down(dom, ShutdownReason(reason))
+
+    def domain_getinfo(self, domid: int) -> DomainInfo:
+        with self._op("domain_getinfo", domid, write=False) as state:
+            return _info(state.domain(domid, "domain_getinfo"), time.time_ns())
+
+    def domain_list(self) -> list[DomainInfo]:
+        with self._op("domain_list", write=False) as state:
+            now = time.time_ns()
+            return [_info(state.domains[d], now) for d in sorted(state.domains)]
+
+    def domain_setmaxmem(self, domid: int, max_kib: int) -> None:
+        with self._op("domain_setmaxmem", domid) as state:
+            dom = state.domain(domid, "domain_setmaxmem")
+            if max_kib < 0:
+                raise XenError("domain_setmaxmem", errno.EINVAL, domid, f"{max_kib} KiB")
+            dom.max_pages = max_kib // PAGE_KIB
+
+    def domain_set_target(self, domid: int, target_kib: int) -> None:
+        with self._op("domain_set_target", domid) as state:
+            dom = state.domain(domid, "domain_set_target")
+            if target_kib < 0:
+                raise XenError("domain_set_target", errno.EINVAL, domid, f"{target_kib} KiB")
+            guest.set_balloon(state, dom, target_kib)
+
+    def domain_set_online_vcpus(self, domid: int, vcpus: int) -> None:
+        with self._op("domain_set_online_vcpus", domid) as state:
+            dom = state.domain(domid, "domain_set_online_vcpus")
+            if not 1 <= vcpus <= dom.max_vcpus:
+                raise XenError("domain_set_online_vcpus", errno.EINVAL, domid, f"{vcpus} vcpus is outside 1..{dom.max_vcpus}")
+            dom.online_vcpus = vcpus
+
+    def vcpu_setaffinity(self, domid: int, vcpu: int, cpus: frozenset[int]) -> None:
+        with self._op("vcpu_setaffinity", domid) as state:
+            dom = state.domain(domid, "vcpu_setaffinity")
+            if not 0 <= vcpu < dom.max_vcpus:
+                raise XenError("vcpu_setaffinity", errno.EINVAL, domid, f"vcpu {vcpu} does not exist")
+            if not cpus:
+                raise XenError("vcpu_setaffinity", errno.EINVAL, domid, "an empty cpu set")
+            bad = sorted(c for c in cpus if not 0 <= c < state.nr_cpus)
+            if bad:
+                raise XenError("vcpu_setaffinity", errno.EINVAL, domid, f"no cpu {bad[0]} on this host (0..{state.nr_cpus - 1})")
+            dom.affinity[vcpu] = sorted(cpus)
+
+    def domain_build(self, domid: int, spec: BuildSpec) -> BuildResult:
+        with self._op("domain_build", domid) as state:
+            dom = state.domain(domid, "domain_build")
+            if dom.built:
+                raise XenError("domain_build", errno.EINVAL, domid, "the domain is already built")
+            guest_type = GuestType(spec.guest_type)
+            if guest_type == GuestType.HVM:
+                if spec.firmware:
+                    check_exists(spec.firmware, "firmware", domid)
+                if spec.kernel:
+                    check_exists(spec.kernel, "kernel", domid)
+            else:
+                if not spec.kernel:
+                    raise XenError("domain_build", errno.EINVAL, domid, f"a {guest_type.value} guest needs a kernel")
+                check_kernel(spec.kernel, domid)
+            if spec.ramdisk:
+                check_exists(spec.ramdisk, "ramdisk", domid)
+            if not 1 <= spec.vcpus <= dom.max_vcpus:
+                raise XenError("domain_build", errno.EINVAL, domid, f"{spec.vcpus} vcpus is outside 1..{dom.max_vcpus}")
+            pages = -(-spec.memory_kib // PAGE_KIB)
+            if pages <= 0:
+                raise XenError("domain_build", errno.EINVAL, domid, f"{spec.memory_kib} KiB is no memory")
+            if dom.max_pages and pages > dom.max_pages:
+                raise XenError(
+                    "domain_build", errno.ENOMEM, domid,
+                    f"{spec.memory_kib} KiB is above the domain's maxmem of {dom.max_pages * PAGE_KIB} KiB",
+                )
+            free = state.free_pages()
+            if pages > free:
+                raise XenError(
+                    "domain_build", errno.ENOMEM, domid,
+                    f"{spec.memory_kib} KiB wanted, {free * PAGE_KIB} KiB free on the host",
+                )
+            dom.tot_pages = pages
+            if not dom.max_pages:
+                dom.max_pages = max(pages, spec.max_memory_kib // PAGE_KIB)
+            dom.online_vcpus = spec.vcpus
+            dom.kernel = spec.kernel
+            dom.cmdline = spec.cmdline
+            dom.built = True
+            if guest_type == GuestType.PV:
+                store_mfn, console_mfn = pages - 2, pages - 1  # the builder's last two pages
+            else:
+                store_mfn, console_mfn = HVM_STORE_PFN, HVM_CONSOLE_PFN
+            state.log(f"d{domid}: built ({guest_type.value}, {spec.memory_kib} KiB, {spec.vcpus} vcpus)")
+            return BuildResult(store_mfn, console_mfn, spec.store_evtchn, spec.console_evtchn)
+
+    # -- event channels ---------------------------------------------------------------------------
+
+    def evtchn_alloc_unbound(self, domid: int, remote_domid: int) -> int:
+        with self._op("evtchn_alloc_unbound", domid) as state:
+            dom = state.domain(domid, "evtchn_alloc_unbound")
+            limit = MAX_EVTCHN_PORT if dom.max_evtchn_port < 0 else min(dom.max_evtchn_port, MAX_EVTCHN_PORT)
+            port = next((p for p in range(1, limit + 1) if p not in dom.evtchns), None)
+            if port is None:
+                raise XenError("evtchn_alloc_unbound", errno.ENOSPC, domid, f"all {limit} ports in use")
+            dom.evtchns[port] = remote_domid
+            return port
+
+    def evtchn_close(self, domid: int, port: int) -> None:
+        with self._op("evtchn_close", domid) as state:
+            dom = state.domain(domid, "evtchn_close")
+            if port not in dom.evtchns:
+                raise XenError("evtchn_close", errno.EINVAL, domid, f"port {port} is not allocated")
+            del dom.evtchns[port]
+
+    def evtchn_list(self, domid: int) -> list[int]:
+        with self._op("evtchn_list", domid, write=False) as state:
+            return sorted(state.domain(domid, "evtchn_list").evtchns)
+
+    # -- the simulated guests ---------------------------------------------------------------------
+
+    def guest_console_output(self, domid: int) -> str | None:
+        with self._op("guest_console_output", domid, write=False) as state:
+            dom = state.domains.get(domid)
+            return None if dom is None or domid == 0 else dom.console
+
+    def guest_shutdown(self, domid: int, reason: ShutdownReason) -> None:
+        """Make the guest shut itself down (as if it ran ``poweroff``, ``reboot`` or crashed)."""
+        words = {ShutdownReason.POWEROFF: "poweroff", ShutdownReason.REBOOT: "reboot", ShutdownReason.SUSPEND: "suspend"}
+        with self._op("guest_shutdown", domid) as state:
+            dom = state.domain(domid, "guest_shutdown")
+            if domid == 0 or not dom.is_running:
+                raise XenError("guest_shutdown", errno.EINVAL, domid, "the guest is not running")
+            if reason == ShutdownReason.CRASH:
+                guest.console_print(dom, "Kernel panic - not syncing: (simulated crash)")
+            guest.shut_itself_down(state, dom, words.get(ShutdownReason(reason), "crash"))
+
+    # -- xenstore -----------------------------------------------------------------------------------
+
+    def xenstore(self) -> XenStore:
+        if self._closed:
+            raise XenError("xenstore", errno.EBADF, None, "the hypervisor handle is closed")
+        if self._xenstore is None:
+            self._xenstore = SimXenStore(self._store, 0)
+        return self._xenstore
+
+    def xenstore_as(self, domid: int) -> SimXenStore:
+        """A connection with the permissions of domain ``domid`` (as its xenbus driver would have)."""
+        if self._closed:
+            raise XenError("xenstore", errno.EBADF, domid, "the hypervisor handle is closed")
+        if domid == 0:
+            return self.xenstore()  # type: ignore[return-value]
+        connection = SimXenStore(self._store, domid)
+        self._guest_connections.append(connection)
+        return connection
+
+    def close(self) -> None:
+        if self._xenstore is not None:
+            self._xenstore.close()
+        for connection in self._guest_connections:
+            connection.close()
+        self._guest_connections.clear()
+        self._closed = True
+
+
+def _info(dom: Domain, now_ns: int) -> DomainInfo:
+    return DomainInfo(
+        domid=dom.domid,
+        uuid=dom.uuid,
+        guest_type=dom.guest_type,
+        paused=dom.paused,
+        blocked=False,
+        running=dom.is_running,
+        shutdown=dom.is_shutdown,
+        dying=False,
+        crashed=dom.shutdown_reason == ShutdownReason.CRASH,
+        shutdown_reason=dom.shutdown_reason,
+        tot_pages=dom.tot_pages,
+        max_pages=dom.max_pages,
+        online_vcpus=dom.online_vcpus,
+        max_vcpu_id=dom.max_vcpus - 1,
+        cpu_time_ns=dom.cpu_time(now_ns),
+    )
+
