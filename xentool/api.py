@@ -24,7 +24,7 @@ from hypercalls import open_hypervisor
 from hypercalls.errors import BackendUnavailable, XenError
 from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason
 from xentool import lifecycle
-from xentool.config import GuestConfig, config_from_dict, load_config
+from xentool.config import GuestConfig, config_from_dict, load_config, validate_domain_name
 from xentool.config.model import Action
 from xentool.create import BuildPlan, plan_creation
 from xentool.create.executor import execute
@@ -243,7 +243,10 @@ class Toolstack:
     def rename(self, ref: str | int, new_name: str) -> None:
         domain = self._guest(ref)
         # The same rules as a config's name, so a rename cannot make a name a config could not hold.
-        config_from_dict({"name": new_name, "type": "pv", "kernel": "/"}, source="<new name>")
+        try:
+            validate_domain_name(new_name)
+        except ValueError as e:
+            raise UsageError(f"cannot rename {domain.name} to {new_name!r}: {e}") from None
         lifecycle.checked("rename", domain.name, lambda: lifecycle.rename(self.hv, domain.domid, new_name))
         self.records.renamed(domain.uuid, new_name)
 

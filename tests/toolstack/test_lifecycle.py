@@ -125,3 +125,11 @@ def test_wait_for_state_sees_a_change_made_by_another_connection(xt, make_config
 
 def test_xenstore_dump_helper_sees_dom0_name(xt):
     assert xenstore_dump(xt.hv.xenstore(), "/local/domain/0")["/local/domain/0/name"].startswith("Domain-0")
+
+
+def test_rename_to_a_name_a_config_could_not_hold_is_refused(xt, make_config):
+    xt.create(make_config())
+    for bad in ("42", "Domain-0", "has space", ""):
+        with pytest.raises(UsageError):
+            xt.rename("web", bad)
+    assert xt.lookup("web").name == "web"
