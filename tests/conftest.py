@@ -1,0 +1,24 @@
+"""Shared fixtures.  `lab`: the Xen lab (real Xen 4.17 in QEMU), booted once per test session for
+every test marked `lab`, and powered off at the end."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """A running :class:`xentool.lab.Lab` named "pytest" (XENTOOL_TEST_LAB overrides the name).
+
+    Files the tests put under the host's /tmp are visible (read-only) in dom0; to get files back
+    from dom0, write them under ``lab.share_dir``, which is the same directory on both sides."""
+    from xentool.lab import Lab
+
+    the_lab = Lab(os.environ.get("XENTOOL_TEST_LAB", "pytest"))
+    the_lab.up(timeout=float(os.environ.get("XENTOOL_TEST_LAB_TIMEOUT", "600")))
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()

@@ -1,0 +1,115 @@
+"""The QEMU command line that boots Xen with a PV dom0 (lab-notes: the line that works under TCG).
+
+Plain data in, argv out, so the line is testable without QEMU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+# `-cpu max` crashes dom0 under TCG (create_bounce_frame); svm+npt give Xen HVM with HAP.
+TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+svm,+npt"
+AGENT_PORTS = 4
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    """What `lab up` was asked for."""
+
+    memory_mib: int = 3072
+    vcpus: int = 2
+    dom0_memory_mib: int = 1024
+    accel: str = "tcg"
+    xenconsoled: bool = False
+    shares: tuple[str, ...] = ()  # host directories exported read-write at the same path in dom0
+
+    def validate(self) -> None:
+        from xentool.errors import UsageError
+
+        if self.accel not in ("tcg", "kvm"):
+            raise UsageError(f"--accel {self.accel!r}: use tcg or kvm")
+        if self.vcpus < 1:
+            raise UsageError("--vcpus must be at least 1")
+        if self.dom0_memory_mib < 256:
+            raise UsageError("--dom0-memory must be at least 256 MiB")
+        if self.memory_mib < self.dom0_memory_mib + 128:
+            raise UsageError(f"--memory {self.memory_mib} MiB leaves nothing beside dom0's {self.dom0_memory_mib} MiB")
+        for share in self.shares:
+            if not share.startswith("/") or any(c in share for c in " ,\t\n\"'"):
+                raise UsageError(f"share {share!r}: use an absolute path without spaces, commas or quotes")
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    hypervisor: Path
+    kernel: Path
+    initrd: Path
+    agent: Path  # the agent script, at the same path in dom0 (dom0's root is the host's)
+    python: str = "/usr/bin/python3"
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    state: Path
+    pidfile: Path = field(init=False)
+    serial_log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pidfile", self.state / "qemu.pid")
+        object.__setattr__(self, "serial_log", self.state / "serial.log")
+
+    def agent_socket(self, n: int) -> Path:
+        return self.state / f"agent-{n}.sock"
+
+
+def xen_cmdline(opts: LabOptions) -> str:
+    mem = opts.dom0_memory_mib
+    return f"dom0_mem={mem}M,max:{mem}M console=com1 com1=115200,8n1"
+
+
+def dom0_cmdline(files: BootFiles, opts: LabOptions) -> str:
+    parts = ["console=hvc0", "earlyprintk=xen", "rdinit=/init", f"xentool.agent={files.agent}",
+             f"xentool.python={files.python}"]
+    parts += [f"xentool.share={s}" for s in opts.shares]
+    if opts.xenconsoled:
+        parts.append("xentool.xenconsoled=1")
+    return " ".join(parts)
+
+
+def qemu_argv(name: str, files: BootFiles, opts: LabOptions, paths: LabPaths, qemu: str = QEMU) -> list[str]:
+    """QEMU's argv: daemonized, serial to the state dir's log, the host's / read-only over 9p, the
+    shares read-write, and the agent's virtio-serial ports on Unix sockets (never a network address)."""
+    for path in (files.kernel, files.initrd):
+        if "," in str(path):
+            raise ValueError(f"{path}: QEMU's -initrd list cannot hold a path with a comma")
+    accel = opts.accel
+    cpu = "host" if accel == "kvm" else TCG_CPU
+    modules = f"{files.kernel} {dom0_cmdline(files, opts)},{files.initrd}"
+    argv = [
+        qemu,
+        "-name", f"xentool-lab-{name},process=xentool-lab-{name}",
+        "-machine", f"q35,accel={accel}",
+        "-cpu", cpu,
+        "-m", str(opts.memory_mib),
+        "-smp", str(opts.vcpus),
+        "-display", "none", "-vga", "none", "-monitor", "none", "-parallel", "none",
+        "-serial", f"file:{paths.serial_log}",
+        "-no-reboot",
+        "-nic", "none",
+        "-kernel", str(files.hypervisor),
+        "-append", xen_cmdline(opts),
+        "-initrd", modules,
+        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+    ]
+    for n, share in enumerate(opts.shares, start=1):
+        argv += ["-fsdev", f"local,id=share{n},path={share},security_model=none,multidevs=remap",
+                 "-device", f"virtio-9p-pci,fsdev=share{n},mount_tag=share{n}"]
+    argv += ["-device", "virtio-serial-pci,id=agentbus"]
+    for n in range(AGENT_PORTS):
+        argv += ["-chardev", f"socket,id=agent{n},path={paths.agent_socket(n)},server=on,wait=off",
+                 "-device", f"virtserialport,bus=agentbus.0,chardev=agent{n},name=xentool.agent.{n}"]
+    argv += ["-daemonize", "-pidfile", str(paths.pidfile)]
+    return argv
