@@ -319,6 +319,29 @@ class XenStore(abc.ABC):
         self.transaction_end(txn)
 
 
+class GuestConsole(abc.ABC):
+    """A guest's console ring mapped into this process, and our end of its event channel.
+
+    ``page`` is the shared page (``pvdrivers.console_ring.ConsoleRing`` reads it); ``fileno`` becomes
+    readable when the guest kicks, ``consume`` takes the kick and re-arms, ``notify`` kicks the guest.
+    """
+
+    page: memoryview
+
+    @abc.abstractmethod
+    def fileno(self) -> int: ...
+
+    @abc.abstractmethod
+    def consume(self) -> None: ...
+
+    @abc.abstractmethod
+    def notify(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Unbind the event channel and unmap the page."""
+
+
 class Hypervisor(abc.ABC):
     """Domain control, as libxenctrl/libxenguest plus event channels, grants and foreign memory.
 
@@ -396,6 +419,22 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def evtchn_list(self, domid: int) -> list[int]:
         """Ports in use in ``domid`` (for leak checks after destroy and rollback)."""
+
+    #: Whether guests' consoles need a backend in dom0 (xentool.console) to be served and logged;
+    #: the simulator's guests print into the simulator itself.
+    needs_console_backend: bool = True
+
+    def open_guest_console(self, domid: int, ring_ref: int, remote_port: int) -> GuestConsole:
+        """Map the guest's console page (grant, else frame ``ring_ref``) and bind ``remote_port``."""
+        from hypercalls.errors import XenError
+        import errno
+
+        raise XenError("open_guest_console", errno.EOPNOTSUPP, domid, f"the {self.kind} backend has no console rings")
+
+    @abc.abstractmethod
+    def reopen(self) -> "Hypervisor":
+        """A new, independent connection to the same hypervisor (for a forked backend process,
+        which must not share this one's handles and hypercall buffers with its parent)."""
 
     def guest_console_output(self, domid: int) -> str | None:
         """What the guest printed on its console, where the backend itself holds it.

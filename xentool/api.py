@@ -18,12 +18,14 @@ import uuid as uuid_module
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hypercalls import open_hypervisor
 from hypercalls.errors import BackendUnavailable, XenError
 from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason
 from xentool import lifecycle
+from xentool.console.attach import ConsoleUnavailable, attach
+from xentool.console.paths import console_log_path, console_socket_path
 from xentool.config import GuestConfig, config_from_dict, load_config, validate_domain_name
 from xentool.config.model import Action
 from xentool.create import BuildPlan, plan_creation
@@ -176,14 +178,35 @@ class Toolstack:
         )
 
     def console_log(self, ref: str | int) -> str:
-        """Everything the guest has printed on its console so far."""
+        """Everything the guest has printed on its console so far (since its creation by xentool)."""
         domain = self.lookup(ref)
         output = self.hv.guest_console_output(domain.domid)
-        if output is None:
+        if output is not None:
+            return output
+        try:
+            return console_log_path(domain.uuid).read_bytes().decode(errors="replace")
+        except FileNotFoundError:
             raise DomainOperationError(
-                "console", domain.name, f"xentool's console backend for real Xen is not built yet; `xl console {domain.name}` works meanwhile"
-            )
-        return output
+                "console", domain.name,
+                f"it has no xentool console log (not created by xentool?); try `xl console {domain.name}`",
+            ) from None
+
+    def attach_console(self, ref: str | int, output: BinaryIO, input_fd: int | None = None,
+                       replay_bytes: int | None = 2048) -> str:
+        """Stream the guest's console to ``output`` until it ends ("ended") or Ctrl-] on a terminal
+        ("detached"); ``input_fd`` goes to the guest.  A console no backend serves (a simulated guest,
+        one that has shut down) is shown as its log so far ("ended")."""
+        domain = self.lookup(ref)
+        if self.hv.needs_console_backend:
+            try:
+                return attach(console_socket_path(domain.domid), console_log_path(domain.uuid), output,
+                              input_fd, replay_bytes)
+            except ConsoleUnavailable:
+                pass
+        text = self.console_log(ref).encode()
+        output.write(text if replay_bytes is None else text[-replay_bytes:])
+        output.flush()
+        return "ended"
 
     # -- creation -----------------------------------------------------------------------------
     def load(

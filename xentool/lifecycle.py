@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from hypercalls.errors import XenError
 from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason, retry_transaction
+from xentool.console.service import stop_console_backend
 from xentool.create.xenstore_layout import UniqueName
 from xentool.create.plan import Bindings
 from xentool.errors import DomainOperationError, UsageError, WaitTimeout
@@ -51,6 +52,7 @@ def destroy(hv: Hypervisor, domid: int) -> None:
     except XenError as e:
         if e.errno != errno.ESRCH:  # already gone is what we wanted
             raise
+    stop_console_backend(domid)  # it would notice within a second; destroy promises nothing left
 
 
 def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> None:

@@ -61,6 +61,11 @@ class SimHypervisor(Hypervisor):
     """
 
     kind = "sim"
+    # The simulated guests print into the simulator (guest_console_output); no ring to serve.
+    needs_console_backend = False
+
+    def reopen(self) -> "SimHypervisor":
+        return SimHypervisor(self.path)
 
     def __init__(self, path: Path, memory_mib: int = DEFAULT_MEMORY_MIB, nr_cpus: int = DEFAULT_CPUS) -> None:
         self.path = Path(path)

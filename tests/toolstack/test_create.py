@@ -43,7 +43,7 @@ def test_xenstore_layout_is_the_one_libxl_writes(xt, make_config):
     assert xs.read(f"{dom}/cpu/0/availability") == "online"
     assert xs.read(f"/libxl/{domain.domid}/type") == "pv"
     assert int(xs.read(f"{dom}/store/port")) > 0
-    assert xs.read(f"{dom}/console/type") == "xenconsoled"
+    assert xs.read(f"{dom}/console/type") == "xentool"
     # roperm: owned by dom0, readable by the guest; rwperm: owned by the guest.
     assert [(p.domid, p.perm) for p in xs.get_perms(dom)] == [(0, XsPerm.NONE), (domain.domid, XsPerm.READ)]
     assert [(p.domid, p.perm) for p in xs.get_perms(f"{dom}/control/shutdown")] == [(domain.domid, XsPerm.NONE)]

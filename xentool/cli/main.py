@@ -100,7 +100,7 @@ def create(
         else:
             out.print(f"created domain {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
         if console:
-            _show_console(xt, str(domain.domid))
+            _attach_console(xt, str(domain.domid), replay_bytes=None)
 
 
 @app.command("list")
@@ -234,14 +234,19 @@ def console(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     log: bool = typer.Option(False, "--log", help="Print what the guest printed so far, and return."),
 ) -> None:
-    """Attach to a domain's console (Ctrl-] detaches)."""
+    """Attach to a domain's console (Ctrl-] detaches); --log prints its log."""
     with _toolstack() as xt:
-        _show_console(xt, domain)
+        if log:
+            sys.stdout.write(xt.console_log(domain))
+            sys.stdout.flush()
+            return
+        _attach_console(xt, domain, replay_bytes=2048)
 
 
-def _show_console(xt, ref: str) -> None:  # type: ignore[no-untyped-def]
-    sys.stdout.write(xt.console_log(ref))
-    sys.stdout.flush()
+def _attach_console(xt, ref: str, replay_bytes: int | None) -> None:  # type: ignore[no-untyped-def]
+    stdin = sys.stdin.fileno() if sys.stdin is not None and not sys.stdin.closed else None
+    if xt.attach_console(ref, sys.stdout.buffer, stdin, replay_bytes) == "detached":
+        err.print(f"detached from the console of {ref}", markup=False)
 
 
 @app.command()

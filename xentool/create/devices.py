@@ -20,8 +20,9 @@ from xentool.config.model import Disk, Vif
 from xentool.create.plan import GUEST, Bindings, Op, Step, XenstoreTransaction, XsNode
 from xentool.errors import DeviceError
 
-# Which daemon serves the primary console: xenconsoled serves type "xenconsoled".
-CONSOLE_TYPE = "xenconsoled"
+# Which daemon serves the primary console.  xenconsoled serves only type "xenconsoled" (it skips the
+# "ioemu" consoles QEMU serves, and so ours), so both can run in one dom0 without fighting over a ring.
+CONSOLE_TYPE = "xentool"
 CONSOLE_LIMIT = 1048576  # LIBXL_XENCONSOLE_LIMIT
 INITIALISING = str(int(XenbusState.INITIALISING))
 

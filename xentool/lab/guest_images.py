@@ -17,14 +17,30 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from xentool.lab.initramfs import Entry, newc_archive
+from xentool.lab.paths import cache_dir
 
 MARKER_PREFIX = "xentool-guest:"
+# Where the example configs (configs/examples/*.yaml) expect the guest files.
+SYSTEM_GUESTS_DIR = Path("/var/lib/xentool/guests")
+
+
+def guests_dir() -> Path:
+    """/var/lib/xentool/guests where we may write there (root, as `make demo` runs); else the user's
+    lab cache, and the example configs then need their paths changed."""
+    try:
+        SYSTEM_GUESTS_DIR.mkdir(parents=True, exist_ok=True)
+        if os.access(SYSTEM_GUESTS_DIR, os.W_OK):
+            return SYSTEM_GUESTS_DIR
+    except OSError:
+        pass
+    return cache_dir() / "guests"
 
 GUEST_INIT = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from xentool.lab import initramfs, packages
+from xentool.lab import guest_images, initramfs, packages
 from xentool.lab.client import AgentConnection, ExecResult
 from xentool.lab.errors import AgentError, BootFailed, LabError, LabNotRunning, LabOwnedByOtherUser, NoDiskSpace
 from xentool.lab.paths import cache_dir, check_name, state_dir
@@ -190,7 +190,12 @@ class Lab:
             art = self.artifacts
             say("building the dom0 initramfs")
             initrd = initramfs.build(self.cache, art.busybox, art.modules_dir, art.kernel_release)
-            shares = tuple(dict.fromkeys([str(self.share_dir), *options.shares]))
+            say("installing the example guests' kernel and initramfs")
+            guests = guest_images.guests_dir()
+            guest_images.install_guest_images(art.kernel, art.busybox, guests)
+            # Shared, not just visible through the root: dom0 has its own tmpfs on /var/lib/xentool,
+            # and files added to the host later would not show through the overlay anyway.
+            shares = tuple(dict.fromkeys([str(self.share_dir), str(guests), *options.shares]))
             self.share_dir.mkdir(exist_ok=True)
             for share in shares:
                 Path(share).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,152 @@
+"""The per-guest console backend process: started at creation, gone with the guest.
+
+It is forked rather than started as a new program: Python starts slowly in the lab's dom0 (seconds),
+and a fork has xentool already loaded.  The fork is doubled and the service put in its own session,
+so it outlives the command that created the guest and is nobody's zombie.  Before the guest runs,
+the parent waits for one line on a pipe: ``ready PID``, or ``error MESSAGE`` when the ring could not
+be mapped or the channel bound, which fails the creation step like any other.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from hypercalls.errors import XenError
+from hypercalls.interface import Hypervisor
+from pvdrivers.console import ConsoleBackend
+from pvdrivers.console_ring import ConsoleRing
+from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pid_path, console_socket_path
+from xentool.errors import DeviceError
+
+READY_TIMEOUT = 30.0  # seconds; generous for a loaded lab
+
+
+def start_console_backend(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, remote_port: int,
+                          name: str = "") -> int:
+    """Fork the backend for ``domid``'s console; returns its pid once it serves the ring."""
+    for directory in (RUN_DIR, LOG_DIR):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked process
+        os.close(read_fd)
+        _daemonize_and_serve(hv.reopen, domid, uuid, ring_ref, remote_port, write_fd)
+    os.close(write_fd)
+    try:
+        os.waitpid(child, 0)  # the first child exits as soon as it has forked the service
+        line = _read_line(read_fd, READY_TIMEOUT)
+    finally:
+        os.close(read_fd)
+    who = name or f"domain {domid}"
+    if line.startswith("ready "):
+        return int(line.split()[1])
+    if not line:
+        raise DeviceError(who, "console", "the console backend did not start within "
+                          f"{READY_TIMEOUT:.0f} s; see the host's load and try again")
+    raise DeviceError(who, "console", line.removeprefix("error ").strip())
+
+
+def stop_console_backend(domid: int, timeout: float = 5.0) -> None:
+    """End the backend of ``domid`` if it still runs (it also ends by itself once the guest is gone)."""
+    pid_path = console_pid_path(domid)
+    try:
+        pid = int(pid_path.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for path in (pid_path, console_socket_path(domid)):
+        path.unlink(missing_ok=True)
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 512)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace")
+
+
+def _daemonize_and_serve(reopen: Callable[[], Hypervisor], domid: int, uuid: str, ring_ref: int,
+                         remote_port: int, ready_fd: int) -> None:  # pragma: no cover - forked process
+    code = 1
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # let go of the caller's terminal or pipes (the lab agent waits on them)
+            os.dup2(devnull, fd)
+        if os.fork() > 0:
+            os._exit(0)
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        serve_console(reopen(), domid, uuid, ring_ref, remote_port, ready_fd)
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which is still waiting
+        try:
+            os.write(ready_fd, f"error {e}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:  # pragma: no cover - forked process
+    raise SystemExit(0)  # unwinds serve_console's finally: socket, pid file, mapping
+
+
+def serve_console(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, remote_port: int,
+                  ready_fd: int | None = None) -> None:
+    """Serve ``domid``'s console until the domain shuts down or is destroyed."""
+    sock_path, pid_path = console_socket_path(domid), console_pid_path(domid)
+    console = hv.open_guest_console(domid, ring_ref, remote_port)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock_path.unlink(missing_ok=True)
+        old_umask = os.umask(0o077)  # only root may attach: the console is a root shell, often
+        try:
+            listener.bind(str(sock_path))
+        finally:
+            os.umask(old_umask)
+        listener.listen(8)
+        pid_path.write_text(f"{os.getpid()}\n")
+        with open(console_log_path(uuid), "ab") as log:
+            if ready_fd is not None:
+                os.write(ready_fd, f"ready {os.getpid()}\n".encode())
+                os.close(ready_fd)
+            backend = ConsoleBackend(ConsoleRing(console.page), console, log, listener)
+            backend.serve(lambda: _guest_running(hv, domid))
+    finally:
+        listener.close()
+        sock_path.unlink(missing_ok=True)
+        pid_path.unlink(missing_ok=True)
+        console.close()
+        hv.close()
+
+
+def _guest_running(hv: Hypervisor, domid: int) -> bool:
+    try:
+        info = hv.domain_getinfo(domid)
+    except XenError as e:
+        if e.errno == errno.ESRCH:
+            return False
+        raise
+    return not (info.shutdown or info.dying)

@@ -1,0 +1,36 @@
+"""Step 5: the guest's primary console gets its backend process before the guest runs, so the
+console log starts with the guest's first line (``xentool.console``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypercalls.interface import Hypervisor, XenStore
+from xentool.console.paths import console_log_path
+from xentool.console.service import start_console_backend, stop_console_backend
+from xentool.create.plan import Bindings, Op, Step
+
+
+@dataclass(frozen=True)
+class StartConsoleBackend(Op):
+    name: str
+    uuid: str
+
+    def describe(self) -> str:
+        return (f"start the console backend for {{domid}} (ring {{console_mfn}}, evtchn {{console_port}}, "
+                f"log {console_log_path(self.uuid)})")
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.needs_console_backend:
+            return
+        bound["console_pid"] = start_console_backend(
+            hv, bound["domid"], self.uuid, bound["console_mfn"], bound["console_port"], self.name
+        )
+
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if "console_pid" in bound:
+            stop_console_backend(bound["domid"])
+
+
+def plan_console(name: str, uuid: str) -> Step:
+    return Step("console", (StartConsoleBackend(name, uuid),))
