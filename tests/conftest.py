@@ -10,7 +10,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def lab():
-    """A running :class:`xentool.lab.Lab` named "pytest" (XENTOOL_TEST_LAB overrides the name).
+    """A running :class:`xentool.lab.Lab` named "pytest" (XENTOOL_TEST_LAB overrides the name;
+    XENTOOL_TEST_LAB_KEEP=1 leaves it running afterwards, for the next run to reuse).
 
     Files the tests put under the host's /tmp are visible (read-only) in dom0; to get files back
     from dom0, write them under ``lab.share_dir``, which is the same directory on both sides."""
@@ -21,4 +22,5 @@ def lab():
     try:
         yield the_lab
     finally:
-        the_lab.down()
+        if not os.environ.get("XENTOOL_TEST_LAB_KEEP"):
+            the_lab.down()

@@ -52,10 +52,6 @@ def test_xl_info_reports_xen_4_17(lab: Lab) -> None:
     assert "pv" in info["virt_caps"].split()
 
 
-REAL_BACKEND = Path(__file__).resolve().parents[2] / "hypercalls" / "xen" / "__init__.py"
-
-
-@pytest.mark.xfail(not REAL_BACKEND.exists(), reason="real backend not there yet (issue 4)", strict=False)
 def test_xentool_host_info_in_dom0_matches_xl_info(lab: Lab) -> None:
     info = xl_info(lab)
     result = lab.exec([XENTOOL, "host", "info", "--json"], capture=True, timeout=300)
