@@ -39,7 +39,7 @@ test-fast: venv
 demo: setup
 	$(BIN)/xentool lab up
 	$(BIN)/xentool lab exec -- cat /proc/xen/capabilities
-	$(BIN)/xentool lab exec -- xl info
+	$(BIN)/xentool --lab create configs/examples/pv-hello.yaml --console
 
 lab-down:
 	$(BIN)/xentool lab down

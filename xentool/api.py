@@ -310,6 +310,16 @@ class Toolstack:
             return lifecycle.DOMAIN_GONE
         return self.apply_shutdown_action(domain, info)
 
+    def handle_shutdown(self, ref: str | int) -> str | None:
+        """If the domain has shut down, do what its config says for the reason (what xl's per-guest
+        monitor does); returns the resulting state ("gone", "running", "shutdown", ...), or None
+        while the domain has not shut down."""
+        domain = self._guest(ref)
+        info = self.hv.domain_getinfo(domain.domid)
+        if not info.shutdown:
+            return None
+        return self.apply_shutdown_action(domain, info)
+
     def apply_shutdown_action(self, domain: DomainSummary, info: DomainInfo) -> str:
         """Do what the guest's config says for the reason it shut down (on_poweroff, on_reboot, ...).
 

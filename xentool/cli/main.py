@@ -101,6 +101,10 @@ def create(
             out.print(f"created domain {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
         if console:
             _attach_console(xt, str(domain.domid), replay_bytes=None)
+            # The console ends when the guest shuts down; then its on_* action is ours to apply.
+            outcome = xt.handle_shutdown(str(domain.domid))
+            if outcome is not None:
+                err.print(f"domain {domain.name} shut down; after its configured action it is {outcome}", markup=False)
 
 
 @app.command("list")
