@@ -4,6 +4,7 @@ every test marked `lab`, and powered off at the end."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +25,11 @@ def lab():
     finally:
         if not os.environ.get("XENTOOL_TEST_LAB_KEEP"):
             the_lab.down()
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Path:
+    """A file the simulator's builder accepts as a kernel (it checks the ELF magic, as Xen's does)."""
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(4089))
+    return path

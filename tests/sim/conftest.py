@@ -22,13 +22,6 @@ def hv(host_path: Path):
         yield hypervisor
 
 
-@pytest.fixture
-def kernel(tmp_path: Path) -> Path:
-    path = tmp_path / "vmlinuz"
-    path.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(4089))
-    return path
-
-
 def create_spec(max_vcpus: int = 2, guest_type: GuestType = GuestType.PV) -> DomainCreateSpec:
     return DomainCreateSpec(uuid=str(uuid.uuid4()), guest_type=guest_type, max_vcpus=max_vcpus)
 

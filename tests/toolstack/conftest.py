@@ -22,14 +22,6 @@ def xt(sim_url: str):
 
 
 @pytest.fixture
-def kernel(tmp_path: Path) -> Path:
-    """A file the builder accepts as a kernel (an ELF header; the simulator checks the magic)."""
-    path = tmp_path / "vmlinuz"
-    path.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(4089))
-    return path
-
-
-@pytest.fixture
 def make_config(kernel: Path):
     def make(**fields):
         data = {"name": "web", "type": "pv", "kernel": str(kernel), "memory": 128, "vcpus": 1}
