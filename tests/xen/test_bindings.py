@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hypercalls.errors import BackendUnavailable, XenError
-from hypercalls.interface import XsPerm, XsPermission, perms
+from hypercalls.interface import XsPerm, perms
 from hypercalls.xen import _ffi_build, _lib
 from hypercalls.connect import is_dom0
 from hypercalls.xen.domain_builder import pvh_e820, pvh_layout, required_paging_pool_kib
