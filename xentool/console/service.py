@@ -10,6 +10,7 @@ be mapped or the channel bound, which fails the creation step like any other.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import signal
@@ -91,11 +92,17 @@ def _daemonize_and_serve(reopen: Callable[[], Hypervisor], domid: int, uuid: str
     code = 1
     try:
         os.setsid()
+        if ready_fd < 3:  # a caller started without stdio got the pipe as fd 0-2, which we replace
+            ready_fd = fcntl.fcntl(ready_fd, fcntl.F_DUPFD, 3)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # let go of the caller's terminal or pipes (the lab agent waits on them)
             os.dup2(devnull, fd)
         if os.fork() > 0:
             os._exit(0)
+        # Drop every other inherited descriptor, the caller's xenstore connection above all: kept
+        # open here, it would keep the caller's watches alive in xenstored for the guest's lifetime.
+        os.closerange(3, ready_fd)
+        os.closerange(ready_fd + 1, os.sysconf("SC_OPEN_MAX"))
         signal.signal(signal.SIGTERM, _exit_cleanly)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         serve_console(reopen(), domid, uuid, ring_ref, remote_port, ready_fd)
