@@ -292,8 +292,11 @@ class XenStore(abc.ABC):
         """Remove ``path`` and then each parent left empty, as libxl__xs_path_cleanup does, so a
         device's removal does not leave e.g. an empty /local/domain/0/backend/vbd behind.
 
-        Parents at most ``keep_depth`` levels deep (``/local/domain/N`` by default) are kept.
+        Parents at most ``keep_depth`` levels deep (``/local/domain/N`` by default) are kept; a
+        missing ``path`` removes nothing, not even empty parents that were never its own.
         """
+        if self.read_or(path) is None:
+            return
         self.rm(path)
         parts = path.strip("/").split("/")
         while len(parts) > keep_depth + 1:

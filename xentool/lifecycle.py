@@ -41,8 +41,7 @@ def destroy(hv: Hypervisor, domid: int) -> None:
     vm_path = xs.read_or(f"{dom_path(domid)}/vm")
     for backend_domid in xs.list_or_empty("/local/domain"):
         for kind in xs.list_or_empty(f"/local/domain/{backend_domid}/backend"):
-            if xs.read_or(f"/local/domain/{backend_domid}/backend/{kind}/{domid}") is not None:
-                xs.rm_with_empty_parents(f"/local/domain/{backend_domid}/backend/{kind}/{domid}")
+            xs.rm_with_empty_parents(f"/local/domain/{backend_domid}/backend/{kind}/{domid}")
     xs.rm(f"/libxl/{domid}")
     xs.rm(dom_path(domid))
     if vm_path and vm_path.startswith("/vm/"):
@@ -52,7 +51,8 @@ def destroy(hv: Hypervisor, domid: int) -> None:
     except XenError as e:
         if e.errno != errno.ESRCH:  # already gone is what we wanted
             raise
-    stop_console_backend(domid)  # it would notice within a second; destroy promises nothing left
+    if hv.needs_console_backend:  # a simulated domid must not name a real guest's backend
+        stop_console_backend(domid)  # it would notice within a second; destroy promises nothing left
 
 
 def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> None:

@@ -318,7 +318,8 @@ class Lab:
             raise LabNotRunning(self.name)
         base = dict(os.environ) if inherit_env else {
             "PATH": DEFAULT_ENV_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb")}
-        base.pop("XENTOOL_CONNECT", None) if base.get("XENTOOL_CONNECT") == "lab" else None
+        if base.get("XENTOOL_CONNECT") == "lab":  # dom0's xentool must use the Xen it runs on
+            base.pop("XENTOOL_CONNECT")
         full_env = {**base, **(env or {})}
         if "/usr/sbin" not in full_env.get("PATH", "").split(":"):
             full_env["PATH"] = full_env.get("PATH", "") + ":/usr/sbin:/sbin"
