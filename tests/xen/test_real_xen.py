@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import os
 import stat
 import time
@@ -279,10 +280,14 @@ def test_building_more_memory_than_the_host_has_is_enomem(hv, domains):
 
 
 def boot_and_collect_console(hv, domid: int, spec: BuildSpec, done, timeout: float = 240.0) -> tuple[str, object]:
-    """Build, introduce, unpause; serve the console ring until the guest shuts down or ``done(output)``."""
-    from hypercalls.xen.evtchn import EventChannels
-    from hypercalls.xen.foreignmem import ForeignMemory
+    """Build, introduce, unpause; serve the console ring until the guest shuts down or ``done(output)``.
+
+    The console is marked as xentool's (``console/type``): a xenconsoled running in the same dom0
+    (the guest tests start one for xl) would otherwise take the ring and the output with it.
+    """
+    from pvdrivers.console import ConsoleBackend
     from pvdrivers.console_ring import ConsoleRing
+    from xentool.create.devices import CONSOLE_TYPE
 
     result = hv.domain_build(domid, spec)
     xs = hv.xenstore()
@@ -293,33 +298,29 @@ def boot_and_collect_console(hv, domid: int, spec: BuildSpec, done, timeout: flo
         "name": f"xentool-test-{domid}", "domid": str(domid),
         "store/port": str(result.store_evtchn), "store/ring-ref": str(result.store_mfn),
         "console/port": str(result.console_evtchn), "console/ring-ref": str(result.console_mfn),
+        "console/type": CONSOLE_TYPE,
         "memory/target": str(spec.memory_kib), "cpu/0/availability": "online",
     }.items():
         xs.write(f"{dom}/{key}", value)
     xs.introduce_domain(domid, result.store_mfn, result.store_evtchn)
 
-    output = bytearray()
-    with ForeignMemory() as fmem, EventChannels() as evtchn:
-        with fmem.map(domid, [result.console_mfn]) as page:
-            ring = ConsoleRing(page.buffer)
-            local = evtchn.bind_interdomain(domid, result.console_evtchn)
-            hv.domain_unpause(domid)
-            deadline = time.monotonic() + timeout
-            info = hv.domain_getinfo(domid)
-            while time.monotonic() < deadline:
-                data = ring.read_output()
-                if data:
-                    output += data
-                    evtchn.notify(local)
-                info = hv.domain_getinfo(domid)
-                if info.shutdown:
-                    output += ring.read_output()
-                    break
-                if done(output.decode(errors="replace")):
-                    break
-                time.sleep(0.05)
-            evtchn.unbind(local)
-    return output.decode(errors="replace"), info
+    log = io.BytesIO()
+    console = hv.open_guest_console(domid, result.console_mfn, result.console_evtchn)
+    try:
+        backend = ConsoleBackend(ConsoleRing(console.page), console, log)
+        hv.domain_unpause(domid)
+        deadline = time.monotonic() + timeout
+        state = {"info": hv.domain_getinfo(domid)}
+
+        def keep_serving() -> bool:
+            state["info"] = hv.domain_getinfo(domid)
+            return (time.monotonic() < deadline and not state["info"].shutdown
+                    and not done(log.getvalue().decode(errors="replace")))
+
+        backend.serve(keep_serving, poll_interval=0.05)
+    finally:
+        console.close()
+    return log.getvalue().decode(errors="replace"), state["info"]
 
 
 def test_a_pv_guest_boots_prints_and_powers_off(hv, domains, initramfs):
