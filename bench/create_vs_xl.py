@@ -1,0 +1,72 @@
+"""`xentool create` against `xl create` of the same PV guest, in one lab run.  Not a test.
+
+    .venv/bin/python bench/create_vs_xl.py [--runs 5] [--name bench-create]
+
+Alternates the two tools, destroying each guest before the next create, and times each command
+from its start until it returns with the domain unpaused (both return then; xl leaves its monitor
+behind).  The clock runs inside dom0, so the agent's round trip is not counted.  The xentool figure
+includes the Python interpreter's start-up in dom0, which the `python3 -c pass` line reports apart:
+in the lab it is most of xentool's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from xentool.lab import Lab
+from xentool.lab.guest_images import install_guest_images
+
+XENTOOL = str(Path(sys.prefix) / "bin" / "xentool")
+PYTHON = str(Path(sys.prefix) / "bin" / "python3")
+
+
+def timed(lab: Lab, argv: list[str]) -> float:
+    """Seconds ``argv`` took in dom0 (it must succeed)."""
+    script = 'start=$(date +%s.%N); "$@" >/dev/null || exit 1; end=$(date +%s.%N); echo "$start $end"'
+    result = lab.exec(["sh", "-c", script, "timed", *argv], capture=True, timeout=600)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {result.err.strip()}")
+    start, end = map(float, result.out.split())
+    return end - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--name", default="bench-create")
+    args = parser.parse_args()
+    lab = Lab(args.name)
+    lab.up(timeout=900)
+    try:
+        guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests")
+        common = {"kernel": str(guests.kernel), "ramdisk": str(guests.initrd), "memory": 128, "vcpus": 1}
+        yaml = lab.share_dir / "bench.yaml"
+        yaml.write_text("name: bench\ntype: pv\ncmdline: \"console=hvc0 xentool.then=wait\"\n"
+                        + "".join(f"{k}: {v}\n" for k, v in common.items()))
+        cfg = lab.share_dir / "bench.cfg"
+        cfg.write_text('name = "bench"\ntype = "pv"\nextra = "console=hvc0 xentool.then=wait"\n'
+                       + "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in common.items()))
+        # xl waits for xenconsoled to take the console; the lab starts it only when asked.
+        lab.exec(["sh", "-c", "pgrep -x xenconsoled || /usr/lib/xen-4.17/bin/xenconsoled "
+                  "--pid-file=/run/xenconsoled.pid"], capture=True)
+        python_start = timed(lab, [PYTHON, "-c", "pass"])
+        xentool_times, xl_times = [], []
+        for run in range(1, args.runs + 1):
+            xentool_times.append(timed(lab, [XENTOOL, "create", str(yaml)]))
+            timed(lab, [XENTOOL, "destroy", "bench"])
+            xl_times.append(timed(lab, ["xl", "create", str(cfg)]))
+            timed(lab, ["xl", "destroy", "bench"])
+            print(f"run {run}: xentool create {xentool_times[-1]:.2f} s, xl create {xl_times[-1]:.2f} s", flush=True)
+        ours, theirs = statistics.median(xentool_times), statistics.median(xl_times)
+        print(f"python3 -c pass in dom0: {python_start:.2f} s")
+        print(f"median of {args.runs}: xentool create {ours:.2f} s, xl create {theirs:.2f} s, "
+              f"ratio xentool/xl {ours / theirs:.2f}")
+    finally:
+        lab.down()
+
+
+if __name__ == "__main__":
+    main()
