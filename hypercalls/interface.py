@@ -139,6 +139,15 @@ class DomainCreateSpec:
 
 
 @dataclass(frozen=True)
+class FirmwareModule:
+    """Bytes the builder copies into guest memory at ``guest_addr`` (libxenguest's
+    ``xc_hvm_firmware_module``), e.g. the ACPI tables a PVH guest has no firmware to make."""
+
+    guest_addr: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class BuildSpec:
     """Everything the domain builder needs after the domain exists (libxl__build_pv / build_hvm).
 
@@ -163,6 +172,9 @@ class BuildSpec:
     features: tuple[str, ...] = ()
     acpi: bool = True
     viridian: tuple[str, ...] = ()
+    # PVH: the ACPI tables, RSDP first (the builder hands its address to the guest as
+    # hvm_start_info.rsdp_paddr); each also gets an "ACPI" entry in the guest's memory map.
+    acpi_modules: tuple[FirmwareModule, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 
 from hypercalls.errors import XenError
-from hypercalls.interface import BuildResult, BuildSpec, GuestType
+from hypercalls.interface import BuildResult, BuildSpec, FirmwareModule, GuestType
 from hypercalls.xen.xc import XcHandle, failed_nonzero
 
 KIB = 1024
@@ -63,14 +63,21 @@ def pvh_layout(max_memory_kib: int, nr_special_pages: int, end_special_region: i
 
 
 def pvh_e820(layout: PvhLayout, nr_special_pages: int, end_special_region: int,
-             ram: int, reserved: int) -> list[tuple[int, int, int]]:
-    """(addr, size, type) entries, as libxl__arch_domain_construct_memmap for PVH without ACPI."""
+             ram: int, reserved: int, acpi: int = 0,
+             firmware: tuple[FirmwareModule, ...] = ()) -> list[tuple[int, int, int]]:
+    """(addr, size, type) entries, as libxl__arch_domain_construct_memmap for PVH: low RAM, the
+    ACPI modules (each from its page to its last byte, type ``acpi``), the special pages, high RAM."""
     entries = [(0, layout.lowmem_end, ram)]
+    for module in firmware:
+        offset = module.guest_addr % (1 << XC_PAGE_SHIFT)
+        entries.append((module.guest_addr - offset, len(module.data) + offset, acpi))
     special_start = (end_special_region - nr_special_pages) << XC_PAGE_SHIFT
     entries.append((special_start, nr_special_pages << XC_PAGE_SHIFT, reserved))
     if layout.highmem_end:
         entries.append((4 * GIB, layout.highmem_end - 4 * GIB, ram))
-    return entries
+    # libxl lists the modules in acpi_modules[] order (the RSDP, last in memory, first); in
+    # address order the map reads the same to every guest, sanitising or not.
+    return sorted(entries)
 
 
 class DomainBuilder:
@@ -204,13 +211,25 @@ class DomainBuilder:
             dom.device_model = False
             self._set_rings(dom, spec, max_vcpus)
 
+            # The ACPI tables (xentool.create.acpi_tables): libxenguest copies each module to its
+            # address in xc_dom_build_image and passes module 0's (the RSDP) to the guest as
+            # hvm_start_info.rsdp_paddr.  The buffers must live until then.
+            if len(spec.acpi_modules) >= len(dom.acpi_modules):
+                raise XenError("xc_dom_build_image", errno.E2BIG, domid,
+                               f"{len(spec.acpi_modules)} ACPI modules; the builder takes {len(dom.acpi_modules) - 1}")
+            keep_alive = []
+            for slot, module in zip(dom.acpi_modules, spec.acpi_modules):
+                buffer = ffi.from_buffer(module.data)
+                keep_alive.append(buffer)
+                slot.data = ffi.cast("uint8_t *", buffer)
+                slot.length = len(module.data)
+                slot.guest_addr_out = module.guest_addr
+
             def memory_map(dom) -> None:
                 # libxl__arch_domain_finalise_hw_description for PVH: the e820 goes both to Xen
-                # (XENMEM_memory_map) and into the start info the builder writes.  No ACPI tables
-                # are built (libxl's come from libacpi, which is not a public library): the guest
-                # finds no RSDP and runs without ACPI.
+                # (XENMEM_memory_map) and into the start info the builder writes.
                 entries = pvh_e820(layout, lib.X86_HVM_NR_SPECIAL_PAGES, lib.X86_HVM_END_SPECIAL_REGION,
-                                   lib.E820_RAM, lib.E820_RESERVED)
+                                   lib.E820_RAM, lib.E820_RESERVED, lib.E820_ACPI, spec.acpi_modules)
                 e820 = ffi.new("struct e820entry[]", len(entries))
                 for i, (addr, size, kind) in enumerate(entries):
                     e820[i].addr, e820[i].size, e820[i].type = addr, size, kind
@@ -222,6 +241,7 @@ class DomainBuilder:
             # An HVM container is populated to maxmem (minus video RAM, none here); target_pages
             # tells the builder how much of it to back when that is less (populate-on-demand).
             self._boot(dom, domid, spec.max_memory_kib // 1024, between=memory_map)
+            del keep_alive
         finally:
             lib.xc_dom_release(dom)
         # hvm_build_set_params: the builder put the rings' frames in HVM params; the ports go there too.

@@ -47,6 +47,7 @@ __all__ = [
 
 MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB, the most Xen 4.17 supports on x86
 MAX_VCPUS = 4096
+HVM_MAX_VCPUS = 128  # xen/include/public/hvm/hvm_info_table.h: HVM and PVH guests
 DOMID_FIRST_RESERVED = 0x7FF0  # DOMID_SELF and above are not domains
 
 
@@ -525,6 +526,10 @@ class GuestConfig(BaseModel):
             )
         if self.maxvcpus is not None and self.maxvcpus < self.vcpus:
             problems.append((("maxvcpus",), f"{self.maxvcpus} is less than vcpus ({self.vcpus}); maxvcpus must be at least vcpus"))
+        if self.type != GuestType.PV and max(self.maxvcpus or 0, self.vcpus) > HVM_MAX_VCPUS:
+            # hvm_info_table.h: the APIC IDs in the MADT and the processor objects stop there.
+            key = "maxvcpus" if (self.maxvcpus or 0) > self.vcpus else "vcpus"
+            problems.append(((key,), f"a {kind} guest has at most {HVM_MAX_VCPUS} vcpus; lower {key}"))
         if self.type == GuestType.HVM:
             videoram = self.hvm.videoram if self.hvm else 8
             if self.memory <= videoram:

@@ -6,8 +6,9 @@ guest's start info (PV) or HVM params (PVH/HVM), where the guest finds them at b
 
 from __future__ import annotations
 
-from hypercalls.interface import BuildSpec, GuestType
+from hypercalls.interface import BuildSpec, FirmwareModule, GuestType
 from xentool.config import GuestConfig
+from xentool.create.acpi_tables import build_pvh_acpi
 from xentool.create.plan import AllocUnboundEvtchn, BuildDomain, Step
 
 # Where Debian's xen-utils-4.17 puts the HVM firmware loader.
@@ -29,6 +30,7 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
         firmware=firmware,
         acpi=config.hvm.acpi if config.hvm else True,
         viridian=_viridian(config),
+        acpi_modules=_pvh_acpi(config),
     )
     return Step(
         "build",
@@ -38,6 +40,18 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
             BuildDomain(spec),
         ),
     )
+
+
+def _pvh_acpi(config: GuestConfig) -> tuple[FirmwareModule, ...]:
+    """libxl__dom_load_acpi: a PVH guest has no firmware, so its ACPI tables come from us.  Without
+    them Linux probes an RTC and a keyboard controller that a PVH domain does not have (the FADT's
+    boot flags say so) and finds its vcpus nowhere but in Xen's hypercalls."""
+    if config.type != GuestType.PVH:
+        return ()
+    # Every kernel that boots as PVH (Linux since 4.17 with CONFIG_PVH) reads rsdp_paddr from the
+    # start info, so the RSDP goes after the tables, where libxl puts it for such kernels.
+    tables = build_pvh_acpi(config.vcpus, config.max_vcpus)
+    return tuple(FirmwareModule(module.guest_addr, module.data) for module in tables.modules())
 
 
 def _viridian(config: GuestConfig) -> tuple[str, ...]:
