@@ -73,7 +73,13 @@ class ConsoleBackend:
         self.pump()  # what the guest printed before we were here
         try:
             while alive():
-                for key, _ in selector.select(poll_interval):
+                ready = selector.select(poll_interval)
+                if not ready and self.ring.output_pending():
+                    # A kick we never saw (a guest whose ring is full prints nothing more, and so
+                    # kicks no more, until we drain it): drain on the poll as well, so a lost
+                    # event costs a second, not the rest of the guest's console.
+                    self.pump()
+                for key, _ in ready:
                     if key.data == "evtchn":
                         self.channel.consume()
                         self.pump()

@@ -47,6 +47,10 @@ class ConsoleRing:
     def _set(self, offset: int, value: int) -> None:
         _U32.pack_into(self.page, offset, value & MASK32)
 
+    def output_pending(self) -> bool:
+        """Whether the guest has printed something the backend has not taken yet."""
+        return self._get(OUT_CONS) != self._get(OUT_PROD)
+
     def read_output(self) -> bytes:
         """Take everything the guest has printed since the last call (and free that space)."""
         cons, prod = self._get(OUT_CONS), self._get(OUT_PROD)

@@ -99,3 +99,15 @@ def test_output_larger_than_the_ring_arrives_whole_when_the_guest_waits_for_kick
     wait_for(lambda: log.getvalue() == message)
     running.clear()
     thread.join(2)
+
+
+def test_output_whose_kick_was_lost_is_drained_on_the_next_poll(tmp_path):
+    """A guest with a full ring waits for the backend and kicks no more: if the one kick before
+    that was lost, only the poll gets the console going again."""
+    shared, log = bytearray(4096), io.BytesIO()
+    backend, channel, running, thread = start(tmp_path, shared, log)
+    wait_for(lambda: channel.notifications == 1)  # the first pump, with nothing printed yet
+    GuestSide(shared).print(b"printed, never kicked\n")
+    wait_for(lambda: log.getvalue() == b"printed, never kicked\n")
+    running.clear()
+    thread.join(2)
