@@ -18,21 +18,24 @@ import uuid as uuid_module
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from hypercalls import open_hypervisor
+from hypercalls.connect import open_hypervisor
 from hypercalls.errors import BackendUnavailable, XenError
 from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason
 from xentool import lifecycle
-from xentool.console.attach import ConsoleUnavailable, attach
 from xentool.console.paths import console_log_path, console_socket_path
-from xentool.config import GuestConfig, config_from_dict, load_config, validate_domain_name
-from xentool.config.model import Action
-from xentool.create import BuildPlan, plan_creation
-from xentool.create.executor import execute
-from xentool.create.preflight import preflight
 from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, UsageError
 from xentool.records import RecordStore
+
+if TYPE_CHECKING:
+    from xentool.config import GuestConfig
+    from xentool.config.model import Action
+    from xentool.create import BuildPlan
+
+# The config model (pydantic) and the creation steps are imported by the methods that use them:
+# `xentool list` and `destroy` need neither, and in the lab's dom0 (Python under QEMU TCG) they
+# cost seconds.
 
 DOM0_NAME = "Domain-0"
 REAL_RECORDS_DIR = Path("/var/lib/xentool/domains")
@@ -198,6 +201,8 @@ class Toolstack:
         one that has shut down) is shown as its log so far ("ended")."""
         domain = self.lookup(ref)
         if self.hv.needs_console_backend:
+            from xentool.console.attach import ConsoleUnavailable, attach
+
             try:
                 return attach(console_socket_path(domain.domid), console_log_path(domain.uuid), output,
                               input_fd, replay_bytes)
@@ -213,6 +218,8 @@ class Toolstack:
         self, source: GuestConfig | str | Path | Mapping[str, Any], overrides: Sequence[str] = ()
     ) -> GuestConfig:
         """A validated config from a file path, a dict, or a GuestConfig (overrides apply to files)."""
+        from xentool.config import GuestConfig, config_from_dict, load_config
+
         if isinstance(source, GuestConfig):
             if overrides:
                 raise UsageError("overrides apply to a config file; change the GuestConfig object instead")
@@ -225,6 +232,8 @@ class Toolstack:
 
     def plan(self, config: GuestConfig, paused: bool = False) -> BuildPlan:
         """The build plan `create` would run (what --dry-run prints); touches nothing."""
+        from xentool.create import plan_creation
+
         uuid = str(config.uuid) if config.uuid else "{uuid}"
         return plan_creation(config, uuid, paused)
 
@@ -238,6 +247,10 @@ class Toolstack:
         return self._create(config, str(config.uuid) if config.uuid else str(uuid_module.uuid4()), paused)
 
     def _create(self, config: GuestConfig, uuid: str, paused: bool) -> DomainSummary:
+        from xentool.create import plan_creation
+        from xentool.create.executor import execute
+        from xentool.create.preflight import preflight
+
         preflight(self.hv, config)
         bound = execute(plan_creation(config, uuid, paused), self.hv)
         self.records.save(config, uuid, bound["domid"])
@@ -265,6 +278,8 @@ class Toolstack:
 
     def rename(self, ref: str | int, new_name: str) -> None:
         domain = self._guest(ref)
+        from xentool.config import validate_domain_name
+
         # The same rules as a config's name, so a rename cannot make a name a config could not hold.
         try:
             validate_domain_name(new_name)
@@ -326,6 +341,8 @@ class Toolstack:
         Without a record (a domain xentool did not create) xl's defaults apply: destroy, except
         restart on reboot.
         """
+        from xentool.config.model import Action
+
         reason = info.shutdown_reason or ShutdownReason.POWEROFF
         record = self.records.load(domain.uuid)
         config = record.guest_config() if record else None
@@ -360,6 +377,8 @@ class Toolstack:
 
 
 def _action_for(config: GuestConfig | None, reason: ShutdownReason) -> Action:
+    from xentool.config.model import Action
+
     if config is None:
         return Action.RESTART if reason == ShutdownReason.REBOOT else Action.DESTROY
     return {

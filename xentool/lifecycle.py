@@ -13,8 +13,6 @@ from collections.abc import Callable
 from hypercalls.errors import XenError
 from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason, retry_transaction
 from xentool.console.service import stop_console_backend
-from xentool.create.xenstore_layout import UniqueName
-from xentool.create.plan import Bindings
 from xentool.errors import DomainOperationError, UsageError, WaitTimeout
 
 DOMAIN_GONE = "gone"  # the state a wait reports once the domain no longer exists
@@ -106,6 +104,11 @@ def is_shut_down(info: DomainInfo | None) -> bool:
 
 def rename(hv: Hypervisor, domid: int, new_name: str) -> None:
     """Change the name in /local/domain/N/name and /vm/UUID/name, claiming it atomically."""
+    # Here, not at the top: importing xentool.create loads every creation step and the config
+    # model, which `destroy` and the other lifecycle commands do not need.
+    from xentool.create.plan import Bindings
+    from xentool.create.xenstore_layout import UniqueName
+
     xs = hv.xenstore()
     vm_path = xs.read_or(f"{dom_path(domid)}/vm")
     guard = UniqueName(new_name)

@@ -13,9 +13,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xentool.config import GuestConfig, config_from_dict
+if TYPE_CHECKING:
+    from xentool.config import GuestConfig
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class DomainRecord:
     config: dict[str, Any]
 
     def guest_config(self) -> GuestConfig:
+        from xentool.config import config_from_dict  # the config model: only restarts need it
+
         return config_from_dict(self.config, source=f"<record of {self.name}>")
 
 

@@ -18,7 +18,11 @@ from pathlib import Path
 from types import ModuleType
 
 from hypercalls.errors import BackendUnavailable
-from hypercalls.xen import _ffi_build
+
+# The same as _ffi_build.MODULE and .PACKAGE_DIR (a test checks): loading the compiled module must
+# not import the build script (cffi's cdef text and the build's imports), only a compile does.
+MODULE = "hypercalls.xen._xenlibs"
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -38,7 +42,7 @@ def _find_compiled(directory: Path) -> Path | None:
 
 
 def _load_from(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(_ffi_build.MODULE, path)
+    spec = importlib.util.spec_from_file_location(MODULE, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -47,6 +51,8 @@ def _load_from(path: Path) -> ModuleType:
 
 def _runtime_library_error(error: ImportError, path: Path) -> BackendUnavailable:
     """An import that fails on a shared library: name the library and the package that has it."""
+    from hypercalls.xen import _ffi_build
+
     text = str(error)
     match = re.search(r"lib(xen[a-z]+)\.so[.0-9]*", text)
     if match:
@@ -63,6 +69,8 @@ def _runtime_library_error(error: ImportError, path: Path) -> BackendUnavailable
 
 
 def _compile_somewhere() -> Path:
+    from hypercalls.xen import _ffi_build
+
     missing = _ffi_build.missing_build_prerequisites()
     if missing:
         packages = sorted({m.package for m in missing})
@@ -73,7 +81,7 @@ def _compile_somewhere() -> Path:
             "or compile them on a machine that shares this checkout",
         )
     errors: list[str] = []
-    for target in (_ffi_build.PACKAGE_DIR, cache_dir()):
+    for target in (PACKAGE_DIR, cache_dir()):
         try:
             return _ffi_build.compile_bindings(target)
         except Exception as e:  # an unwritable package dir, a compiler failure: try the next place
@@ -90,7 +98,7 @@ def load() -> ModuleType:
     with _lock:
         if _module is not None:
             return _module
-        path = _find_compiled(_ffi_build.PACKAGE_DIR) or _find_compiled(cache_dir())
+        path = _find_compiled(PACKAGE_DIR) or _find_compiled(cache_dir())
         if path is None:
             path = _compile_somewhere()
         try:

@@ -12,7 +12,9 @@ from hypercalls.errors import BackendUnavailable, XenError
 from hypercalls.interface import XsPerm, perms
 from hypercalls.xen import _ffi_build, _lib
 from hypercalls.connect import is_dom0
+from hypercalls.interface import FirmwareModule
 from hypercalls.xen.domain_builder import pvh_e820, pvh_layout, required_paging_pool_kib
+from xentool.create.acpi_tables import build_pvh_acpi
 from hypercalls.xen.errors import xen_error
 from hypercalls.xen.store import bits_to_perm, decode_perms, encode_perms, perm_to_bits
 
@@ -90,7 +92,7 @@ def test_missing_build_tools_are_named_with_their_debian_packages(monkeypatch):
 
 
 def test_without_compiled_module_or_toolchain_open_xen_raises_backend_unavailable(monkeypatch, tmp_path):
-    monkeypatch.setattr(_ffi_build, "PACKAGE_DIR", tmp_path / "pkg")
+    monkeypatch.setattr(_lib, "PACKAGE_DIR", tmp_path / "pkg")
     monkeypatch.setattr(_lib, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setattr(_lib, "_module", None)
     monkeypatch.setattr(
@@ -99,6 +101,11 @@ def test_without_compiled_module_or_toolchain_open_xen_raises_backend_unavailabl
     with pytest.raises(BackendUnavailable) as caught:
         _lib.load()
     assert "xenctrl.h" in str(caught.value) and "libxen-dev" in str(caught.value)
+
+
+def test_loading_finds_the_module_where_the_build_writes_it():
+    # _lib keeps its own copy so that loading does not import the build script.
+    assert (_lib.MODULE, _lib.PACKAGE_DIR) == (_ffi_build.MODULE, _ffi_build.PACKAGE_DIR)
 
 
 def test_a_missing_runtime_library_names_its_debian_package(tmp_path):
@@ -140,6 +147,18 @@ def test_pvh_memory_layout_matches_libxl():
     assert big.lowmem_end == 0xFC000000 and big.highmem_end == (1 << 32) + (64 << 20)
     e820 = pvh_e820(layout, 8, 0xFF000, ram=1, reserved=2)
     assert e820 == [(0, 512 << 20, 1), (0xFEFF8000, 8 * 4096, 2)]
+
+
+def test_pvh_memory_map_gives_each_acpi_module_an_acpi_entry_from_its_page():
+    layout = pvh_layout(512 * 1024, nr_special_pages=8, end_special_region=0xFF000)
+    tables = build_pvh_acpi(vcpus=1, max_vcpus=2)
+    modules = tuple(FirmwareModule(m.guest_addr, m.data) for m in tables.modules())
+    e820 = pvh_e820(layout, 8, 0xFF000, ram=1, reserved=2, acpi=3, firmware=modules)
+    acpi = [entry for entry in e820 if entry[2] == 3]
+    assert [(addr, size) for addr, size, _ in acpi] == sorted(tables.e820_ranges())
+    assert e820 == sorted(e820)  # guests expect the map in address order
+    rsdp = tables.rsdp.guest_addr
+    assert any(addr <= rsdp and rsdp + 36 <= addr + size for addr, size, _ in acpi)
 
 
 def test_paging_pool_is_libxls_shadow_memory_estimate():

@@ -1,6 +1,8 @@
 """`xentool lab ...`: start, inspect, use and stop the Xen lab; and `run_in_lab` behind `--lab`.
 
-Thin: every command calls :class:`xentool.lab.Lab` and formats what it returns.
+Thin: every command calls :class:`xentool.lab.Lab` and formats what it returns.  ``xentool.lab`` and
+rich are imported inside the commands: every xentool command loads this module (typer needs the
+sub-app to parse), and only `lab` commands and ``--lab`` need them.
 """
 
 from __future__ import annotations
@@ -9,17 +11,26 @@ import json
 import os
 import sys
 import time
+from functools import cache
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
 
-from xentool.lab import Lab, LabOptions, LabStatus
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from xentool.lab import Lab, LabOptions, LabStatus
 
 lab_app = typer.Typer(help="The Xen lab: real Xen 4.17 in QEMU, dom0 running this host's root.",
                       no_args_is_help=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@cache
+def err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 NAME_OPTION = typer.Option("default", "--name", "-n", envvar="XENTOOL_LAB", help="Which lab.")
 
@@ -27,10 +38,10 @@ NAME_OPTION = typer.Option("default", "--name", "-n", envvar="XENTOOL_LAB", help
 def _up_with_progress(lab: Lab, options: LabOptions, timeout: float) -> LabStatus:
     """lab.up() behind a spinner on stderr that names the boot step and the time spent."""
     started = time.monotonic()
-    if not err.is_terminal:
-        return lab.up(options, timeout=timeout, progress=lambda phase: err.print(
+    if not err().is_terminal:
+        return lab.up(options, timeout=timeout, progress=lambda phase: err().print(
             f"lab {lab.name}: {phase} ({time.monotonic() - started:.1f} s)", markup=False))
-    with err.status(f"lab {lab.name}: starting") as spinner:
+    with err().status(f"lab {lab.name}: starting") as spinner:
         return lab.up(options, timeout=timeout, progress=lambda phase: spinner.update(
             f"lab {lab.name}: {phase} [dim]({time.monotonic() - started:.1f} s)[/dim]"))
 
@@ -62,6 +73,8 @@ def up(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Start the lab (fetching what is missing) and wait until dom0 is ready."""
+    from xentool.lab import Lab, LabOptions
+
     lab = Lab(name)
     options = LabOptions(memory, vcpus, dom0_memory, accel, xenconsoled,
                          tuple(str(p.resolve()) for p in share))
@@ -82,6 +95,8 @@ def up(
 @lab_app.command()
 def status(name: str = NAME_OPTION, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Is the lab running; Xen version, dom0 readiness, free memory, uptime."""
+    from xentool.lab import Lab
+
     st = Lab(name).status()
     if as_json:
         print(json.dumps(st.to_json(), indent=2))
@@ -98,6 +113,8 @@ def exec_cmd(
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Kill the command after this many seconds."),
 ) -> None:
     """Run a command as root in dom0, in this working directory; exit with its status."""
+    from xentool.lab import Lab
+
     result = Lab(name).exec(command, inherit_env=True, timeout=timeout)
     raise SystemExit(result.returncode)  # typer.Exit is swallowed under standalone_mode=False
 
@@ -108,6 +125,8 @@ def console(
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing what comes (Ctrl-C stops)."),
 ) -> None:
     """Print the lab's serial log (Xen and dom0 console)."""
+    from xentool.lab import Lab
+
     path = Lab(name).serial_log_path
     if not path.exists():
         from xentool.lab.errors import LabNotRunning
@@ -132,6 +151,8 @@ def console(
 def down(name: str = NAME_OPTION, timeout: float = typer.Option(60.0, "--timeout",
                                                                help="Seconds to wait for a clean power-off.")) -> None:
     """Power the lab off (cleanly if dom0 answers, else by signal)."""
+    from xentool.lab import Lab
+
     lab = Lab(name)
     if lab.down(timeout=timeout):
         print(f"lab {name}: powered off")
@@ -150,6 +171,8 @@ def _xentool_argv() -> list[str]:
 def run_in_lab(argv: list[str]) -> int:
     """Run `xentool *argv` in the lab's dom0 (starting the lab if needed), in this working directory,
     with this environment minus XENTOOL_CONNECT=lab (in dom0, xentool finds the real Xen itself)."""
+    from xentool.lab import Lab, LabOptions
+
     lab = Lab(os.environ.get("XENTOOL_LAB", "default"))
     if not lab.is_running():
         _up_with_progress(lab, LabOptions(), 300.0)

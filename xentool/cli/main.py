@@ -9,15 +9,26 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
-import typer
-from rich.console import Console
-from rich.table import Table
+# Before pydantic is first imported (typer and the config model use it): without this, building the
+# first model makes pydantic scan every installed distribution's entry points for plugins, which
+# costs seconds where dom0's Python runs under QEMU TCG.  A user's own setting wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from hypercalls.errors import HypervisorError, XenError
-from xentool.errors import XentoolError
+import typer  # noqa: E402
+
+from hypercalls.errors import HypervisorError, XenError  # noqa: E402
+from xentool.errors import XentoolError  # noqa: E402
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Only what a command runs is imported: rich where rich output is printed, the lab in `lab`
+# commands, the toolstack in commands that reach a hypervisor.  Python in the lab's dom0 runs
+# under QEMU TCG, where every module imported costs (tests/toolstack/test_cli_imports.py).
 
 app = typer.Typer(
     name="xentool",
@@ -32,8 +43,18 @@ config_app = typer.Typer(help="Guest config files: check them, import xl.cfg fil
 app.add_typer(host_app, name="host")
 app.add_typer(config_app, name="config")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+@cache
+def out() -> Console:
+    """Rich output on stdout (tables, markup, JSON on a terminal)."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _say(line: str, *, stderr: bool = False) -> None:
+    """A plain line (what rich printed for it with markup off), without importing rich."""
+    print(line, file=sys.stderr if stderr else sys.stdout, flush=True)
 
 
 class Options:
@@ -51,7 +72,7 @@ def _toolstack():  # type: ignore[no-untyped-def]
 
 
 def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data), indent=2) if sys.stdout.isatty() else print(json.dumps(data, indent=2))
+    out().print_json(json.dumps(data), indent=2) if sys.stdout.isatty() else print(json.dumps(data, indent=2))
 
 
 @app.callback()
@@ -98,13 +119,13 @@ def create(
         if as_json:
             _print_json(domain.to_json())
         else:
-            out.print(f"created domain {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
+            _say(f"created domain {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
         if console:
             _attach_console(xt, str(domain.domid), replay_bytes=None)
             # The console ends when the guest shuts down; then its on_* action is ours to apply.
             outcome = xt.handle_shutdown(str(domain.domid))
             if outcome is not None:
-                err.print(f"domain {domain.name} shut down; after its configured action it is {outcome}", markup=False)
+                _say(f"domain {domain.name} shut down; after its configured action it is {outcome}", stderr=True)
 
 
 @app.command("list")
@@ -115,6 +136,8 @@ def list_domains(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     if as_json:
         _print_json([d.to_json() for d in domains])
         return
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column, justify in (("Name", "left"), ("ID", "right"), ("Mem", "right"), ("VCPUs", "right"),
                             ("State", "left"), ("Time(s)", "right"), ("Type", "left")):
@@ -122,7 +145,7 @@ def list_domains(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     for d in domains:
         state = d.state + (f" ({d.shutdown_reason})" if d.shutdown_reason else "")
         table.add_row(d.name, str(d.domid), str(d.memory_mib), str(d.vcpus), state, f"{d.cpu_time_s:.1f}", d.type)
-    out.print(table)
+    out().print(table)
 
 
 @app.command()
@@ -137,6 +160,8 @@ def info(
     if as_json:
         _print_json(data)
         return
+    from rich.table import Table
+
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -144,12 +169,12 @@ def info(
         if key == "config":
             continue
         table.add_row(key, "-" if value is None else str(value))
-    out.print(table)
+    out().print(table)
     if details.config:
         import yaml
 
-        out.print("[bold]config[/bold]")
-        out.print(yaml.safe_dump(details.config, sort_keys=False).rstrip())
+        out().print("[bold]config[/bold]")
+        out().print(yaml.safe_dump(details.config, sort_keys=False).rstrip())
 
 
 @app.command()
@@ -169,7 +194,7 @@ def shutdown(
     with _toolstack() as xt:
         final = xt.shutdown(domain, wait=wait, timeout=timeout)
     if wait:
-        out.print(f"domain {domain}: {final}")
+        out().print(f"domain {domain}: {final}")
 
 
 @app.command()
@@ -180,7 +205,7 @@ def reboot(
     """Ask the guest to reboot, then apply its on_reboot action."""
     with _toolstack() as xt:
         final = xt.reboot(domain, wait=True, timeout=timeout)
-    out.print(f"domain {domain}: {final}")
+    out().print(f"domain {domain}: {final}")
 
 
 @app.command()
@@ -250,7 +275,7 @@ def console(
 def _attach_console(xt, ref: str, replay_bytes: int | None) -> None:  # type: ignore[no-untyped-def]
     stdin = sys.stdin.fileno() if sys.stdin is not None and not sys.stdin.closed else None
     if xt.attach_console(ref, sys.stdout.buffer, stdin, replay_bytes) == "detached":
-        err.print(f"detached from the console of {ref}", markup=False)
+        _say(f"detached from the console of {ref}", stderr=True)
 
 
 @app.command()
@@ -268,7 +293,7 @@ def wait_cmd(
 ) -> None:
     """Wait until a domain reaches one of the given states."""
     with _toolstack() as xt:
-        out.print(xt.wait_for_state(domain, states, timeout))
+        out().print(xt.wait_for_state(domain, states, timeout))
 
 
 @host_app.command("info")
@@ -280,7 +305,7 @@ def host_info(as_json: bool = typer.Option(False, "--json", help="Machine-readab
         _print_json(data)
         return
     for key, value in data.items():
-        out.print(f"{key:18}: {' '.join(value) if isinstance(value, list) else value}")
+        out().print(f"{key:18}: {' '.join(value) if isinstance(value, list) else value}")
 
 
 # -- configs ----------------------------------------------------------------------------------------
@@ -296,10 +321,10 @@ def config_check(files: list[Path] = typer.Argument(..., help="Config files to v
     for path in files:
         try:
             config = load_config(path)
-            out.print(f"{path}: ok ({config.type.value} guest {config.name!r})")
+            out().print(f"{path}: ok ({config.type.value} guest {config.name!r})")
         except ConfigError as e:
             failed.append(e)
-            err.print(str(e), markup=False)
+            _say(str(e), stderr=True)
     if failed:
         raise typer.Exit(ConfigError.exit_code)
 
@@ -315,29 +340,25 @@ def config_import(
     result = xl_cfg_to_yaml(xl_cfg)
     text, warnings = result if isinstance(result, tuple) else (result, [])
     for warning in warnings:
-        err.print(f"{xl_cfg}: warning: {warning}", markup=False)
+        _say(f"{xl_cfg}: warning: {warning}", stderr=True)
     if output:
         output.write_text(text)
     else:
         sys.stdout.write(text)
 
 
-def _mount_lab() -> None:
-    try:
-        from xentool.cli.lab import lab_app
-    except ImportError:  # the lab is optional while it is being built
-        return
-    app.add_typer(lab_app, name="lab")
+# Typer needs the `lab` commands to parse any command line; xentool.cli.lab defines them without
+# importing xentool.lab, which only a `lab` command (or --lab) loads.
+from xentool.cli.lab import lab_app  # noqa: E402
 
-
-_mount_lab()
+app.add_typer(lab_app, name="lab")
 
 
 # -- entry point ------------------------------------------------------------------------------------
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"xentool: error: {message}", markup=False)
+    _say(f"xentool: error: {message}", stderr=True)
     raise SystemExit(code)
 
 
