@@ -378,6 +378,8 @@ struct xc_hvm_firmware_module {
 };
 
 struct xc_dom_image {
+    void *kernel_blob;
+    size_t kernel_size;
     xen_pfn_t console_pfn;
     xen_pfn_t xenstore_pfn;
     xen_pfn_t total_pages;

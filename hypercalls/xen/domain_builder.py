@@ -9,6 +9,8 @@ What runs, for a domain that ``xc_domain_create`` made and ``xc_domain_max_vcpus
    xc_dom_allocate, kernel and ramdisk, boot_xen_init, parse_image, mem_init, boot_mem_init, (PVH:
    the e820 memory map), build_image, boot_image, gnttab_init (which seeds the grant entries that
    let xenstored and the console backend map the two rings); then the frames of the two rings.
+   The kernel libxenguest unpacks in parse_image is kept (``kernel_cache``), and the next build of
+   the same file loads the unpacked image: unpacking is most of what a PV create costs.
 
 HVM (hvmloader + device model) is not here yet: it comes with issue 5.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 from hypercalls.errors import XenError
 from hypercalls.interface import BuildResult, BuildSpec, FirmwareModule, GuestType
+from hypercalls.xen.kernel_cache import KernelCache
 from hypercalls.xen.xc import XcHandle, failed_nonzero
 
 KIB = 1024
@@ -81,10 +84,11 @@ def pvh_e820(layout: PvhLayout, nr_special_pages: int, end_special_region: int,
 
 
 class DomainBuilder:
-    def __init__(self, xc: XcHandle) -> None:
+    def __init__(self, xc: XcHandle, kernel_cache: KernelCache | None = KernelCache()) -> None:
         self.xc = xc
         self.ffi = xc.ffi
         self.lib = xc.lib
+        self.kernel_cache = kernel_cache
 
     def build(self, domid: int, spec: BuildSpec, max_vcpus: int) -> BuildResult:
         if spec.guest_type == GuestType.HVM:
@@ -140,13 +144,22 @@ class DomainBuilder:
         )
         return dom
 
-    def _load_images(self, dom, domid: int, spec: BuildSpec) -> None:
+    def _load_images(self, dom, domid: int, spec: BuildSpec) -> bool:
+        """Hand libxenguest the kernel (its unpacked image when the cache has one) and the ramdisk;
+        True if the kernel came from the cache."""
         xc, lib = self.xc, self.lib
-        xc.call("xc_dom_kernel_file", lib.xc_dom_kernel_file, dom, spec.kernel.encode(), domid=domid,
+        cached = self.kernel_cache.lookup(spec.kernel) if self.kernel_cache else None
+        xc.call("xc_dom_kernel_file", lib.xc_dom_kernel_file, dom, str(cached or spec.kernel).encode(), domid=domid,
                 failed=failed_nonzero, detail=f"kernel {spec.kernel}")
         if spec.ramdisk:
             xc.call("xc_dom_module_file", lib.xc_dom_module_file, dom, spec.ramdisk.encode(), self.ffi.NULL,
                     domid=domid, failed=failed_nonzero, detail=f"ramdisk {spec.ramdisk}")
+        return cached is not None
+
+    def _keep_unpacked_kernel(self, dom, spec: BuildSpec) -> None:
+        """After xc_dom_parse_image: the kernel image libxenguest unpacked, for the next build."""
+        if self.kernel_cache and dom.kernel_blob != self.ffi.NULL:
+            self.kernel_cache.store(spec.kernel, self.ffi.buffer(dom.kernel_blob, dom.kernel_size))
 
     def _set_rings(self, dom, spec: BuildSpec, max_vcpus: int) -> None:
         dom.console_evtchn = spec.console_evtchn
@@ -158,13 +171,15 @@ class DomainBuilder:
         # rather than half-way through populating the guest (xl's claim_mode=1).
         dom.claim_enabled = 1
 
-    def _boot(self, dom, domid: int, mem_mib: int, between=None) -> None:
+    def _boot(self, dom, domid: int, mem_mib: int, between=None, after_parse=None) -> None:
         """libxl__build_dom: the builder's steps from boot_xen_init to gnttab_init."""
         xc, lib = self.xc, self.lib
         xc.call("xc_dom_boot_xen_init", lib.xc_dom_boot_xen_init, dom, xc.xch, domid, domid=domid,
                 failed=failed_nonzero)
         xc.call("xc_dom_parse_image", lib.xc_dom_parse_image, dom, domid=domid, failed=failed_nonzero,
                 detail="not a kernel this builder can load")
+        if after_parse is not None:
+            after_parse(dom)
         xc.call("xc_dom_mem_init", lib.xc_dom_mem_init, dom, mem_mib, domid=domid, failed=failed_nonzero,
                 detail=f"{mem_mib} MiB")
         xc.call("xc_dom_boot_mem_init", lib.xc_dom_boot_mem_init, dom, domid=domid, failed=failed_nonzero,
@@ -181,11 +196,12 @@ class DomainBuilder:
         dom = self._allocate(domid, spec.cmdline, features)
         try:
             lib.xentool_dom_set_container(dom, 0)
-            self._load_images(dom, domid, spec)
+            from_cache = self._load_images(dom, domid, spec)
             dom.flags = 0
             self._set_rings(dom, spec, max_vcpus)
             # A PV guest starts with "memory"; ballooning up to maxmem happens later.
-            self._boot(dom, domid, spec.memory_kib // 1024)
+            self._boot(dom, domid, spec.memory_kib // 1024,
+                       after_parse=None if from_cache else lambda dom: self._keep_unpacked_kernel(dom, spec))
             if lib.xc_dom_translated(dom):
                 store, console = dom.xenstore_pfn, dom.console_pfn
             else:
@@ -201,7 +217,7 @@ class DomainBuilder:
         try:
             lib.xentool_dom_set_container(dom, 1)
             dom.target_pages = spec.memory_kib // 4
-            self._load_images(dom, domid, spec)
+            from_cache = self._load_images(dom, domid, spec)
             layout = pvh_layout(spec.max_memory_kib, lib.X86_HVM_NR_SPECIAL_PAGES, lib.X86_HVM_END_SPECIAL_REGION)
             dom.mmio_start = layout.mmio_start
             dom.mmio_size = layout.mmio_size
@@ -240,7 +256,8 @@ class DomainBuilder:
 
             # An HVM container is populated to maxmem (minus video RAM, none here); target_pages
             # tells the builder how much of it to back when that is less (populate-on-demand).
-            self._boot(dom, domid, spec.max_memory_kib // 1024, between=memory_map)
+            self._boot(dom, domid, spec.max_memory_kib // 1024, between=memory_map,
+                       after_parse=None if from_cache else lambda dom: self._keep_unpacked_kernel(dom, spec))
             del keep_alive
         finally:
             lib.xc_dom_release(dom)
