@@ -66,7 +66,9 @@ class LabPaths:
 
 def xen_cmdline(opts: LabOptions) -> str:
     mem = opts.dom0_memory_mib
-    return f"dom0_mem={mem}M,max:{mem}M console=com1 com1=115200,8n1"
+    # guest_loglvl=all: `xl dmesg` then tells why a guest died (a triple fault, a bad hypercall),
+    # which is what a failed lab test needs to show.
+    return f"dom0_mem={mem}M,max:{mem}M console=com1 com1=115200,8n1 guest_loglvl=all"
 
 
 def dom0_cmdline(files: BootFiles, opts: LabOptions) -> str:
