@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from hypercalls.interface import BuildSpec, FirmwareModule, GuestType
 from xentool.config import GuestConfig
-from xentool.create.acpi_tables import build_pvh_acpi
 from xentool.create.plan import AllocUnboundEvtchn, BuildDomain, Step
 
 # Where Debian's xen-utils-4.17 puts the HVM firmware loader.
@@ -48,6 +47,8 @@ def _pvh_acpi(config: GuestConfig) -> tuple[FirmwareModule, ...]:
     boot flags say so) and finds its vcpus nowhere but in Xen's hypercalls."""
     if config.type != GuestType.PVH:
         return ()
+    from xentool.create.acpi_tables import build_pvh_acpi  # PVH only: not worth its import elsewhere
+
     # Every kernel that boots as PVH (Linux since 4.17 with CONFIG_PVH) reads rsdp_paddr from the
     # start info, so the RSDP goes after the tables, where libxl puts it for such kernels.
     tables = build_pvh_acpi(config.vcpus, config.max_vcpus)
