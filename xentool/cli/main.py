@@ -353,6 +353,10 @@ from xentool.cli.lab import lab_app  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
 
+from xentool.cli.server import server_app  # noqa: E402
+
+app.add_typer(server_app, name="server")
+
 
 # -- entry point ------------------------------------------------------------------------------------
 

@@ -1,0 +1,224 @@
+"""The command server: a warm xentool in dom0 that runs commands for the `xentool` launcher.
+
+Python is slow to start where dom0 is slow (the lab's dom0 runs under QEMU TCG: the interpreter,
+typer, pydantic and the toolstack's modules cost more than xl's whole create).  The server imports
+all of that once; for each command the launcher (``xentool.cli.launch``) connects, passes its
+stdin, stdout and stderr (SCM_RIGHTS), its argv, working directory and environment, and the server
+forks a child that runs the command exactly as ``xentool`` would, on those descriptors, then sends
+back the exit status.  This is Mercurial's chg pattern.
+
+- Opt-in: nothing changes until ``xentool server start`` (or ``server run`` under a supervisor).
+- Same code as on disk: every request first compares the modification times of the modules the
+  server loaded; if any changed, the launcher is told to run the command itself and the server exits.
+- Root only: the socket lives in a 0700 directory and the launcher checks that its owner is the
+  launcher's own user before handing over its terminal.
+- A child never inherits an open hypervisor handle: the server only imports, it connects to nothing.
+- Ctrl-C: the launcher closing the connection interrupts the child (KeyboardInterrupt), so a
+  create rolls back as it would in-process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+from pathlib import Path
+
+SOCKET_ENV = "XENTOOL_COMMAND_SOCKET"
+DEFAULT_SOCKET = Path("/run/xentool/command.sock")
+STALE = b"STAL"  # the reply that tells the launcher to run the command itself
+_LENGTH = struct.Struct("!I")
+_CODE = struct.Struct("!i")
+_PROJECT_PACKAGES = ("xentool", "hypercalls", "pvdrivers")
+
+
+def socket_path() -> Path:
+    return Path(os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
+
+
+def pid_path(sock: Path) -> Path:
+    return sock.with_suffix(".pid")
+
+
+def warm_up() -> None:
+    """Import what the forwarded commands use, so that each forked child starts with it."""
+    import xentool.api  # noqa: F401
+    import xentool.cli.main  # noqa: F401
+    import xentool.config.loader  # noqa: F401
+    import xentool.create  # noqa: F401
+    import xentool.lifecycle  # noqa: F401
+    from hypercalls.connect import is_dom0
+
+    if is_dom0():
+        import hypercalls.xen.ctrl  # noqa: F401
+        from hypercalls.xen import load_bindings
+
+        load_bindings()
+
+
+def source_stamps() -> dict[str, int]:
+    """mtime of every project module loaded here (compiled bindings included)."""
+    stamps = {}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in _PROJECT_PACKAGES:
+            continue
+        path = getattr(module, "__file__", None)
+        if path:
+            try:
+                stamps[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                stamps[path] = -1
+    return stamps
+
+
+def serve(sock: Path) -> None:
+    """Run the server until SIGTERM, or until the code on disk changes."""
+    warm_up()
+    sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(sock.parent, 0o700)
+    if sock.exists():
+        sock.unlink()  # `server start` refuses to start a second server, so this one is stale
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o077)
+    try:
+        listener.bind(str(sock))
+    finally:
+        os.umask(old_umask)
+    listener.listen(16)
+    pid_path(sock).write_text(f"{os.getpid()}\n")
+    stamps = source_stamps()
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    server_pid = os.getpid()
+    try:
+        while True:
+            conn, _ = listener.accept()
+            _reap()
+            if source_stamps() != stamps:
+                conn.sendall(STALE)
+                conn.close()
+                return
+            child = os.fork()
+            if child == 0:  # pragma: no cover - runs in the forked child
+                # Whatever happens, the child ends here: returning into this loop (or its
+                # finally, which removes the socket) is the server's business only.
+                code = 70
+                try:
+                    listener.close()
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    code = _run_request(conn)
+                finally:
+                    os._exit(code)
+            conn.close()
+    finally:
+        # A process forked deeper down (a console backend, a simulated guest) that unwinds its
+        # stack passes through here too: only the server itself takes the socket away.
+        if os.getpid() == server_pid:
+            listener.close()
+            for path in (sock, pid_path(sock)):
+                path.unlink(missing_ok=True)
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _run_request(conn: socket.socket) -> int:  # pragma: no cover - runs in the forked child
+    try:
+        request, fds = _receive(conn)
+    except (OSError, ValueError):
+        return 70
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=os.isatty(1))
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Thread(target=_interrupt_when_client_leaves, args=(conn,), daemon=True).start()
+    code = _exit_code(request["argv"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: the client leaving is no news
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            pass
+    try:
+        conn.sendall(_CODE.pack(code))
+    except OSError:
+        pass
+    return code
+
+
+def _exit_code(argv: list[str]) -> int:  # pragma: no cover - runs in the forked child
+    from xentool.cli.main import main
+
+    try:
+        main(argv)
+    except SystemExit as e:
+        if e.code is None:
+            return 0
+        if isinstance(e.code, int):
+            return e.code
+        print(e.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _interrupt_when_client_leaves(conn: socket.socket) -> None:  # pragma: no cover - forked child
+    try:
+        while conn.recv(64):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
+    if len(fds) != 3 or len(data) < _LENGTH.size:
+        raise ValueError("a request is its length, its JSON and three descriptors")
+    (length,) = _LENGTH.unpack_from(data)
+    body = bytearray(data[_LENGTH.size:])
+    while len(body) < length:
+        chunk = conn.recv(length - len(body))
+        if not chunk:
+            raise ValueError("the request ended early")
+        body += chunk
+    return json.loads(body), list(fds)
+
+
+def encode_request(argv: list[str], cwd: str, env: dict[str, str]) -> bytes:
+    body = json.dumps({"argv": argv, "cwd": cwd, "env": env}).encode()
+    return _LENGTH.pack(len(body)) + body
+
+
+def decode_reply(data: bytes) -> int | None:
+    """The command's exit status, or None when the server said it is stale."""
+    if data == STALE:
+        return None
+    if len(data) != _CODE.size:
+        raise ValueError("the command server ended without an exit status")
+    return _CODE.unpack(data)[0]
+
+
+__all__ = ["serve", "socket_path", "pid_path", "encode_request", "decode_reply", "SOCKET_ENV"]
