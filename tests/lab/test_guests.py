@@ -196,3 +196,24 @@ def test_bad_input_on_real_xen_is_one_line_and_leaves_the_host_as_it_was(lab, gu
         assert host_state(lab)["domains"] == during["domains"]
     finally:
         xentool(lab, "destroy", "twice")
+
+
+def test_the_command_server_creates_and_destroys_a_real_guest(lab, guests):
+    """`xentool server start` in dom0: create and destroy go through it (the launcher imports none
+    of the toolstack) and the guest boots as from a plain create."""
+    started = xentool(lab, "server", "start")
+    assert started.returncode == 0 and "command server running" in started.out, started.err
+    try:
+        check = ("import sys\nfrom xentool.cli import launch\ntry:\n    launch.main()\nexcept SystemExit:\n    pass\n"
+                 "print('SERVED' if 'xentool.cli.main' not in sys.modules else 'IN-PROCESS', file=sys.stderr)\n")
+        config = write_config(lab, guests, "via-server")
+        created = lab.exec([str(Path(sys.prefix) / "bin" / "python3"), "-c", check, "create", str(config)],
+                           capture=True, timeout=300)
+        assert created.err.strip().endswith("SERVED") and "created domain via-server" in created.out, created.err
+        wait_for_console(lab, "via-server", "xentool-guest: marker=via-server")
+        assert xentool(lab, "destroy", "via-server").returncode == 0
+        assert "via-server" not in domains_json(lab)
+    finally:
+        xentool(lab, "destroy", "via-server")
+        stopped = xentool(lab, "server", "stop")
+        assert stopped.returncode == 0, stopped.err
