@@ -77,3 +77,12 @@ def test_a_server_whose_code_changed_steps_aside_and_the_command_still_runs(serv
     assert result.returncode == 0 and result.stderr.strip() == "IN-PROCESS"
     assert server.wait(10) == 0
     assert not Path(env["XENTOOL_COMMAND_SOCKET"]).exists()
+
+
+def test_a_second_server_is_refused_and_the_first_keeps_its_socket(served):
+    env, server = served
+    second = subprocess.run([sys.executable, "-m", "xentool", "server", "run"], env={**env, "XENTOOL_NO_SERVER": "1"},
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0 and "already serves" in second.stderr
+    assert server.poll() is None and Path(env["XENTOOL_COMMAND_SOCKET"]).exists()
+    assert xentool(env, "list", "--json").stderr.strip() == "SERVED"

@@ -45,6 +45,16 @@ def pid_path(sock: Path) -> Path:
     return sock.with_suffix(".pid")
 
 
+def running_pid(sock: Path) -> int | None:
+    """The pid of the live server whose pid file sits beside ``sock``, if any."""
+    try:
+        pid = int(pid_path(sock).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def warm_up() -> None:
     """Import what the forwarded commands use, so that each forked child starts with it."""
     import xentool.api  # noqa: F401
@@ -78,11 +88,14 @@ def source_stamps() -> dict[str, int]:
 
 def serve(sock: Path) -> None:
     """Run the server until SIGTERM, or until the code on disk changes."""
+    other = running_pid(sock)
+    if other is not None:
+        raise SystemExit(f"xentool: error: a command server already serves {sock} (pid {other}); "
+                         "`xentool server stop` ends it")
     warm_up()
     sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(sock.parent, 0o700)
-    if sock.exists():
-        sock.unlink()  # `server start` refuses to start a second server, so this one is stale
+    sock.unlink(missing_ok=True)  # no live server owns it: left by one that was killed
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o077)
     try:
@@ -97,7 +110,6 @@ def serve(sock: Path) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    server_pid = os.getpid()
     try:
         while True:
             conn, _ = listener.accept()
@@ -119,10 +131,10 @@ def serve(sock: Path) -> None:
                     os._exit(code)
             conn.close()
     finally:
-        # A process forked deeper down (a console backend, a simulated guest) that unwinds its
-        # stack passes through here too: only the server itself takes the socket away.
-        if os.getpid() == server_pid:
-            listener.close()
+        listener.close()
+        # Only the server the pid file names takes the socket away: not a process forked deeper
+        # down that unwinds through here, nor a server whose socket a later one has taken over.
+        if running_pid(sock) == os.getpid():
             for path in (sock, pid_path(sock)):
                 path.unlink(missing_ok=True)
 
@@ -221,4 +233,4 @@ def decode_reply(data: bytes) -> int | None:
     return _CODE.unpack(data)[0]
 
 
-__all__ = ["serve", "socket_path", "pid_path", "encode_request", "decode_reply", "SOCKET_ENV"]
+__all__ = ["serve", "socket_path", "pid_path", "running_pid", "encode_request", "decode_reply", "SOCKET_ENV"]

@@ -39,8 +39,16 @@ def _forwardable(argv: list[str]) -> bool:
         return False
     if LOCAL_FLAGS.intersection(argv) or any(a == "--connect" and b == "lab" for a, b in zip(argv, argv[1:])):
         return False
-    words = [a for i, a in enumerate(argv) if not a.startswith("-") and not (i and argv[i - 1] == "--connect")]
-    return bool(words) and words[0] in FORWARDED
+    command = first_command_index(argv)
+    return command < len(argv) and argv[command] in FORWARDED
+
+
+def first_command_index(argv: list[str]) -> int:
+    """Where the subcommand starts: the first word that is not an option or --connect's value."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-") and not (i > 0 and argv[i - 1] == "--connect"):
+            return i
+    return len(argv)
 
 
 def _run_on_server(argv: list[str]) -> int | None:

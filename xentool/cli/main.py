@@ -350,6 +350,7 @@ def config_import(
 # Typer needs the `lab` commands to parse any command line; xentool.cli.lab defines them without
 # importing xentool.lab, which only a `lab` command (or --lab) loads.
 from xentool.cli.lab import lab_app  # noqa: E402
+from xentool.cli.launch import first_command_index  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
 
@@ -369,7 +370,7 @@ def _fail(message: str, code: int) -> NoReturn:
 def _lab_argv(argv: list[str]) -> list[str] | None:
     """The command to run in the lab's dom0 when --lab, --connect lab or XENTOOL_CONNECT=lab says so;
     None when the command runs here (including `xentool lab ...` itself)."""
-    split = _first_command_index(argv)
+    split = first_command_index(argv)
     head, tail = argv[:split], argv[split:]
     via_lab = "--lab" in head or os.environ.get("XENTOOL_CONNECT") == "lab"
     kept: list[str] = []
@@ -392,17 +393,9 @@ def _lab_argv(argv: list[str]) -> list[str] | None:
     return kept + tail
 
 
-def _first_command_index(argv: list[str]) -> int:
-    """Where the subcommand starts: the first word that is not an option or --connect's value."""
-    for i, arg in enumerate(argv):
-        if not arg.startswith("-") and not (i > 0 and argv[i - 1] == "--connect"):
-            return i
-    return len(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv[: _first_command_index(argv)]
+    debug = "--debug" in argv[: first_command_index(argv)]
     try:
         lab_argv = _lab_argv(argv)
         if lab_argv is not None:

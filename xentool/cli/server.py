@@ -7,24 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import typer
 
 server_app = typer.Typer(help="The command server: a warm xentool that runs commands without Python's start-up.")
 
 START_TIMEOUT = 300.0  # seconds; importing the toolstack takes tens of seconds in the lab's dom0
-
-
-def _running_pid(sock: Path) -> int | None:
-    from xentool.cli.command_server import pid_path
-
-    try:
-        pid = int(pid_path(sock).read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
 
 
 @server_app.command("run")
@@ -38,10 +26,10 @@ def run() -> None:
 @server_app.command("start")
 def start() -> None:
     """Start the server in the background and wait until it answers."""
-    from xentool.cli.command_server import socket_path
+    from xentool.cli.command_server import running_pid, socket_path
 
     sock = socket_path()
-    pid = _running_pid(sock)
+    pid = running_pid(sock)
     if pid is not None:
         print(f"command server already running (pid {pid}, {sock})")
         return
@@ -50,7 +38,7 @@ def start() -> None:
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        pid = _running_pid(sock)
+        pid = running_pid(sock)
         if pid is not None and sock.exists():
             print(f"command server running (pid {pid}, {sock})")
             return
@@ -63,16 +51,16 @@ def start() -> None:
 @server_app.command("stop")
 def stop() -> None:
     """Stop the server (commands then run in their own process again)."""
-    from xentool.cli.command_server import socket_path
+    from xentool.cli.command_server import running_pid, socket_path
 
     sock = socket_path()
-    pid = _running_pid(sock)
+    pid = running_pid(sock)
     if pid is None:
         print("command server not running")
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while _running_pid(sock) is not None and time.monotonic() < deadline:
+    while running_pid(sock) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     print("command server stopped")
 
@@ -80,8 +68,8 @@ def stop() -> None:
 @server_app.command("status")
 def status() -> None:
     """Whether the server runs, and where."""
-    from xentool.cli.command_server import socket_path
+    from xentool.cli.command_server import running_pid, socket_path
 
     sock = socket_path()
-    pid = _running_pid(sock)
+    pid = running_pid(sock)
     print(f"command server running (pid {pid}, {sock})" if pid else "command server not running")
