@@ -125,6 +125,13 @@ class DomainInfo:
         return RunState.BLOCKED
 
 
+class Trigger(str, enum.Enum):
+    """The virtual buttons of an HVM guest (XEN_DOMCTL_SENDTRIGGER_*)."""
+
+    POWER = "power"
+    RESET = "reset"
+
+
 @dataclass(frozen=True)
 class DomainCreateSpec:
     """What xc_domain_create needs (struct xen_domctl_createdomain, reduced to what we set)."""
@@ -168,6 +175,8 @@ class BuildSpec:
     ramdisk: str | None = None
     cmdline: str = ""
     firmware: str | None = None  # HVM: hvmloader path
+    system_firmware: str | None = None  # HVM: the BIOS hvmloader hands over to (SeaBIOS)
+    videoram_kib: int = 0  # HVM: taken out of the guest's RAM for QEMU's emulated VGA
     backend_domid: int = 0
     features: tuple[str, ...] = ()
     acpi: bool = True
@@ -394,6 +403,16 @@ class Hypervisor(abc.ABC):
         """Force the domain into the shut-down state (xc_domain_shutdown, SCHEDOP_remote_shutdown)."""
 
     @abc.abstractmethod
+    def domain_send_trigger(self, domid: int, trigger: Trigger) -> None:
+        """Press a virtual button of an HVM guest (xc_domain_send_trigger): the ACPI power button,
+        which a guest without PV drivers answers by shutting down, or the reset line."""
+
+    @abc.abstractmethod
+    def hvm_pv_callback_set(self, domid: int) -> bool:
+        """Whether the guest's PV drivers registered their event-channel callback
+        (HVM_PARAM_CALLBACK_IRQ): libxl's test for "this HVM guest answers control/shutdown"."""
+
+    @abc.abstractmethod
     def domain_getinfo(self, domid: int) -> DomainInfo:
         """Raises XenError(ESRCH) when there is no such domain."""
 
@@ -438,6 +457,9 @@ class Hypervisor(abc.ABC):
     #: Whether guests' consoles need a backend in dom0 (xentool.console) to be served and logged;
     #: the simulator's guests print into the simulator itself.
     needs_console_backend: bool = True
+    #: Whether HVM guests get QEMU as their device model (xentool.devicemodel); the simulator's
+    #: HVM guests have their emulated hardware inside the simulator.
+    runs_device_models: bool = True
 
     def open_guest_console(self, domid: int, ring_ref: int, remote_port: int) -> GuestConsole:
         """Map the guest's console page (grant, else frame ``ring_ref``) and bind ``remote_port``."""

@@ -28,6 +28,7 @@ from hypercalls.interface import (
     Hypervisor,
     PhysInfo,
     ShutdownReason,
+    Trigger,
     XenStore,
 )
 from hypercalls.sim import guest
@@ -63,6 +64,7 @@ class SimHypervisor(Hypervisor):
     kind = "sim"
     # The simulated guests print into the simulator (guest_console_output); no ring to serve.
     needs_console_backend = False
+    runs_device_models = False
 
     def reopen(self) -> "SimHypervisor":
         return SimHypervisor(self.path)
@@ -198,6 +200,23 @@ class SimHypervisor(Hypervisor):
             if domid == 0:
                 raise XenError("domain_shutdown", errno.EINVAL, domid, "dom0 cannot be shut down from here")
             state.shut_down(dom, ShutdownReason(reason))
+
+    def domain_send_trigger(self, domid: int, trigger: Trigger) -> None:
+        # The simulated firmware answers the power button at once (an ACPI OS would shut down) and
+        # the reset line by rebooting; only HVM guests have either.
+        with self._op("domain_send_trigger", domid) as state:
+            dom = state.domain(domid, "domain_send_trigger")
+            if dom.guest_type != GuestType.HVM:
+                raise XenError("domain_send_trigger", errno.EINVAL, domid, f"a {dom.guest_type.value} guest has no ACPI buttons")
+            if not dom.is_shutdown:
+                state.shut_down(dom, ShutdownReason.POWEROFF if trigger == Trigger.POWER else ShutdownReason.REBOOT)
+
+    def hvm_pv_callback_set(self, domid: int) -> bool:
+        with self._op("hvm_pv_callback_set", domid, write=False) as state:
+            dom = state.domain(domid, "hvm_pv_callback_set")
+            if dom.guest_type == GuestType.PV:
+                raise XenError("xc_hvm_param_get", errno.EINVAL, domid, "a PV guest has no HVM params")
+            return False  # simulated HVM guests have no PV drivers
 
     def domain_getinfo(self, domid: int) -> DomainInfo:
         with self._op("domain_getinfo", domid, write=False) as state:

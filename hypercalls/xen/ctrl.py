@@ -18,6 +18,7 @@ from hypercalls.interface import (
     Hypervisor,
     PhysInfo,
     ShutdownReason,
+    Trigger,
     XenVersion,
 )
 from hypercalls.xen.domain_builder import DomainBuilder
@@ -183,6 +184,18 @@ class XenHypervisor(Hypervisor):
     def domain_shutdown(self, domid: int, reason: ShutdownReason) -> None:
         self.xc.call("xc_domain_shutdown", self.lib.xc_domain_shutdown, self.xc.xch, domid, int(reason),
                      domid=domid, failed=failed_nonzero)
+
+    def domain_send_trigger(self, domid: int, trigger: Trigger) -> None:
+        code = {Trigger.POWER: self.lib.XEN_DOMCTL_SENDTRIGGER_POWER,
+                Trigger.RESET: self.lib.XEN_DOMCTL_SENDTRIGGER_RESET}[trigger]
+        self.xc.call(f"xc_domain_send_trigger({trigger.value})", self.lib.xc_domain_send_trigger, self.xc.xch,
+                     domid, code, 0, domid=domid, failed=failed_nonzero)
+
+    def hvm_pv_callback_set(self, domid: int) -> bool:
+        value = self.ffi.new("uint64_t *")
+        self.xc.call("xc_hvm_param_get(CALLBACK_IRQ)", self.lib.xc_hvm_param_get, self.xc.xch, domid,
+                     self.lib.HVM_PARAM_CALLBACK_IRQ, value, domid=domid, failed=failed_nonzero)
+        return value[0] != 0
 
     def _to_info(self, raw) -> DomainInfo:
         lib = self.lib

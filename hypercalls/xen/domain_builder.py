@@ -12,7 +12,9 @@ What runs, for a domain that ``xc_domain_create`` made and ``xc_domain_max_vcpus
    The kernel libxenguest unpacks in parse_image is kept (``kernel_cache``), and the next build of
    the same file loads the unpacked image: unpacking is most of what a PV create costs.
 
-HVM (hvmloader + device model) is not here yet: it comes with issue 5.
+3. ``build_hvm``: libxl__build_hvm with a device model: hvmloader is the "kernel", SeaBIOS goes in
+   as the system firmware module, memory skips the VGA hole, and the hvm_info table hvmloader reads
+   gets the vcpu count and the online mask.  The emulated hardware is QEMU's (xentool.devicemodel).
 """
 
 from __future__ import annotations
@@ -37,9 +39,94 @@ ACPI_INFO_PHYSICAL_ADDRESS = 0xFC000000
 XC_PAGE_SHIFT = 12
 
 
+# libxl_internal.h: the legacy VGA window (0xA0000-0xBFFFF) an HVM guest with a device model
+# leaves unpopulated, for QEMU's emulated VGA; and where such a guest's low RAM map starts.
+VGA_HOLE_PAGES = 0x20
+GUEST_LOW_MEM_START = 0x100000
+
+# libxl's viridian groups (libxl_x86.c hvm_set_viridian_features) and the HVMPV_* bits they set;
+# "base" is the prerequisite of every other group, and without "freq" the guest gets no_freq.
+VIRIDIAN_DEFAULT_GROUPS = ("base", "freq", "time_ref_count", "apic_assist", "crash_ctl", "no_vp_limit", "cpu_hotplug")
+VIRIDIAN_GROUP_BITS = {
+    "time_ref_count": "HVMPV_time_ref_count",
+    "reference_tsc": "HVMPV_reference_tsc",
+    "hcall_remote_tlb_flush": "HVMPV_hcall_remote_tlb_flush",
+    "apic_assist": "HVMPV_apic_assist",
+    "crash_ctl": "HVMPV_crash_ctl",
+    "synic": "HVMPV_synic",
+    "stimer": "HVMPV_stimer",
+    "hcall_ipi": "HVMPV_hcall_ipi",
+    "ex_processor_masks": "HVMPV_ex_processor_masks",
+    "no_vp_limit": "HVMPV_no_vp_limit",
+    "cpu_hotplug": "HVMPV_cpu_hotplug",
+}
+
+
+def viridian_mask(groups: tuple[str, ...], lib) -> int:
+    """HVM_PARAM_VIRIDIAN for the config's groups ("defaults" and "all" expanded); 0: no viridian."""
+    enabled: set[str] = set()
+    for group in groups:
+        if group == "defaults":
+            enabled.update(VIRIDIAN_DEFAULT_GROUPS)
+        elif group == "all":
+            enabled.update(("base", "freq", *VIRIDIAN_GROUP_BITS))
+        else:
+            enabled.add(group)
+    if not enabled:
+        return 0
+    if "base" not in enabled:
+        raise ValueError(f"viridian groups {sorted(enabled)} need the base group; add base (or use defaults)")
+    mask = lib.HVMPV_base_freq | (0 if "freq" in enabled else lib.HVMPV_no_freq)
+    for group in enabled:
+        if group in VIRIDIAN_GROUP_BITS:
+            mask |= getattr(lib, VIRIDIAN_GROUP_BITS[group])
+    return mask
+
+
 def required_paging_pool_kib(max_memory_kib: int, max_vcpus: int) -> int:
     """libxl_get_required_shadow_memory: 1 MiB per vcpu, plus 2 pages per MiB of guest RAM."""
     return 4 * (256 * max_vcpus + 2 * (max_memory_kib // 1024))
+
+
+@dataclass(frozen=True)
+class HvmLayout:
+    """libxl__build_hvm's memory layout for a guest with a device model: RAM up to the 256 MiB
+    MMIO hole below 4 GiB (HVM_BELOW_4G_MMIO_LENGTH), the rest above 4 GiB."""
+
+    mem_size: int  # bytes of guest RAM (maxmem less the video RAM QEMU takes)
+    mmio_start: int
+    mmio_size: int
+    lowmem_end: int
+    highmem_end: int  # 0: no RAM above 4 GiB
+
+
+def hvm_layout(max_memory_kib: int, videoram_kib: int, mmio_size: int) -> HvmLayout:
+    mem_size = (max_memory_kib - videoram_kib) * KIB
+    mmio_start = 4 * GIB - mmio_size
+    lowmem_end = min(mem_size, mmio_start)
+    highmem_end = 4 * GIB + (mem_size - mmio_start) if mem_size > mmio_start else 0
+    return HvmLayout(mem_size, mmio_start, mmio_size, lowmem_end, highmem_end)
+
+
+def hvm_e820(layout: HvmLayout, ram: int) -> list[tuple[int, int, int]]:
+    """libxl__arch_domain_construct_memmap with a device model: RAM from 1 MiB (hvmloader makes
+    the guest's own map; this one is Xen's idea of the guest's RAM) and above 4 GiB."""
+    entries = [(GUEST_LOW_MEM_START, layout.lowmem_end - GUEST_LOW_MEM_START, ram)]
+    if layout.highmem_end:
+        entries.append((4 * GIB, layout.highmem_end - 4 * GIB, ram))
+    return entries
+
+
+def patch_hvm_info(ffi, table, nr_vcpus: int, online_vcpus: int) -> None:
+    """hvm_build_set_params: libxenguest wrote the table with one vcpu; give hvmloader the real
+    count and online mask, then make the table's bytes sum to zero again."""
+    table.apic_mode = 1
+    table.nr_vcpus = nr_vcpus
+    for i in range(len(table.vcpu_online)):
+        bits = max(0, min(8, online_vcpus - 8 * i))
+        table.vcpu_online[i] = (1 << bits) - 1
+    table.checksum = 0
+    table.checksum = -sum(ffi.buffer(table, table.length)) & 0xFF
 
 
 @dataclass(frozen=True)
@@ -92,10 +179,13 @@ class DomainBuilder:
 
     def build(self, domid: int, spec: BuildSpec, max_vcpus: int) -> BuildResult:
         if spec.guest_type == GuestType.HVM:
-            raise XenError(
-                "domain_build(hvm)", errno.ENOSYS, domid,
-                "HVM build (hvmloader and the device model) comes with issue 5; use type pv or pvh",
-            )
+            # QEMU loads an HVM guest's own kernel (direct boot); the builder loads the firmware.
+            if not spec.firmware or not spec.system_firmware:
+                raise XenError("xc_dom_kernel_file", errno.EINVAL, domid, "an hvm guest needs hvmloader and a BIOS")
+            self._check_file("xc_dom_kernel_file", domid, spec.firmware, "hvmloader")
+            self._check_file("system_firmware_module", domid, spec.system_firmware, "BIOS")
+            self.prepare(domid, spec, max_vcpus)
+            return self._build_hvm(domid, spec, max_vcpus)
         if not spec.kernel:
             raise XenError("xc_dom_kernel_file", errno.EINVAL, domid, f"a {spec.guest_type.value} guest needs a kernel")
         self._check_file("xc_dom_kernel_file", domid, spec.kernel, "kernel")
@@ -126,20 +216,35 @@ class DomainBuilder:
         if spec.guest_type != GuestType.PV:
             pool = required_paging_pool_kib(spec.max_memory_kib, max_vcpus) * KIB
             xc.call("xc_set_paging_mempool_size", lib.xc_set_paging_mempool_size, xc.xch, domid, pool, domid=domid)
-            # hvm_set_conf_params for PVH: timer mode "no_delay_for_missed_ticks", altp2m off.
-            xc.call("xc_hvm_param_set(TIMER_MODE)", lib.xc_hvm_param_set, xc.xch, domid,
-                    lib.HVM_PARAM_TIMER_MODE, lib.HVMPTM_no_delay_for_missed_ticks, domid=domid)
-            xc.call("xc_hvm_param_set(ALTP2M)", lib.xc_hvm_param_set, xc.xch, domid, lib.HVM_PARAM_ALTP2M, 0,
-                    domid=domid)
+            self._set_conf_params(domid, spec)
         # libxl__cpuid_legacy for a new domain: pae on, no invariant TSC, no nested virt.
         xc.call("xc_cpuid_apply_policy", lib.xc_cpuid_apply_policy, xc.xch, domid, False, self.ffi.NULL, 0,
                 True, False, False, self.ffi.NULL, self.ffi.NULL, domid=domid)
 
+    def _set_conf_params(self, domid: int, spec: BuildSpec) -> None:
+        """hvm_set_conf_params and hvm_set_viridian_features: HVM gets an HPET and aligned virtual
+        platform timers; both HVM and PVH get timer mode "no_delay_for_missed_ticks" and no altp2m."""
+        xc, lib = self.xc, self.lib
+        params = []
+        if spec.guest_type == GuestType.HVM:
+            params += [("HPET_ENABLED", 1), ("VPT_ALIGN", 1)]
+        params += [("TIMER_MODE", lib.HVMPTM_no_delay_for_missed_ticks), ("ALTP2M", 0)]
+        if spec.guest_type == GuestType.HVM and spec.viridian:
+            try:
+                mask = viridian_mask(spec.viridian, lib)
+            except ValueError as e:
+                raise XenError("xc_hvm_param_set(VIRIDIAN)", errno.EINVAL, domid, str(e)) from None
+            if mask:
+                params.append(("VIRIDIAN", mask))
+        for name, value in params:
+            xc.call(f"xc_hvm_param_set({name})", lib.xc_hvm_param_set, xc.xch, domid,
+                    getattr(lib, f"HVM_PARAM_{name}"), value, domid=domid)
+
     # -- the xc_dom_* sequence ------------------------------------------------------------------
-    def _allocate(self, domid: int, cmdline: str, features: str | None):
+    def _allocate(self, domid: int, cmdline: str | None, features: str | None):
         ffi = self.ffi
         dom = self.xc.call(
-            "xc_dom_allocate", self.lib.xc_dom_allocate, self.xc.xch, cmdline.encode(),
+            "xc_dom_allocate", self.lib.xc_dom_allocate, self.xc.xch, cmdline.encode() if cmdline is not None else ffi.NULL,
             features.encode() if features else ffi.NULL, domid=domid, failed=lambda p: p == ffi.NULL,
         )
         return dom
@@ -261,6 +366,65 @@ class DomainBuilder:
             del keep_alive
         finally:
             lib.xc_dom_release(dom)
+        return self._ring_params(domid, spec)
+
+    def _build_hvm(self, domid: int, spec: BuildSpec, max_vcpus: int) -> BuildResult:
+        """libxl__build_hvm with qemu-xen: hvmloader runs first, finds SeaBIOS as its "firmware"
+        module, builds the guest's ACPI tables and e820 itself and hands over to the BIOS."""
+        xc, lib, ffi = self.xc, self.lib, self.ffi
+        with open(spec.system_firmware, "rb") as f:
+            bios = f.read()
+        if not bios:
+            raise XenError("system_firmware_module", errno.EINVAL, domid, f"BIOS {spec.system_firmware} is empty")
+        layout = hvm_layout(spec.max_memory_kib, spec.videoram_kib, lib.HVM_BELOW_4G_MMIO_LENGTH)
+        dom = self._allocate(domid, None, None)
+        try:
+            lib.xentool_dom_set_container(dom, 1)
+            xc.call("xc_dom_kernel_file", lib.xc_dom_kernel_file, dom, spec.firmware.encode(), domid=domid,
+                    failed=failed_nonzero, detail=f"hvmloader {spec.firmware}")
+            bios_buffer = ffi.from_buffer(bios)  # must live until xc_dom_boot_image has copied it
+            dom.system_firmware_module.data = ffi.cast("uint8_t *", bios_buffer)
+            dom.system_firmware_module.length = len(bios)
+            # Populate-on-demand covers maxmem above memory: the builder backs target_pages.
+            dom.target_pages = (spec.memory_kib - spec.videoram_kib) // 4
+            dom.mmio_start = layout.mmio_start
+            dom.mmio_size = layout.mmio_size
+            dom.lowmem_end = layout.lowmem_end
+            dom.highmem_end = layout.highmem_end
+            dom.vga_hole_size = VGA_HOLE_PAGES
+            dom.device_model = True
+            self._set_rings(dom, spec, max_vcpus)
+            if spec.memory_kib < spec.max_memory_kib:
+                dom.claim_enabled = 0  # libxenguest refuses a claim together with PoD
+
+            def memory_map(dom) -> None:
+                entries = hvm_e820(layout, lib.E820_RAM)
+                e820 = ffi.new("struct e820entry[]", len(entries))
+                for i, (addr, size, kind) in enumerate(entries):
+                    e820[i].addr, e820[i].size, e820[i].type = addr, size, kind
+                xc.call("xc_domain_set_memory_map", lib.xc_domain_set_memory_map, xc.xch, domid, e820,
+                        len(entries), domid=domid, failed=failed_nonzero)
+
+            self._boot(dom, domid, layout.mem_size // MIB, between=memory_map)
+            del bios_buffer
+        finally:
+            lib.xc_dom_release(dom)
+        self._set_hvm_info(domid, max_vcpus, spec.vcpus)
+        return self._ring_params(domid, spec)
+
+    def _set_hvm_info(self, domid: int, max_vcpus: int, online_vcpus: int) -> None:
+        from hypercalls.xen.foreignmem import ForeignMemory
+
+        memory = ForeignMemory(self.xc.module)
+        try:
+            with memory.map(domid, [self.lib.HVM_INFO_PFN]) as page:
+                table = self.ffi.cast("struct hvm_info_table *", self.ffi.cast("char *", page.addr) + self.lib.HVM_INFO_OFFSET)
+                patch_hvm_info(self.ffi, table, max_vcpus, online_vcpus)
+        finally:
+            memory.close()
+
+    def _ring_params(self, domid: int, spec: BuildSpec) -> BuildResult:
+        xc, lib, ffi = self.xc, self.lib, self.ffi
         # hvm_build_set_params: the builder put the rings' frames in HVM params; the ports go there too.
         value = ffi.new("uint64_t *")
         xc.call("xc_hvm_param_get(STORE_PFN)", lib.xc_hvm_param_get, xc.xch, domid, lib.HVM_PARAM_STORE_PFN, value,
@@ -276,4 +440,4 @@ class DomainBuilder:
         return BuildResult(store, console, spec.store_evtchn, spec.console_evtchn)
 
 
-__all__ = ["DomainBuilder", "pvh_layout", "pvh_e820", "required_paging_pool_kib"]
+__all__ = ["DomainBuilder", "hvm_e820", "hvm_layout", "pvh_layout", "pvh_e820", "required_paging_pool_kib", "viridian_mask"]

@@ -32,6 +32,7 @@ def failed_nonzero(rc: Any) -> bool:
 
 class XcHandle:
     def __init__(self, module: ModuleType) -> None:
+        self.module = module
         self.ffi = module.ffi
         self.lib = module.lib
         self._lock = threading.RLock()

@@ -47,7 +47,8 @@ __all__ = [
 
 MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB, the most Xen 4.17 supports on x86
 MAX_VCPUS = 4096
-HVM_MAX_VCPUS = 128  # xen/include/public/hvm/hvm_info_table.h: HVM and PVH guests
+HVM_MAX_VCPUS = 128
+STDVGA_MIN_VIDEORAM = 16  # MiB  # xen/include/public/hvm/hvm_info_table.h: HVM and PVH guests
 DOMID_FIRST_RESERVED = 0x7FF0  # DOMID_SELF and above are not domains
 
 
@@ -429,6 +430,15 @@ class HvmOptions(_Section):
             raise ValueError("each device may appear once in the boot order")
         return boot
 
+    @model_validator(mode="after")
+    def _stdvga_video_memory(self) -> HvmOptions:
+        # libxl: a standard VGA card gets (and needs) at least 16 MiB.
+        if self.stdvga and "videoram" not in self.model_fields_set:
+            self.videoram = STDVGA_MIN_VIDEORAM
+        elif self.stdvga and self.videoram < STDVGA_MIN_VIDEORAM:
+            raise FieldProblems([(("videoram",), f"stdvga needs at least {STDVGA_MIN_VIDEORAM} MiB of video memory, not {self.videoram}")])
+        return self
+
 
 class DeviceModel(_Section):
     """QEMU, the device model that emulates an HVM guest's hardware."""
@@ -577,6 +587,11 @@ class GuestConfig(BaseModel):
     @property
     def max_vcpus(self) -> int:
         return self.maxvcpus or self.vcpus
+
+    @property
+    def videoram_kib(self) -> int:
+        """The video memory QEMU takes out of an HVM guest's RAM (0 for other types)."""
+        return self.hvm.videoram * 1024 if self.type == GuestType.HVM and self.hvm else 0
 
     def __eq__(self, other: object) -> bool:
         # Two configs saying the same thing are equal wherever they were read from.

@@ -10,12 +10,14 @@ from hypercalls.interface import BuildSpec, FirmwareModule, GuestType
 from xentool.config import GuestConfig
 from xentool.create.plan import AllocUnboundEvtchn, BuildDomain, Step
 
-# Where Debian's xen-utils-4.17 puts the HVM firmware loader.
+# Where Debian's xen-utils-4.17 puts the HVM firmware loader, and the SeaBIOS that libxl 4.17 was
+# built to hand it (SEABIOS_PATH; package seabios, which qemu-system-xen depends on).
 HVMLOADER = "/usr/lib/xen-4.17/boot/hvmloader"
+SEABIOS = "/usr/share/seabios/bios-256k.bin"
 
 
 def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0) -> Step:
-    firmware = HVMLOADER if config.type == GuestType.HVM else None
+    hvm = config.type == GuestType.HVM
     spec = BuildSpec(
         guest_type=config.type,
         memory_kib=config.memory_kib,
@@ -23,10 +25,13 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
         vcpus=config.vcpus,
         store_evtchn=-1,  # filled from the bindings when the plan runs
         console_evtchn=-1,
-        kernel=str(config.kernel) if config.kernel else None,
-        ramdisk=str(config.ramdisk) if config.ramdisk else None,
-        cmdline=config.cmdline,
-        firmware=firmware,
+        # An HVM guest's own kernel (direct boot) is QEMU's to load; the builder loads firmware.
+        kernel=str(config.kernel) if config.kernel and not hvm else None,
+        ramdisk=str(config.ramdisk) if config.ramdisk and not hvm else None,
+        cmdline=config.cmdline if not hvm else "",
+        firmware=HVMLOADER if hvm else None,
+        system_firmware=SEABIOS if hvm else None,
+        videoram_kib=config.videoram_kib,
         acpi=config.hvm.acpi if config.hvm else True,
         viridian=_viridian(config),
         acpi_modules=_pvh_acpi(config),
@@ -59,5 +64,5 @@ def _viridian(config: GuestConfig) -> tuple[str, ...]:
     if not config.hvm or not config.hvm.viridian:
         return ()
     if config.hvm.viridian is True:
-        return ("base", "freq", "time_ref_count")  # libxl's "defaults" group
+        return ("defaults",)
     return tuple(config.hvm.viridian)

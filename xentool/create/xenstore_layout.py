@@ -101,7 +101,7 @@ def domain_nodes(config: GuestConfig) -> tuple[XsNode, ...]:
 def build_nodes(config: GuestConfig) -> tuple[XsNode, ...]:
     """What libxl__build_post writes once the builder has run."""
     # The video RAM of an HVM guest comes out of its memory, so the balloon target excludes it.
-    videoram_kib = _videoram_kib(config) if config.type == GuestType.HVM else 0
+    videoram_kib = config.videoram_kib
     nodes = [
         XsNode(f"{DOM}/memory/static-max", str(config.maxmem_kib)),
         XsNode(f"{DOM}/memory/target", str(config.memory_kib - videoram_kib)),
@@ -117,11 +117,6 @@ def build_nodes(config: GuestConfig) -> tuple[XsNode, ...]:
     nodes.append(XsNode(f"{VM}/start_time", "{start_time}"))
     nodes += [XsNode(f"{VM}/{key}", value) for key, value in _image_entries(config)]
     return tuple(nodes)
-
-
-def _videoram_kib(config: GuestConfig) -> int:
-    videoram = config.hvm.videoram if config.hvm else None
-    return (videoram or 8) * 1024
 
 
 def _image_entries(config: GuestConfig) -> list[tuple[str, str]]:
