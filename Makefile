@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Host packages: QEMU runs the lab; the Xen user tools and libraries are what dom0 (which shares
 # this machine's root filesystem) runs and what the cffi bindings compile against.
 DEBIAN_PACKAGES := qemu-system-x86 qemu-utils qemu-system-xen xen-utils-4.17 xenstore-utils \
-	libxen-dev busybox-static cpio kmod genisoimage isolinux syslinux-common gcc acpica-tools
+	libxen-dev busybox-static cpio kmod genisoimage isolinux syslinux-common syslinux-utils gcc acpica-tools
 
 .PHONY: setup packages venv bytecode test test-fast demo lab-down clean
 

@@ -139,8 +139,9 @@ class XenHypervisor(Hypervisor):
         config.vmtrace_size = 0
         config.cpupool_id = 0
         if spec.guest_type == GuestType.HVM:
-            # Everything but vPCI; no PIRQ use (xl's default pirq=0).
-            config.arch.emulation_flags = lib.XEN_X86_EMU_ALL & ~lib.XEN_X86_EMU_VPCI & ~lib.XEN_X86_EMU_USE_PIRQ
+            # Everything but vPCI, as libxl: Xen 4.17 accepts no other set for an HVM domU
+            # (emulation_flags_ok; USE_PIRQ included, which is what XEN_X86_EMU_ALL has).
+            config.arch.emulation_flags = lib.XEN_X86_EMU_ALL & ~lib.XEN_X86_EMU_VPCI
         elif spec.guest_type == GuestType.PVH:
             config.arch.emulation_flags = lib.XEN_X86_EMU_LAPIC
         else:

@@ -126,7 +126,7 @@ def patch_hvm_info(ffi, table, nr_vcpus: int, online_vcpus: int) -> None:
         bits = max(0, min(8, online_vcpus - 8 * i))
         table.vcpu_online[i] = (1 << bits) - 1
     table.checksum = 0
-    table.checksum = -sum(ffi.buffer(table, table.length)) & 0xFF
+    table.checksum = -sum(bytes(ffi.buffer(table, table.length))) & 0xFF
 
 
 @dataclass(frozen=True)

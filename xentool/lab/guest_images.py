@@ -11,17 +11,28 @@ knows the guest reached userspace, then does what ``xentool.then=`` says:
 Shutdown requests from the toolstack reach it the way they reach any Linux guest: the kernel reads
 ``control/shutdown`` and runs /sbin/poweroff, which (busybox) signals PID 1; /init traps those signals,
 since a shell as PID 1 would otherwise die of them and crash the guest.
+
+HVM guests can also boot that kernel and initramfs the way an unmodified OS boots, through SeaBIOS:
+from an El Torito CD-ROM image (:func:`build_boot_iso`, ISOLINUX) or from a raw hard disk image
+(:func:`build_boot_disk`, the same ISO made hybrid by ``isohybrid``).  Both are made only from Debian
+packages (genisoimage, isolinux, syslinux-common, syslinux-utils), by running their programs with
+argument lists, never through a shell.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import stat
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from xentool.errors import UsageError
+from xentool.lab.errors import LabError, MissingTool
 from xentool.lab.initramfs import Entry, newc_archive
 from xentool.lab.paths import cache_dir
 
@@ -75,6 +86,7 @@ while true; do wait; sleep 1; done
 class GuestImages:
     kernel: Path
     initrd: Path
+    iso: Path | None = None  # hello.iso, the same kernel and initramfs on a bootable CD-ROM image
 
 
 def hello_initramfs(busybox: Path) -> bytes:
@@ -86,12 +98,16 @@ def hello_initramfs(busybox: Path) -> bytes:
     return gzip.compress(newc_archive(entries), compresslevel=6, mtime=0)
 
 
-def install_guest_images(kernel: Path, busybox: Path, directory: Path) -> GuestImages:
-    """Write ``vmlinuz`` and ``hello-initrd.gz`` into ``directory`` (only what changed)."""
+def install_guest_images(kernel: Path, busybox: Path, directory: Path, boot_iso: bool = True) -> GuestImages:
+    """Write ``vmlinuz``, ``hello-initrd.gz`` and (unless ``boot_iso`` is false) the bootable
+    ``hello.iso`` into ``directory``, each only when its inputs changed."""
     directory.mkdir(parents=True, exist_ok=True)
     images = GuestImages(directory / "vmlinuz", directory / "hello-initrd.gz")
     _write_if_changed(images.kernel, kernel.read_bytes())
     _write_if_changed(images.initrd, hello_initramfs(busybox))
+    if boot_iso:
+        iso = install_boot_media(images.kernel, images.initrd, directory / HELLO_ISO_NAME, HELLO_ISO_CMDLINE)
+        images = GuestImages(images.kernel, images.initrd, iso)
     return images
 
 
@@ -102,3 +118,180 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     tmp.write_bytes(data)
     tmp.chmod(0o644)
     shutil.move(tmp, path)
+
+
+# -- boot media for HVM guests (SeaBIOS) ------------------------------------------------------------
+
+# configs/examples/hvm-bios-cdrom.yaml boots this from an emulated IDE CD-ROM.
+HELLO_ISO_NAME = "hello.iso"
+HELLO_ISO_CMDLINE = "console=ttyS0 xentool.marker=hvm-bios-cdrom"
+
+# Debian's isolinux and syslinux-common put the BIOS boot loader here; isolinux.bin (6.x) needs its
+# ldlinux.c32 next to it.  syslinux-utils brings isohybrid.
+ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
+LDLINUX_C32 = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
+GENISOIMAGE = "genisoimage"
+ISOHYBRID = "isohybrid"
+
+# Names inside the image: ISO 9660 level 1 (8.3) names, so ISOLINUX finds them with or without Rock
+# Ridge.  isoinfo lists them in upper case ("/ISOLINUX/ISOLINUX.CFG;1").
+_ISO_KERNEL = "vmlinuz"
+_ISO_INITRD = "initrd.gz"
+_ISO_DIR = "isolinux"
+# x86 Linux keeps at most 2048 bytes of command line (COMMAND_LINE_SIZE), ours included.
+_MAX_CMDLINE = 2048 - len(f"initrd=/{_ISO_INITRD} ") - 1
+# Bump when the image layout or isolinux.cfg changes, so cached images are rebuilt.
+_BOOT_MEDIA_FORMAT = "xentool-boot-media 1"
+
+
+def check_cmdline(cmdline: str) -> str:
+    """A kernel command line that fits on one isolinux.cfg ``append`` line, or :class:`UsageError`."""
+    if "\n" in cmdline or "\r" in cmdline:
+        raise UsageError(f"kernel command line {cmdline!r} contains a newline; it must be one line")
+    bad = sorted({c for c in cmdline if ord(c) < 0x20 or ord(c) == 0x7F})
+    if bad:
+        raise UsageError(f"kernel command line {cmdline!r} contains control characters {bad!r}")
+    if len(cmdline.encode()) > _MAX_CMDLINE:
+        raise UsageError(f"kernel command line is {len(cmdline.encode())} bytes; at most {_MAX_CMDLINE} fit")
+    return cmdline
+
+
+def isolinux_cfg(cmdline: str) -> str:
+    """isolinux.cfg that boots the kernel at once (no prompt, a tenth of a second's timeout), with the
+    boot loader on COM1 too.  ``serial`` must be the file's first directive."""
+    check_cmdline(cmdline)
+    append = f"initrd=/{_ISO_INITRD}" + (f" {cmdline}" if cmdline else "")
+    return (f"serial 0 115200\n"
+            f"default xentool\n"
+            f"prompt 0\n"
+            f"timeout 1\n"
+            f"label xentool\n"
+            f"  kernel /{_ISO_KERNEL}\n"
+            f"  append {append}\n")
+
+
+def _need_file(path: Path, what: str, package: str) -> None:
+    if not path.is_file():
+        raise MissingTool(what, str(path), package)
+
+
+def _need_program(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise MissingTool(f"the program {name}", name, package)
+    return found
+
+
+def _run_tool(argv: list[str], what: str) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        tail = " | ".join(line.strip() for line in (result.stderr or result.stdout).splitlines()[-5:] if line.strip())
+        raise LabError(f"{what} failed (`{argv[0]}` exited with {result.returncode}): {tail or 'no output'}")
+
+
+def _temp_beside(dest: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+    os.close(fd)
+    return Path(name)
+
+
+def _make_iso(kernel: Path, initrd: Path, cmdline: str, out: Path) -> None:
+    """genisoimage an El Torito (no emulation) ISO booting ISOLINUX into ``out``."""
+    check_cmdline(cmdline)
+    _need_file(ISOLINUX_BIN, "ISOLINUX's isolinux.bin", "isolinux")
+    _need_file(LDLINUX_C32, "SYSLINUX's ldlinux.c32 (BIOS)", "syslinux-common")
+    genisoimage = _need_program(GENISOIMAGE, "genisoimage")
+    for path, what in ((kernel, "guest kernel"), (initrd, "guest initramfs")):
+        if not path.is_file():
+            raise LabError(f"the {what} {path} does not exist")
+    with tempfile.TemporaryDirectory(prefix="xentool-iso-") as tmp:
+        root = Path(tmp) / "root"
+        boot = root / _ISO_DIR
+        boot.mkdir(parents=True)
+        # Copies, not links: -boot-info-table patches isolinux.bin inside the tree.
+        shutil.copyfile(ISOLINUX_BIN, boot / "isolinux.bin")
+        shutil.copyfile(LDLINUX_C32, boot / "ldlinux.c32")
+        (boot / "isolinux.cfg").write_text(isolinux_cfg(cmdline))
+        shutil.copyfile(kernel, root / _ISO_KERNEL)
+        shutil.copyfile(initrd, root / _ISO_INITRD)
+        _run_tool([genisoimage, "-quiet", "-input-charset", "utf-8", "-output", str(out),
+                   "-volid", "XENTOOL_HELLO", "-rational-rock", "-joliet",
+                   "-eltorito-boot", f"{_ISO_DIR}/isolinux.bin", "-eltorito-catalog", f"{_ISO_DIR}/boot.cat",
+                   "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
+                   "--", str(root)], "building the boot ISO with genisoimage")
+
+
+def _install_atomically(dest: Path, build) -> Path:
+    """Run ``build(tmp)`` on a temporary file next to ``dest``, then rename it over ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(dest)
+    try:
+        build(tmp)
+        tmp.chmod(0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def build_boot_iso(kernel: Path, initrd: Path, cmdline: str, dest: Path) -> Path:
+    """Write ``dest``: a CD-ROM image SeaBIOS boots (El Torito, no emulation) whose ISOLINUX starts
+    ``kernel`` with ``initrd`` and ``cmdline`` at once, on the serial port as well as the screen.
+
+    Raises :class:`UsageError` for a command line that is not one line, and :class:`MissingTool`
+    naming the Debian package when genisoimage, isolinux or syslinux-common is not installed."""
+    check_cmdline(cmdline)
+    return _install_atomically(dest, lambda tmp: _make_iso(kernel, initrd, cmdline, tmp))
+
+
+def build_boot_disk(kernel: Path, initrd: Path, cmdline: str, dest: Path) -> Path:
+    """Write ``dest``: a raw hard disk image SeaBIOS boots from an emulated IDE disk, booting the
+    same way as :func:`build_boot_iso` (it is that ISO, made hybrid).
+
+    The route: the ISO from genisoimage with -boot-info-table, then ``isohybrid`` (syslinux-utils)
+    writes into its first sector an MBR (isolinux's isohdpfx code, which finds isolinux.bin through
+    the boot info table) and a partition table with one active partition covering the image, and
+    pads the image to whole cylinders.  It is what Debian's own installer images do, needs no root,
+    loop devices or mtools, and leaves one image that boots both as a CD and as a disk."""
+    check_cmdline(cmdline)
+    isohybrid = _need_program(ISOHYBRID, "syslinux-utils")
+
+    def build(tmp: Path) -> None:
+        _make_iso(kernel, initrd, cmdline, tmp)
+        _run_tool([isohybrid, "--", str(tmp)], "making the boot disk image with isohybrid")
+
+    return _install_atomically(dest, build)
+
+
+def _boot_media_key(kernel: Path, initrd: Path, cmdline: str, disk: bool) -> str:
+    """A digest of everything that goes into a boot image, to know when a cached one is stale."""
+    h = hashlib.sha256()
+    h.update(f"{_BOOT_MEDIA_FORMAT}\0disk={disk}\0{cmdline}\0".encode())
+    for path in (kernel, initrd, ISOLINUX_BIN, LDLINUX_C32):
+        h.update(str(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def install_boot_media(kernel: Path, initrd: Path, dest: Path, cmdline: str, disk: bool = False) -> Path:
+    """:func:`build_boot_iso` (or, with ``disk``, :func:`build_boot_disk`) into ``dest``, unless
+    ``dest`` was already built from the same inputs: ``dest.inputs`` next to it records a SHA-256
+    of the kernel, initramfs, command line and boot loader files it was made from."""
+    check_cmdline(cmdline)
+    for path, what, package in ((ISOLINUX_BIN, "ISOLINUX's isolinux.bin", "isolinux"),
+                                (LDLINUX_C32, "SYSLINUX's ldlinux.c32 (BIOS)", "syslinux-common")):
+        _need_file(path, what, package)
+    stamp = dest.with_name(dest.name + ".inputs")
+    key = _boot_media_key(kernel, initrd, cmdline, disk)
+    try:
+        if dest.is_file() and stamp.read_text().strip() == key:
+            return dest
+    except OSError:
+        pass
+    stamp.unlink(missing_ok=True)  # never leave a stamp that vouches for a half-replaced image
+    (build_boot_disk if disk else build_boot_iso)(kernel, initrd, cmdline, dest)
+    _write_if_changed(stamp, (key + "\n").encode())
+    return dest
