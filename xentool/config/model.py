@@ -47,8 +47,8 @@ __all__ = [
 
 MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB, the most Xen 4.17 supports on x86
 MAX_VCPUS = 4096
-HVM_MAX_VCPUS = 128
-STDVGA_MIN_VIDEORAM = 16  # MiB  # xen/include/public/hvm/hvm_info_table.h: HVM and PVH guests
+HVM_MAX_VCPUS = 128  # xen/include/public/hvm/hvm_info_table.h: HVM and PVH guests
+STDVGA_MIN_VIDEORAM = 16  # MiB, libxl's floor for a standard VGA card
 DOMID_FIRST_RESERVED = 0x7FF0  # DOMID_SELF and above are not domains
 
 
