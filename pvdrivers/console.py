@@ -83,6 +83,10 @@ class ConsoleBackend:
                     if key.data == "evtchn":
                         self.channel.consume()
                         self.pump()
+                        if getattr(self.ring, "ended", False):
+                            # A stream source (an HVM guest's serial socket) that closed would
+                            # read as ready forever; a ring never ends.
+                            selector.unregister(key.fileobj)
                     elif key.data == "listener":
                         self._accept()
                     else:

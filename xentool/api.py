@@ -165,7 +165,10 @@ class Toolstack:
         else:
             matches = [d for d in domains if d.name == text] or [d for d in domains if d.uuid == text.lower()]
         if not matches:
-            raise DomainNotFound(text)
+            from xentool import obituaries
+
+            note = obituaries.find(text) if self.hv.runs_device_models else None
+            raise DomainNotFound(text, str(note) if note else None)
         return matches[0]
 
     def info(self, ref: str | int) -> DomainDetails:
@@ -253,6 +256,10 @@ class Toolstack:
 
         preflight(self.hv, config)
         bound = execute(plan_creation(config, uuid, paused), self.hv)
+        if self.hv.runs_device_models:
+            from xentool import obituaries
+
+            obituaries.forget(uuid)
         self.records.save(config, uuid, bound["domid"])
         return self._summary(self.hv.domain_getinfo(bound["domid"]))
 
@@ -274,6 +281,13 @@ class Toolstack:
 
     def unpause(self, ref: str | int) -> None:
         domain = self._guest(ref)
+        if self.hv.runs_device_models and lifecycle.has_device_model(self.hv, domain.domid):
+            from xentool.devicemodel.qmp import QmpFailed
+
+            try:
+                lifecycle.resume_device_model(domain.domid)
+            except QmpFailed as e:
+                raise DomainOperationError("unpause", domain.name, e) from e
         lifecycle.checked("unpause", domain.name, lambda: self.hv.domain_unpause(domain.domid))
 
     def rename(self, ref: str | int, new_name: str) -> None:

@@ -55,9 +55,10 @@ class UsageError(XentoolError):
 class DomainNotFound(XentoolError):
     exit_code = 3
 
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, obituary: str | None = None) -> None:
         self.ref = ref
-        super().__init__(f"no domain {ref!r}; `xentool list` shows the domains there are")
+        self.obituary = obituary  # why xentool ended it, when it did
+        super().__init__(obituary or f"no domain {ref!r}; `xentool list` shows the domains there are")
 
 
 class NameInUse(XentoolError):

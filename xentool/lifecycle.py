@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from hypercalls.errors import XenError
-from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason, retry_transaction
+from hypercalls.interface import DomainInfo, GuestType, Hypervisor, RunState, ShutdownReason, Trigger, retry_transaction
 from xentool.console.service import stop_console_backend
 from xentool.errors import DomainOperationError, UsageError, WaitTimeout
 
@@ -29,7 +29,7 @@ def dom_path(domid: int) -> str:
     return f"/local/domain/{domid}"
 
 
-def destroy(hv: Hypervisor, domid: int) -> None:
+def destroy(hv: Hypervisor, domid: int, stop_console: bool = True) -> None:
     """Remove the domain's devices and xenstore nodes, then the domain itself (libxl__destroy_domid).
 
     Backends are removed first so that no backend keeps mapping the guest's pages (which would keep
@@ -37,6 +37,16 @@ def destroy(hv: Hypervisor, domid: int) -> None:
     """
     xs = hv.xenstore()
     vm_path = xs.read_or(f"{dom_path(domid)}/vm")
+    if hv.runs_device_models and has_device_model(hv, domid):
+        # libxl__destroy_domid: pause the guest, so it makes no more I/O requests, then end QEMU.
+        try:
+            hv.domain_pause(domid)
+        except XenError as e:
+            if e.errno != errno.ESRCH:
+                raise
+        from xentool.devicemodel.process import stop_device_model
+
+        stop_device_model(xs, domid)
     for backend_domid in xs.list_or_empty("/local/domain"):
         for kind in xs.list_or_empty(f"/local/domain/{backend_domid}/backend"):
             xs.rm_with_empty_parents(f"/local/domain/{backend_domid}/backend/{kind}/{domid}")
@@ -49,13 +59,42 @@ def destroy(hv: Hypervisor, domid: int) -> None:
     except XenError as e:
         if e.errno != errno.ESRCH:  # already gone is what we wanted
             raise
-    if hv.needs_console_backend:  # a simulated domid must not name a real guest's backend
+    # A simulated domid must not name a real guest's backend; and the console service that destroys
+    # its own guest (its device model died) must not signal itself.
+    if hv.needs_console_backend and stop_console:
         stop_console_backend(domid)  # it would notice within a second; destroy promises nothing left
 
 
-def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> None:
-    """Ask the guest to shut down through xenstore's control/shutdown, as xl shutdown/reboot do."""
+def has_device_model(hv: Hypervisor, domid: int) -> bool:
+    """libxl__dm_active: the domain has a QEMU if its pid is recorded (by xentool or by xl)."""
+    from xentool.devicemodel.process import dm_pid_path
+
+    return hv.xenstore().read_or(dm_pid_path(domid)) is not None
+
+
+def resume_device_model(domid: int) -> None:
+    """libxl__dm_resume: QMP ``cont``, so QEMU runs when the guest's vcpus do."""
+    from xentool.devicemodel.qmp import qmp_execute
+
+    qmp_execute(domid, [("cont", None)])
+
+
+def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> str:
+    """Ask the guest to shut down; returns how it was asked.
+
+    Through xenstore's control/shutdown, as xl shutdown/reboot do, when the guest has PV drivers to
+    read it: every PV and PVH guest, and HVM guests whose drivers registered their callback.  An
+    HVM guest without them gets the ACPI power button (what `xl shutdown -F` does) or, for a
+    reboot, the reset line (`xl reboot -F`): its OS sees a button press, or a reset.
+    """
+    info = hv.domain_getinfo(domid)
+    if info.guest_type == GuestType.HVM and reason in (ShutdownReason.POWEROFF, ShutdownReason.REBOOT) \
+            and not hv.hvm_pv_callback_set(domid):
+        trigger = Trigger.POWER if reason == ShutdownReason.POWEROFF else Trigger.RESET
+        hv.domain_send_trigger(domid, trigger)
+        return f"the ACPI {trigger.value} button" if trigger == Trigger.POWER else "the reset line"
     hv.xenstore().write(f"{dom_path(domid)}/control/shutdown", SHUTDOWN_REQUEST[reason])
+    return "control/shutdown"
 
 
 def state_of(hv: Hypervisor, domid: int) -> DomainInfo | None:

@@ -19,3 +19,8 @@ def console_socket_path(domid: int) -> Path:
 
 def console_pid_path(domid: int) -> Path:
     return RUN_DIR / f"{domid}.pid"
+
+
+def serial_socket_path(domid: int) -> Path:
+    """Where an HVM guest's QEMU serves its serial port, for the console backend to read."""
+    return RUN_DIR / f"{domid}.serial"

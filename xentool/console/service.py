@@ -9,6 +9,7 @@ be mapped or the channel bound, which fails the creation step like any other.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -17,11 +18,13 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from hypercalls.errors import XenError
 from hypercalls.interface import Hypervisor
 from pvdrivers.console import ConsoleBackend
 from pvdrivers.console_ring import ConsoleRing
+from xentool.console.serial import SerialStream
 from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pid_path, console_socket_path
 from xentool.errors import DeviceError
 
@@ -29,15 +32,16 @@ READY_TIMEOUT = 30.0  # seconds; generous for a loaded lab
 
 
 def start_console_backend(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, remote_port: int,
-                          name: str = "") -> int:
-    """Fork the backend for ``domid``'s console; returns its pid once it serves the ring."""
+                          name: str = "", serial: DeviceModelWatch | None = None) -> int:
+    """Fork the backend for ``domid``'s console; returns its pid once it serves the ring, or, for
+    an HVM guest (``serial``), its QEMU's serial port."""
     for directory in (RUN_DIR, LOG_DIR):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked process
         os.close(read_fd)
-        _daemonize_and_serve(hv.reopen, domid, uuid, ring_ref, remote_port, write_fd)
+        _daemonize_and_serve(hv.reopen, domid, uuid, ring_ref, remote_port, write_fd, serial)
     os.close(write_fd)
     try:
         os.waitpid(child, 0)  # the first child exits as soon as it has forked the service
@@ -88,7 +92,8 @@ def _read_line(fd: int, timeout: float) -> str:
 
 
 def _daemonize_and_serve(reopen: Callable[[], Hypervisor], domid: int, uuid: str, ring_ref: int,
-                         remote_port: int, ready_fd: int) -> None:  # pragma: no cover - forked process
+                         remote_port: int, ready_fd: int,
+                         serial: DeviceModelWatch | None) -> None:  # pragma: no cover - forked process
     code = 1
     try:
         os.setsid()
@@ -105,7 +110,10 @@ def _daemonize_and_serve(reopen: Callable[[], Hypervisor], domid: int, uuid: str
         os.closerange(ready_fd + 1, os.sysconf("SC_OPEN_MAX"))
         signal.signal(signal.SIGTERM, _exit_cleanly)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        serve_console(reopen(), domid, uuid, ring_ref, remote_port, ready_fd)
+        if serial is None:
+            serve_console(reopen(), domid, uuid, ring_ref, remote_port, ready_fd)
+        else:
+            serve_serial(reopen(), domid, uuid, serial, ready_fd)
         code = 0
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which is still waiting
         try:
@@ -123,8 +131,32 @@ def _exit_cleanly(signum: int, frame: object) -> None:  # pragma: no cover - for
 def serve_console(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, remote_port: int,
                   ready_fd: int | None = None) -> None:
     """Serve ``domid``'s console until the domain shuts down or is destroyed."""
-    sock_path, pid_path = console_socket_path(domid), console_pid_path(domid)
     console = hv.open_guest_console(domid, ring_ref, remote_port)
+    try:
+        with _console_listener(domid) as listener, open(console_log_path(uuid), "ab") as log:
+            if ready_fd is not None:
+                os.write(ready_fd, f"ready {os.getpid()}\n".encode())
+                os.close(ready_fd)
+            backend = ConsoleBackend(ConsoleRing(console.page), console, log, listener)
+            backend.serve(lambda: _guest_running(hv, domid))
+    finally:
+        console.close()
+        hv.close()
+
+
+@dataclass(frozen=True)
+class DeviceModelWatch:
+    """An HVM guest's console: QEMU's serial socket, and QEMU itself, whose death ends the guest."""
+
+    socket_path: str
+    dm_pid: int
+    name: str
+
+
+@contextlib.contextmanager
+def _console_listener(domid: int):
+    """The socket `xentool console` attaches to (root only) and the pid file that names us."""
+    sock_path, pid_path = console_socket_path(domid), console_pid_path(domid)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock_path.unlink(missing_ok=True)
@@ -135,18 +167,53 @@ def serve_console(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, remote_p
             os.umask(old_umask)
         listener.listen(8)
         pid_path.write_text(f"{os.getpid()}\n")
-        with open(console_log_path(uuid), "ab") as log:
-            if ready_fd is not None:
-                os.write(ready_fd, f"ready {os.getpid()}\n".encode())
-                os.close(ready_fd)
-            backend = ConsoleBackend(ConsoleRing(console.page), console, log, listener)
-            backend.serve(lambda: _guest_running(hv, domid))
+        yield listener
     finally:
         listener.close()
         sock_path.unlink(missing_ok=True)
         pid_path.unlink(missing_ok=True)
-        console.close()
+
+
+def serve_serial(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch, ready_fd: int | None = None) -> None:
+    """Serve an HVM guest's serial port until the guest shuts down or its QEMU dies.
+
+    A guest whose device model died is half alive: its vcpus run, but every emulated device is
+    gone and the next I/O it makes hangs it.  libxl leaves it so; xentool destroys it, logs why in
+    the console log and leaves a note `xentool info` shows (:mod:`xentool.obituaries`).
+    """
+    stream = SerialStream.connect(watch.socket_path)
+    pidfd = os.pidfd_open(watch.dm_pid)
+    try:
+        with _console_listener(domid) as listener, open(console_log_path(uuid), "ab") as log:
+            if ready_fd is not None:
+                os.write(ready_fd, f"ready {os.getpid()}\n".encode())
+                os.close(ready_fd)
+            backend = ConsoleBackend(stream, stream, log, listener)  # type: ignore[arg-type]
+
+            def alive() -> bool:
+                return _guest_running(hv, domid) and not select.select([pidfd], [], [], 0)[0]
+
+            backend.serve(alive)
+            if select.select([pidfd], [], [], 0)[0] and _guest_running(hv, domid):
+                _device_model_died(hv, domid, uuid, watch, log)
+    finally:
+        os.close(pidfd)
+        stream.close()
         hv.close()
+
+
+def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch, log) -> None:
+    from xentool import lifecycle, obituaries
+    from xentool.devicemodel.process import device_model_log_path, dm_state_path, last_log_line
+
+    if hv.xenstore().read_or(dm_state_path(domid)) is None:
+        return  # a toolstack (xl, or xentool) is destroying the domain and ended QEMU on purpose
+    reason = (f"its device model (QEMU, pid {watch.dm_pid}) exited unexpectedly; QEMU's last words: "
+              f"{last_log_line(device_model_log_path(uuid))}")
+    log.write(f"\r\n[xentool] domain {watch.name} ({domid}): {reason}; destroying the domain\r\n".encode())
+    log.flush()
+    obituaries.record(uuid, watch.name, domid, reason)
+    lifecycle.destroy(hv, domid, stop_console=False)
 
 
 def _guest_running(hv: Hypervisor, domid: int) -> bool:

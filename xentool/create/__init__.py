@@ -1,6 +1,7 @@
 """Creating a domain: the steps in order, each in its own module.
 
-    create domain -> build -> xenstore layout -> devices -> console backend -> unpause
+    create domain -> build -> xenstore layout -> devices -> device model (HVM) -> console backend
+    -> unpause
 
 :func:`plan_creation` turns a validated :class:`GuestConfig` into a :class:`BuildPlan` (what
 ``--dry-run`` prints); :func:`xentool.create.executor.execute` runs it, undoing every completed
@@ -12,6 +13,7 @@ from __future__ import annotations
 from xentool.config import GuestConfig
 from xentool.create.build import plan_build
 from xentool.create.console import plan_console
+from xentool.create.device_model import plan_device_model
 from xentool.create.devices import plan_devices
 from xentool.create.domain import plan_domain
 from xentool.create.plan import BuildPlan
@@ -25,11 +27,12 @@ def plan_creation(config: GuestConfig, uuid: str, paused: bool = False) -> Build
         plan_build(config),
         plan_xenstore_layout(config),
         plan_devices(config, uuid),
+        plan_device_model(config, uuid),
         plan_console(config.name, uuid),
     ]
     if not paused:
-        steps.append(plan_unpause())
-    return BuildPlan(name=config.name, uuid=uuid, steps=tuple(steps))
+        steps.append(plan_unpause(config))
+    return BuildPlan(name=config.name, uuid=uuid, steps=tuple(step for step in steps if step is not None))
 
 
 __all__ = ["BuildPlan", "plan_creation"]

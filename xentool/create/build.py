@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from hypercalls.interface import BuildSpec, FirmwareModule, GuestType
 from xentool.config import GuestConfig
+from xentool.config.model import Firmware
 from xentool.create.plan import AllocUnboundEvtchn, BuildDomain, Step
 
 # Where Debian's xen-utils-4.17 puts the HVM firmware loader, and the SeaBIOS that libxl 4.17 was
 # built to hand it (SEABIOS_PATH; package seabios, which qemu-system-xen depends on).
 HVMLOADER = "/usr/lib/xen-4.17/boot/hvmloader"
 SEABIOS = "/usr/share/seabios/bios-256k.bin"
+OVMF = "/usr/share/ovmf/OVMF.fd"  # libxl's OVMF_PATH on Debian (package ovmf)
 
 
 def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0) -> Step:
@@ -30,7 +32,7 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
         ramdisk=str(config.ramdisk) if config.ramdisk and not hvm else None,
         cmdline=config.cmdline if not hvm else "",
         firmware=HVMLOADER if hvm else None,
-        system_firmware=SEABIOS if hvm else None,
+        system_firmware=_system_firmware(config),
         videoram_kib=config.videoram_kib,
         acpi=config.hvm.acpi if config.hvm else True,
         viridian=_viridian(config),
@@ -44,6 +46,12 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
             BuildDomain(spec),
         ),
     )
+
+
+def _system_firmware(config: GuestConfig) -> str | None:
+    if config.type != GuestType.HVM:
+        return None
+    return OVMF if config.hvm and config.hvm.firmware == Firmware.UEFI else SEABIOS
 
 
 def _pvh_acpi(config: GuestConfig) -> tuple[FirmwareModule, ...]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hypercalls.interface import Hypervisor, XenStore
 from xentool.console.paths import console_log_path
-from xentool.console.service import start_console_backend, stop_console_backend
+from xentool.console.service import DeviceModelWatch, start_console_backend, stop_console_backend
 from xentool.create.plan import Bindings, Op, Step
 
 
@@ -23,8 +23,12 @@ class StartConsoleBackend(Op):
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.needs_console_backend:
             return
+        # An HVM guest's console is its serial port, which its QEMU serves (xentool.create.device_model).
+        serial = None
+        if "serial_socket" in bound:
+            serial = DeviceModelWatch(bound["serial_socket"], bound["dm_pid"], self.name)
         bound["console_pid"] = start_console_backend(
-            hv, bound["domid"], self.uuid, bound["console_mfn"], bound["console_port"], self.name
+            hv, bound["domid"], self.uuid, bound["console_mfn"], bound["console_port"], self.name, serial
         )
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:

@@ -6,7 +6,7 @@ create may race us), and the builder fails with ENOMEM if memory went meanwhile.
 
 from __future__ import annotations
 
-from hypercalls.interface import Hypervisor
+from hypercalls.interface import GuestType, Hypervisor
 from xentool.config import GuestConfig
 from xentool.errors import InsufficientMemory, NameInUse
 
@@ -32,3 +32,7 @@ def check_memory_fits(hv: Hypervisor, config: GuestConfig) -> None:
 def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_name_free(hv, config.name)
     check_memory_fits(hv, config)
+    if config.type == GuestType.HVM and hv.runs_device_models:
+        from xentool.create.device_model import check_device_model_inputs
+
+        check_device_model_inputs(config)

@@ -114,6 +114,11 @@ def build_nodes(config: GuestConfig) -> tuple[XsNode, ...]:
         XsNode(f"{DOM}/cpu/{vcpu}/availability", "online" if vcpu < config.vcpus else "offline")
         for vcpu in range(config.max_vcpus)
     ]
+    if config.type == GuestType.HVM:
+        from xentool.create.device_model import QEMU_XEN_VERSION, hvm_platform_nodes
+
+        nodes += [XsNode(f"{DOM}/{key}", value) for key, value in hvm_platform_nodes(config)]
+        nodes += [XsNode(f"{VM}/rtc/timeoffset", ""), XsNode(f"{LIBXL}/dm-version", QEMU_XEN_VERSION)]
     nodes.append(XsNode(f"{VM}/start_time", "{start_time}"))
     nodes += [XsNode(f"{VM}/{key}", value) for key, value in _image_entries(config)]
     return tuple(nodes)

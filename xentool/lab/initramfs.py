@@ -127,6 +127,15 @@ for d in /var/lib/xen /var/log/xen /var/lib/xentool /var/lib/xenstored; do
   mkdir -p $R$d && mount -t tmpfs -o mode=0755 tmpfs $R$d
 done
 mkdir -p $R/run/xenstored $R/run/xen $R/run/xentool-lab $R/var/log/xen/console
+# QEMU (an HVM guest's device model) reads option ROMs straight into guest memory that it maps from
+# Xen.  9p's zero-copy reads cannot fill such foreign pages, and dom0 hangs in them: keep QEMU's
+# firmware in RAM.
+for d in /usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu; do
+  if [ -d "$R$d" ]; then
+    mkdir -p "/firmware$d" && cp -RL "$R$d/." "/firmware$d/" && mount -o bind "/firmware$d" "$R$d" \
+      || fail "firmware $d in RAM"
+  fi
+done
 n=0
 for share in $SHARES; do
   n=$((n+1))

@@ -1,0 +1,217 @@
+"""Step 5 (HVM only): QEMU, the guest's device model, running before the guest's first instruction.
+
+libxl__spawn_local_dm in order: the nodes hvmloader and QEMU read, QEMU's xenstore directory, the
+process (xentool.devicemodel.process), its pid where xl looks for it, then the wait for QEMU's
+``running``; after that, over QMP, what libxl's post-configuration does (VNC address and port into
+xenstore, the VNC password), and the emulated NICs' taps join their bridges.  Undo stops QEMU and
+removes all of it; destroying the domain does the same (xentool.lifecycle).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercalls.interface import GuestType, Hypervisor, XenStore, perms
+from xentool.config import GuestConfig
+from xentool.config.model import Firmware, VifType
+from xentool.console.paths import RUN_DIR, serial_socket_path
+from xentool.create.plan import Bindings, Op, Step
+from xentool.errors import DeviceError
+
+VNC_BASE_PORT = 5900
+VNC_AUTO_DISPLAYS = 100  # libxl's "to=99": the first free display from 0 to 99
+QEMU_XEN_VERSION = "qemu_xen"  # /libxl/N/dm-version and platform/device-model (libxl's names)
+BIOS_NAMES = {Firmware.BIOS: "seabios", Firmware.UEFI: "ovmf"}  # hvmloader/bios
+
+
+def vnc_enabled(config: GuestConfig) -> bool:
+    """libxl enables VNC for HVM guests unless told not to (on 127.0.0.1)."""
+    return config.vnc is None or config.vnc.enabled
+
+
+def vnc_listen(config: GuestConfig) -> str:
+    return config.vnc.listen if config.vnc else "127.0.0.1"
+
+
+def port_is_free(listen: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((listen, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_vnc_display(config: GuestConfig) -> int | None:
+    """The display QEMU serves on: the config's (which must be free), else the first free one."""
+    if not vnc_enabled(config):
+        return None
+    listen = vnc_listen(config)
+    wanted = config.vnc.display if config.vnc else None
+    if wanted is not None:
+        if not port_is_free(listen, VNC_BASE_PORT + wanted):
+            raise DeviceError(config.name, "vnc", f"display {wanted} (port {VNC_BASE_PORT + wanted} on {listen}) is in use; "
+                              "pick another vnc.display or leave it unset for the first free one")
+        return wanted
+    for display in range(VNC_AUTO_DISPLAYS):
+        if port_is_free(listen, VNC_BASE_PORT + display):
+            return display
+    raise DeviceError(config.name, "vnc", f"ports {VNC_BASE_PORT}-{VNC_BASE_PORT + VNC_AUTO_DISPLAYS - 1} on {listen} "
+                      "are all in use; free one or set vnc.enabled: false")
+
+
+def serial_to_console(config: GuestConfig) -> bool:
+    """Whether the guest's serial port goes to xentool's console (log and `xentool console`): when
+    unset or "pty"; other values are QEMU backends the user chose (file:, tcp:, ...)."""
+    return config.serial in (None, "pty")
+
+
+@dataclass(frozen=True)
+class StartDeviceModel(Op):
+    config: GuestConfig
+    uuid: str
+
+    def describe(self) -> str:
+        from xentool.devicemodel.argv import QEMU_XEN
+        from xentool.devicemodel.process import device_model_log_path
+
+        binary = self.config.device_model.path if self.config.device_model and self.config.device_model.path else QEMU_XEN
+        return (f"start the device model {binary} for {{domid}} (QMP /var/run/xen/qmp-libxl-{{domid}}, "
+                f"log {device_model_log_path(self.uuid)}); wait for device-model/{{domid}}/state = running")
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.runs_device_models:
+            return
+        from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv, device_model_env
+        from xentool.devicemodel.process import (
+            DeviceModelFailed,
+            device_model_log_path,
+            dm_pid_path,
+            dm_state_path,
+            spawn,
+            wait_until_running,
+        )
+
+        domid = bound["domid"]
+        config = self.config
+        serial = str(serial_socket_path(domid)) if serial_to_console(config) else None
+        setup = DeviceModelSetup(domid=domid, serial_socket=serial, vnc_display=choose_vnc_display(config), uuid=self.uuid)
+        argv = device_model_argv(config, setup)
+        Path("/var/run/xen").mkdir(parents=True, exist_ok=True)  # QMP's directory, libxl's run dir
+        if serial:
+            RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        xs.mkdir(dm_state_path(domid))
+        xs.set_perms(dm_state_path(domid), perms(0))
+        try:
+            started = spawn(argv, device_model_env(domid), device_model_log_path(self.uuid))
+            bound["dm_pid"] = started.pid
+            xs.write(dm_pid_path(domid), str(started.pid))
+            wait_until_running(xs, domid, started.pid, started.log_path)
+        except DeviceModelFailed as e:
+            raise DeviceError(config.name, "device model", str(e)) from e
+        if serial:
+            bound["serial_socket"] = serial
+        self._post_configure(xs, domid, setup.vnc_display)
+        self._bridge_taps(domid)
+
+    def _post_configure(self, xs: XenStore, domid: int, display: int | None) -> None:
+        """device_model_postconfig_vnc: where the VNC server listens, for `xl vncviewer` and us."""
+        from xentool.devicemodel.qmp import QmpFailed, qmp_execute
+
+        commands: list[tuple[str, dict | None]] = [("query-status", None)]
+        password = self.config.vnc.password if self.config.vnc else None
+        if display is not None:
+            commands.append(("query-vnc", None))
+            if password:
+                commands.append(("change-vnc-password", {"password": password}))
+        try:
+            results = qmp_execute(domid, commands)
+        except QmpFailed as e:
+            raise DeviceError(self.config.name, "device model", str(e)) from e
+        status = results[0].get("status")
+        if status not in ("running", "prelaunch", "paused"):
+            raise DeviceError(self.config.name, "device model", f"QEMU reports status {status!r} after starting")
+        if display is not None:
+            vnc = results[1]
+            xs.write(f"/local/domain/{domid}/console/vnc-listen", str(vnc.get("host", vnc_listen(self.config))))
+            xs.write(f"/local/domain/{domid}/console/vnc-port", str(vnc.get("service", VNC_BASE_PORT + display)))
+            if password:
+                xs.write(f"/local/domain/{domid}/console/vnc-pass", password)
+
+    def _bridge_taps(self, domid: int) -> None:
+        """What vif-bridge's "add type_if=tap" does for each emulated NIC: join the bridge, go up."""
+        from xentool.devicemodel.argv import tap_ifname
+
+        for devid, vif in enumerate(self.config.vifs):
+            if vif.type == VifType.VIF:
+                continue
+            tap = tap_ifname(vif, domid, devid)
+            for argv in (["ip", "link", "set", "dev", tap, "master", vif.bridge], ["ip", "link", "set", "dev", tap, "up"]):
+                result = subprocess.run(argv, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    raise DeviceError(self.config.name, f"vif {devid}",
+                                      f"{' '.join(argv)} failed: {result.stderr.strip() or result.returncode}")
+
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.runs_device_models or "domid" not in bound:
+            return
+        from xentool.devicemodel.process import stop_device_model
+
+        stop_device_model(xs, bound["domid"])
+
+
+def check_device_model_inputs(config: GuestConfig) -> None:
+    """Preflight for an HVM guest: what QEMU and hvmloader will open exists, bridges too, so that
+    a typo costs nothing to undo."""
+    from xentool.create.build import HVMLOADER, SEABIOS, OVMF
+
+    firmware = config.hvm.firmware if config.hvm else Firmware.BIOS
+    bios = OVMF if firmware == Firmware.UEFI else SEABIOS
+    package = "ovmf" if firmware == Firmware.UEFI else "seabios"
+    for path, what, fix in ((HVMLOADER, "hvmloader", "install xen-utils-4.17"), (bios, firmware.value, f"install {package}")):
+        if not Path(path).is_file():
+            raise DeviceError(config.name, "firmware", f"{what} {path} is not there; {fix}")
+    for disk in config.disks:
+        if disk.target and not Path(disk.target).exists():
+            raise DeviceError(config.name, f"disk {disk.vdev}", f"{disk.target} does not exist; fix disks' target or create the image")
+        if disk.target and not os.access(disk.target, os.R_OK):
+            raise DeviceError(config.name, f"disk {disk.vdev}", f"{disk.target} is not readable")
+    for key, path in (("kernel", config.kernel), ("ramdisk", config.ramdisk)):
+        if path and not Path(path).is_file():
+            raise DeviceError(config.name, key, f"{path} does not exist; QEMU loads it for direct kernel boot")
+    for devid, vif in enumerate(config.vifs):
+        if vif.type != VifType.VIF and not Path(f"/sys/class/net/{vif.bridge}/bridge").is_dir():
+            raise DeviceError(config.name, f"vif {devid}", f"bridge {vif.bridge} does not exist in dom0; "
+                              f"create it (ip link add {vif.bridge} type bridge) or set the vif's bridge")
+    choose_vnc_display(config)  # a display in use fails here, before anything exists
+
+
+def hvm_platform_nodes(config: GuestConfig) -> list[tuple[str, str]]:
+    """Relative to /local/domain/N: what hvmloader reads (libxl__build_hvm / libxl__spawn_local_dm)."""
+    hvm = config.hvm
+    acpi = "1" if hvm is None or hvm.acpi else "0"
+    firmware = hvm.firmware if hvm else Firmware.BIOS
+    return [
+        ("hvmloader/bios", BIOS_NAMES[firmware]),
+        ("hvmloader/allow-memory-relocate", "0"),
+        ("platform/acpi", acpi),
+        ("platform/acpi_s3", acpi),
+        ("platform/acpi_s4", acpi),
+        ("platform/acpi_laptop_slate", "0"),
+        ("platform/device-model", QEMU_XEN_VERSION),
+    ]
+
+
+def plan_device_model(config: GuestConfig, uuid: str) -> Step | None:
+    if config.type != GuestType.HVM:
+        return None
+    return Step("device model", (StartDeviceModel(config, uuid),))
+
+
+__all__ = ["StartDeviceModel", "check_device_model_inputs", "hvm_platform_nodes", "plan_device_model"]

@@ -1,0 +1,54 @@
+"""Talking to a running QEMU over QMP, with the QEMU project's own client (``qemu.qmp``).
+
+Like libxl, one connection per operation: connect to the domain's socket (the same path xl uses,
+:func:`~xentool.devicemodel.argv.qmp_socket_path`), run the commands, disconnect.  QEMU serves one
+monitor client at a time, so holding the connection would lock xl (and the next xentool) out.
+
+``qemu.qmp`` is asyncio-only (its synchronous wrapper is GPLv2-only and deprecated): each call here
+runs a short event loop, which is all a toolstack command needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from xentool.devicemodel.argv import qmp_socket_path
+
+QMP_TIMEOUT = 10.0  # seconds for one operation: LIBXL_QMP_CMD_TIMEOUT
+
+
+class QmpFailed(Exception):
+    """A QMP command failed or QEMU did not answer; the message names the command."""
+
+
+def qmp_execute(domid: int, commands: list[tuple[str, dict[str, Any] | None]], timeout: float = QMP_TIMEOUT) -> list[Any]:
+    """Run ``commands`` in order on ``domid``'s QEMU; returns their results."""
+    return asyncio.run(_execute(qmp_socket_path(domid), commands, timeout))
+
+
+async def _execute(path: str, commands: list[tuple[str, dict[str, Any] | None]], timeout: float) -> list[Any]:
+    from qemu.qmp import QMPClient  # imported here: only HVM operations need it
+    from qemu.qmp.error import QMPError
+
+    client = QMPClient(f"xentool:{path}")
+    current = "connect"
+    try:
+        await asyncio.wait_for(client.connect(path), timeout)
+        results = []
+        for name, arguments in commands:
+            current = name
+            results.append(await asyncio.wait_for(client.execute(name, arguments), timeout))
+        return results
+    except asyncio.TimeoutError:
+        raise QmpFailed(f"QMP {current} on {path}: no answer within {timeout:.0f} s") from None
+    except (QMPError, OSError) as e:
+        raise QmpFailed(f"QMP {current} on {path}: {e}") from e
+    finally:
+        try:
+            await client.disconnect()
+        except Exception:  # noqa: BLE001 - a dead QEMU cannot be disconnected from cleanly
+            pass
+
+
+__all__ = ["QmpFailed", "qmp_execute"]
