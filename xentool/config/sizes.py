@@ -21,6 +21,9 @@ def _shown(value: object) -> str:
     return repr(value)
 
 
+_TOO_LARGE_KIB = Decimal(2**60)  # 1 ZiB: far above what Xen supports, far below Decimal's 28 digits
+
+
 def parse_size_mib(value: object) -> int:
     """The size ``value`` stands for, in MiB; ValueError (with a message for people) otherwise.
 
@@ -44,6 +47,8 @@ def parse_size_mib(value: object) -> int:
             raise ValueError(f"{_shown(value)} is not a size; {HINT}") from None
     if amount_kib <= 0:
         raise ValueError(f"{_shown(value)} is not a size; a size must be more than 0")
+    if amount_kib > _TOO_LARGE_KIB:  # also keeps the remainder below within Decimal's precision
+        raise ValueError(f"{_shown(value)} is larger than any machine's memory; give a size in MiB, like 512 or 2G")
     if amount_kib % 1024:
         raise ValueError(f"{_shown(value)} is not a whole number of MiB; round it to MiB")
     return int(amount_kib // 1024)
