@@ -44,7 +44,8 @@ def main() -> None:
     lab = Lab(args.name)
     lab.up(timeout=900)
     try:
-        guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests")
+        guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
+                                      modules_dir=lab.artifacts.modules_dir)
         common = {"kernel": str(guests.kernel), "ramdisk": str(guests.initrd), "memory": 128, "vcpus": 1}
         yaml = lab.share_dir / "bench.yaml"
         yaml.write_text("name: bench\ntype: pv\ncmdline: \"console=hvc0 xentool.then=wait\"\n"

@@ -25,7 +25,8 @@ BOOT_TIMEOUT = 240.0  # seconds; a guest kernel under TCG on a busy 2-core host
 
 @pytest.fixture(scope="module")
 def guests(lab: Lab) -> GuestImages:
-    return install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests")
+    return install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
+                                modules_dir=lab.artifacts.modules_dir)
 
 
 def xentool(lab: Lab, *args: str, timeout: float = 300):

@@ -63,6 +63,12 @@ arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}";; 
 MARKER=$(arg xentool.marker)
 THEN=$(arg xentool.then)
 echo "xentool-guest: marker=${MARKER:-none} then=${THEN:-wait}"
+# An HVM guest without PV drivers is shut down with the ACPI power button: the button driver turns
+# it into a key press that busybox acpid answers by running /etc/acpi/PWRF/00000080.
+if [ -d /sys/firmware/acpi ] && [ -f /lib/modules/button.ko ]; then
+  insmod /lib/modules/button.ko 2>/dev/null; insmod /lib/modules/evdev.ko 2>/dev/null
+  sleep 1; [ -e /dev/input/event0 ] && acpid -c /etc/acpi -l /dev/null /dev/input/event*
+fi
 # busybox halt, poweroff and reboot signal PID 1 with USR1, USR2 and TERM.
 trap 'echo "xentool-guest: halting"; halt -f' USR1
 trap 'echo "xentool-guest: powering off"; poweroff -f' USR2
@@ -89,22 +95,35 @@ class GuestImages:
     iso: Path | None = None  # hello.iso, the same kernel and initramfs on a bootable CD-ROM image
 
 
-def hello_initramfs(busybox: Path) -> bytes:
-    """The test guest's initramfs as a gzip'd cpio archive."""
+# The guest kernel's modules that /init loads for the ACPI power button (Debian builds both as
+# modules), and the handler acpid runs for it.
+BUTTON_MODULES = ("kernel/drivers/acpi/button.ko", "kernel/drivers/input/evdev.ko")
+POWER_BUTTON_HANDLER = "#!/bin/busybox sh\nkill -USR2 1\n"
+
+
+def hello_initramfs(busybox: Path, modules_dir: Path | None = None) -> bytes:
+    """The test guest's initramfs as a gzip'd cpio archive; with the kernel's ``modules_dir``, it
+    also answers the ACPI power button."""
     entries = [Entry(d, stat.S_IFDIR | 0o755) for d in ("bin", "dev", "proc", "sys", "sbin", "usr")]
     entries.append(Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     entries.append(Entry("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes()))
     entries.append(Entry("init", stat.S_IFREG | 0o755, GUEST_INIT.encode()))
+    modules = [modules_dir / m for m in BUTTON_MODULES] if modules_dir else []
+    if modules and all(m.is_file() for m in modules):
+        entries += [Entry(d, stat.S_IFDIR | 0o755) for d in ("lib", "lib/modules", "etc", "etc/acpi", "etc/acpi/PWRF")]
+        entries += [Entry(f"lib/modules/{m.name}", stat.S_IFREG | 0o644, m.read_bytes()) for m in modules]
+        entries.append(Entry("etc/acpi/PWRF/00000080", stat.S_IFREG | 0o755, POWER_BUTTON_HANDLER.encode()))
     return gzip.compress(newc_archive(entries), compresslevel=6, mtime=0)
 
 
-def install_guest_images(kernel: Path, busybox: Path, directory: Path, boot_iso: bool = True) -> GuestImages:
+def install_guest_images(kernel: Path, busybox: Path, directory: Path, boot_iso: bool = True,
+                         modules_dir: Path | None = None) -> GuestImages:
     """Write ``vmlinuz``, ``hello-initrd.gz`` and (unless ``boot_iso`` is false) the bootable
     ``hello.iso`` into ``directory``, each only when its inputs changed."""
     directory.mkdir(parents=True, exist_ok=True)
     images = GuestImages(directory / "vmlinuz", directory / "hello-initrd.gz")
     _write_if_changed(images.kernel, kernel.read_bytes())
-    _write_if_changed(images.initrd, hello_initramfs(busybox))
+    _write_if_changed(images.initrd, hello_initramfs(busybox, modules_dir))
     if boot_iso:
         iso = install_boot_media(images.kernel, images.initrd, directory / HELLO_ISO_NAME, HELLO_ISO_CMDLINE)
         images = GuestImages(images.kernel, images.initrd, iso)
@@ -124,7 +143,9 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 # configs/examples/hvm-bios-cdrom.yaml boots this from an emulated IDE CD-ROM.
 HELLO_ISO_NAME = "hello.iso"
-HELLO_ISO_CMDLINE = "console=ttyS0 xentool.marker=hvm-bios-cdrom"
+# quiet: every byte on an emulated serial port is a trip to QEMU, which under the lab's TCG costs
+# more than the rest of the boot.
+HELLO_ISO_CMDLINE = "console=ttyS0 quiet xentool.marker=hvm-bios-cdrom"
 
 # Debian's isolinux and syslinux-common put the BIOS boot loader here; isolinux.bin (6.x) needs its
 # ldlinux.c32 next to it.  syslinux-utils brings isohybrid.

@@ -139,7 +139,9 @@ done
 n=0
 for share in $SHARES; do
   n=$((n+1))
-  mkdir -p "$R$share" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "share$n" "$R$share" \
+  # cache=loose: reads go through dom0's page cache, so QEMU can read a guest's disk image from a
+  # share straight into guest memory (uncached 9p reads cannot fill foreign pages; see above).
+  mkdir -p "$R$share" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose "share$n" "$R$share" \
     || fail "mount share $share"
 done
 hostname xentool-lab

@@ -192,7 +192,7 @@ class Lab:
             initrd = initramfs.build(self.cache, art.busybox, art.modules_dir, art.kernel_release)
             say("installing the example guests' kernel and initramfs")
             guests = guest_images.guests_dir()
-            guest_images.install_guest_images(art.kernel, art.busybox, guests)
+            guest_images.install_guest_images(art.kernel, art.busybox, guests, modules_dir=art.modules_dir)
             # Shared, not just visible through the root: dom0 has its own tmpfs on /var/lib/xentool,
             # and files added to the host later would not show through the overlay anyway.
             shares = tuple(dict.fromkeys([str(self.share_dir), str(guests), *options.shares]))
