@@ -171,6 +171,9 @@ def check_device_model_inputs(config: GuestConfig) -> None:
     a typo costs nothing to undo."""
     from xentool.create.build import HVMLOADER, SEABIOS, OVMF
 
+    from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv
+
+    device_model_argv(config, DeviceModelSetup(domid=1, serial_socket=None, vnc_display=None))  # NIC models, IDE slots
     firmware = config.hvm.firmware if config.hvm else Firmware.BIOS
     bios = OVMF if firmware == Firmware.UEFI else SEABIOS
     package = "ovmf" if firmware == Firmware.UEFI else "seabios"

@@ -1,0 +1,167 @@
+"""HVM guests on real Xen: hvmloader, SeaBIOS and QEMU as the device model, in the lab's dom0.
+
+The guest is the lab's Debian kernel and busybox initramfs, booted the way an unmodified OS boots:
+SeaBIOS reads a CD-ROM image (or a hard disk image) made with isolinux, and the guest's first
+userspace line appears on its emulated serial port, which xentool's console logs.  Everything is
+slow here (an HVM guest under TCG makes a round trip to QEMU in dom0 for each emulated I/O), so
+the guests print little (``quiet``) and the tests share them where they can.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from xentool.lab import Lab
+from xentool.lab.guest_images import GuestImages, build_boot_disk, install_boot_media, install_guest_images
+
+from .test_guests import domains_json, host_state, wait_for_console, xentool
+
+pytestmark = pytest.mark.lab
+
+HVM_BOOT_TIMEOUT = 420.0  # seconds: SeaBIOS, isolinux and Linux with every I/O emulated, under TCG
+
+
+@pytest.fixture(scope="module")
+def hvm_media(lab: Lab) -> GuestImages:
+    # xen_nopv: the guest ignores that it runs on Xen (no PV drivers, no event-channel callback),
+    # as an unmodified OS would, so that shutdown must go through the ACPI power button.
+    guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
+                                  boot_iso=False, modules_dir=lab.artifacts.modules_dir)
+    iso = install_boot_media(guests.kernel, guests.initrd, lab.share_dir / "guests" / "hvm-test.iso",
+                             "console=ttyS0 quiet xen_nopv xentool.marker=hvm-cdrom xentool.then=wait")
+    return GuestImages(guests.kernel, guests.initrd, iso)
+
+
+def hvm_config(lab: Lab, name: str, **settings: object) -> Path:
+    text = f"name: {name}\ntype: hvm\nmemory: 256\n"
+    for key, value in settings.items():
+        text += f"{key}: {value}\n"
+    path = lab.share_dir / f"{name}-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(text)
+    return path
+
+
+def cdrom(path: Path) -> str:
+    return f"[{{target: {path}, vdev: hdc, devtype: cdrom}}]"
+
+
+def device_models(lab: Lab) -> str:
+    return lab.exec(["sh", "-c", "pgrep -a xen-qemu || true"], capture=True).out
+
+
+def leftovers(lab: Lab) -> dict[str, object]:
+    """host_state plus what an HVM guest adds: QEMU processes, QMP sockets, device-model nodes."""
+    state = host_state(lab)
+    extra = lab.exec(["sh", "-c", "ls /var/run/xen 2>/dev/null; echo ---; "
+                      "xenstore-ls /local/domain/0/device-model 2>/dev/null; echo ---; ip -o link | grep -c emu || true"],
+                     capture=True).out
+    return {**state, "dm": device_models(lab), "hvm": extra}
+
+
+def test_hvm_guest_boots_from_a_cdrom_through_seabios_and_shuts_down_by_acpi(lab, hvm_media):
+    """The whole life of an unmodified-OS-style guest: SeaBIOS boots the ISO, the marker shows on
+    the serial console, xl sees the guest and its QEMU, `shutdown -w` presses the ACPI power button
+    (the guest has no PV drivers), and nothing is left behind."""
+    before = leftovers(lab)
+    created = xentool(lab, "create", str(hvm_config(lab, "hvm-cd", disks=cdrom(hvm_media.iso), hvm="{boot: [cdrom]}")))
+    assert created.returncode == 0, created.err
+    try:
+        log = wait_for_console(lab, "hvm-cd", "xentool-guest: marker=hvm-cdrom", timeout=HVM_BOOT_TIMEOUT)
+        assert "ISOLINUX" in log  # the boot loader's banner: SeaBIOS booted the CD
+        listed = domains_json(lab)["hvm-cd"]
+        assert listed["type"] == "hvm"
+        domid = listed["domid"]
+        assert f"-xen-domid {domid} " in device_models(lab)
+        xl = lab.exec(["xl", "list", "hvm-cd"], capture=True)
+        assert xl.returncode == 0, xl.err
+        vnc = lab.exec(["xenstore-read", f"/local/domain/{domid}/console/vnc-listen",
+                        f"/local/domain/{domid}/console/vnc-port"], capture=True)
+        assert vnc.out.split() == ["127.0.0.1", "5900"], vnc.out + vnc.err
+        paused = xentool(lab, "pause", "hvm-cd")
+        assert paused.returncode == 0 and domains_json(lab)["hvm-cd"]["state"] == "paused", paused.err
+        unpaused = xentool(lab, "unpause", "hvm-cd")  # QMP cont, then the vcpus
+        assert unpaused.returncode == 0 and domains_json(lab)["hvm-cd"]["state"] != "paused", unpaused.err
+        stopped = xentool(lab, "shutdown", "-w", "hvm-cd", timeout=420)
+        assert stopped.returncode == 0, stopped.err + lab.exec(["xl", "dmesg"], capture=True).out[-3000:]
+        # The guest's acpid ran its power-button handler: the button, not a forced stop, ended it.
+        console = lab.exec(["cat", f"/var/log/xentool/console/{listed['uuid']}.log"], capture=True).out
+        assert "xentool-guest: powering off" in console, console[-1500:]
+    finally:
+        xentool(lab, "destroy", "hvm-cd")
+    assert leftovers(lab) == before
+
+
+def test_hvm_guest_boots_from_a_hard_disk_image(lab, hvm_media):
+    disk = build_boot_disk(hvm_media.kernel, hvm_media.initrd, "console=ttyS0 quiet xentool.marker=hvm-disk",
+                           lab.share_dir / "guests" / "hvm-test-disk.img")
+    created = xentool(lab, "create", str(hvm_config(lab, "hvm-hd", disks=f"[{{target: {disk}, vdev: hda}}]",
+                                                    hvm="{boot: [disk]}", vnc="false")))
+    assert created.returncode == 0, created.err
+    try:
+        wait_for_console(lab, "hvm-hd", "xentool-guest: marker=hvm-disk", timeout=HVM_BOOT_TIMEOUT)
+    finally:
+        destroyed = xentool(lab, "destroy", "hvm-hd")
+        assert destroyed.returncode == 0, destroyed.err
+
+
+def test_direct_kernel_boot_and_a_device_model_that_dies(lab, hvm_media):
+    """QEMU loads the kernel itself; then QEMU is killed: xentool destroys the half-alive guest,
+    and `info` and the console log say why."""
+    before = leftovers(lab)
+    config = hvm_config(lab, "hvm-kernel", kernel=hvm_media.kernel, ramdisk=hvm_media.initrd,
+                        cmdline='"console=ttyS0 quiet xentool.marker=hvm-kernel"')
+    created = xentool(lab, "create", str(config))
+    assert created.returncode == 0, created.err
+    try:
+        wait_for_console(lab, "hvm-kernel", "xentool-guest: marker=hvm-kernel", timeout=HVM_BOOT_TIMEOUT)
+        domid = domains_json(lab)["hvm-kernel"]["domid"]
+        pid = lab.exec(["xenstore-read", f"/local/domain/{domid}/image/device-model-pid"], capture=True).out.strip()
+        assert lab.exec(["kill", "-KILL", pid], capture=True).returncode == 0
+        deadline = time.monotonic() + 60
+        while "hvm-kernel" in domains_json(lab) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert "hvm-kernel" not in domains_json(lab)
+        info = xentool(lab, "info", "hvm-kernel")
+        assert info.returncode == 3 and "device model" in info.err and "destroyed by xentool" in info.err, info.err
+    finally:
+        xentool(lab, "destroy", "hvm-kernel")
+    assert leftovers(lab) == before
+
+
+def test_xl_lists_and_destroys_a_xentool_hvm_guest(lab, hvm_media):
+    before = leftovers(lab)
+    created = xentool(lab, "create", "-p", str(hvm_config(lab, "hvm-xl", disks=cdrom(hvm_media.iso))))
+    assert created.returncode == 0, created.err
+    listed = lab.exec(["xl", "list", "hvm-xl"], capture=True)
+    assert listed.returncode == 0, listed.err
+    destroyed = lab.exec(["xl", "destroy", "hvm-xl"], capture=True, timeout=120)
+    assert destroyed.returncode == 0, destroyed.err
+    time.sleep(2)  # our console service notices the domain is gone within its poll
+    assert leftovers(lab) == before
+
+
+def test_hvm_bad_input_is_one_line_and_leaves_nothing(lab, hvm_media):
+    before = leftovers(lab)
+    # Something else on VNC display 7's port (0x1713 is 5907 in /proc/net/tcp).
+    busy = lab.exec(["sh", "-c", "python3 -c 'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 5907)); "
+                     "s.listen(); time.sleep(600)' >/dev/null 2>&1 & echo $!; "
+                     "for i in $(seq 100); do grep -q ':1713 ' /proc/net/tcp && break; sleep 0.2; done"],
+                    capture=True).out.strip()
+    try:
+        cases = {
+            "missing iso": (hvm_config(lab, "bad-iso", disks=cdrom(Path("/nonexistent/missing.iso"))), "missing.iso"),
+            "unknown nic model": (hvm_config(lab, "bad-nic", vifs="[{model: virtio-nope}]"), "virtio-nope"),
+            "vnc port in use": (hvm_config(lab, "bad-vnc", vnc="{display: 7}"), "in use"),
+        }
+        for what, (config, word) in cases.items():
+            result = xentool(lab, "create", str(config))
+            assert result.returncode != 0, what
+            lines = result.err.strip().splitlines()
+            assert len(lines) == 1 and word in lines[0] and "Traceback" not in result.err, (what, result.err)
+            assert leftovers(lab) == before, what
+    finally:
+        lab.exec(["kill", busy], capture=True)
