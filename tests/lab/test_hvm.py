@@ -56,7 +56,8 @@ def device_models(lab: Lab) -> str:
 def leftovers(lab: Lab) -> dict[str, object]:
     """host_state plus what an HVM guest adds: QEMU processes, QMP sockets, device-model nodes."""
     state = host_state(lab)
-    extra = lab.exec(["sh", "-c", "ls /var/run/xen 2>/dev/null; echo ---; "
+    # (domid-history is xl's own record of recently used domids.)
+    extra = lab.exec(["sh", "-c", "ls /var/run/xen 2>/dev/null | grep -v domid-history; echo ---; "
                       "xenstore-ls /local/domain/0/device-model 2>/dev/null; echo ---; ip -o link | grep -c emu || true"],
                      capture=True).out
     return {**state, "dm": device_models(lab), "hvm": extra}

@@ -184,19 +184,23 @@ def is_device_model(pid: int, domid: int) -> bool:
 
 def stop_device_model(xs: XenStore, domid: int) -> None:
     """libxl__destroy_device_model: forget QEMU's xenstore directory, end the process whose pid the
-    domain's ``image/device-model-pid`` names (if it is QEMU for this domain), remove the QMP socket."""
+    domain's ``image/device-model-pid`` names (if it is QEMU for this domain), remove its sockets."""
     from xentool.devicemodel.argv import qmp_socket_path
+
+    from xentool.console.paths import serial_socket_path
 
     pid_text = xs.read_or(dm_pid_path(domid))
     xs.rm(dm_state_path(domid))
     if pid_text and pid_text.isdigit() and is_device_model(int(pid_text), domid):
         stop(int(pid_text))
-    try:
-        os.unlink(qmp_socket_path(domid))
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise XenError("unlink", e.errno or errno.EIO, domid, qmp_socket_path(domid)) from e
+    # A QEMU that was killed could not remove its sockets.
+    for path in (qmp_socket_path(domid), str(serial_socket_path(domid))):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise XenError("unlink", e.errno or errno.EIO, domid, path) from e
 
 
 __all__ = [
