@@ -10,9 +10,16 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := qemu-system-x86 qemu-utils qemu-system-xen xen-utils-4.17 xenstore-utils \
 	libxen-dev busybox-static cpio kmod genisoimage isolinux syslinux-common syslinux-utils gcc acpica-tools
 
-.PHONY: setup packages venv bytecode test test-fast demo lab-down clean
+# QEMU, the device model of HVM guests, runs restricted as this user (libxl's dm_restrict name, so
+# xl finds it too); xentool refuses to run QEMU as root unless a config says device_model.privileged.
+DM_USER := xen-qemuuser-shared
 
-setup: packages venv
+.PHONY: setup packages users venv bytecode test test-fast demo lab-down clean
+
+setup: packages users venv
+
+users:
+	@getent passwd $(DM_USER) >/dev/null || adduser --system --group --no-create-home --quiet $(DM_USER)
 
 packages:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -13,6 +13,7 @@ import pytest
 
 from xentool.config import config_from_dict
 from xentool.create.devices import stable_mac
+from xentool.devicemodel.privilege import Privilege
 from xentool.devicemodel import QEMU_XEN, DeviceModelSetup, device_model_argv, device_model_env, qemu_opt_value, qmp_socket_path
 from xentool.errors import DeviceError
 
@@ -37,8 +38,9 @@ def doc_example():
     )
 
 
-def setup(domid=7, serial_socket=SERIAL, vnc_display=0, uuid=None):
-    return DeviceModelSetup(domid=domid, serial_socket=serial_socket, vnc_display=vnc_display, uuid=uuid)
+def setup(domid=7, serial_socket=SERIAL, vnc_display=0, uuid=None, privilege=None):
+    return DeviceModelSetup(domid=domid, serial_socket=serial_socket, vnc_display=vnc_display, uuid=uuid,
+                            privilege=privilege)
 
 
 def options(argv):
@@ -251,7 +253,7 @@ def test_no_acpi_vnc_password_extra_args_and_runas_in_libxls_places():
         hvm={"acpi": False},
         device_model={"args": ["-global", "x=y"], "user": "xen-qemuuser-7"},
     )
-    argv = device_model_argv(config, setup(vnc_display=3))
+    argv = device_model_argv(config, setup(vnc_display=3, privilege=Privilege(restricted=False, runas="xen-qemuuser-7")))
     assert values(argv, "-vnc") == ["0.0.0.0:3,password=on"]
     assert argv.index("-usbdevice") < argv.index("-no-acpi") < argv.index("-net")
     assert argv[argv.index("-net") + 2 : argv.index("-machine")] == ["-global", "x=y"]
@@ -351,3 +353,36 @@ def test_real_qemu_accepts_the_options_and_opens_the_comma_paths(tmp_path: Path)
             qemu.kill()
             qemu.wait()
 
+
+
+def test_a_restricted_device_model_gets_libxls_dm_restrict_options_last():
+    privilege = Privilege(restricted=True, runas="131079:131072", chroot="/var/run/xen/qemu-root-7")
+    argv = device_model_argv(hvm(), setup(privilege=privilege))
+    assert argv[-6:] == ["-xen-domid-restrict", "-chroot", "/var/run/xen/qemu-root-7", "-S", "-runas", "131079:131072"]
+
+
+def test_the_default_privilege_is_restricted_and_refuses_root(monkeypatch):
+    import pwd
+
+    from xentool.devicemodel import privilege as priv
+    from xentool.errors import DeviceError
+
+    users = {"xen-qemuuser-shared": pwd.struct_passwd(("xen-qemuuser-shared", "x", 999, 999, "", "/", "/bin/false")),
+             "root": pwd.struct_passwd(("root", "x", 0, 0, "", "/root", "/bin/sh"))}
+
+    def getpwnam(name):
+        if name not in users:
+            raise KeyError(name)
+        return users[name]
+
+    monkeypatch.setattr(priv.pwd, "getpwnam", getpwnam)
+    chosen = priv.choose_privilege(hvm(), 7)
+    assert chosen == Privilege(restricted=True, runas="xen-qemuuser-shared", chroot="/var/run/xen/qemu-root-7")
+    users["xen-qemuuser-range-base"] = pwd.struct_passwd(("xen-qemuuser-range-base", "x", 131072, 131072, "", "/", ""))
+    assert priv.choose_privilege(hvm(), 7).runas == "131079:131072"
+    with pytest.raises(DeviceError, match="is root"):
+        priv.choose_privilege(hvm(device_model={"user": "root"}), 7)
+    assert priv.choose_privilege(hvm(device_model={"privileged": True}), 7) == Privilege(restricted=False)
+    users.clear()
+    with pytest.raises(DeviceError, match="no unprivileged user"):
+        priv.choose_privilege(hvm(), 7)

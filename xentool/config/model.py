@@ -446,7 +446,14 @@ class DeviceModel(_Section):
     path: str | None = Field(None, description="The QEMU binary (xl's device_model_override). Unset: Xen's qemu-system-i386.")
     args: list[str] = Field([], description="Extra arguments appended to QEMU's command line (xl's device_model_args).")
     user: str | None = Field(
-        None, description="Run QEMU as this user instead of root (xl's device_model_user); unset keeps it privileged."
+        None,
+        description="The unprivileged user QEMU runs as (xl's device_model_user). Unset: xen-qemuuser-range-base "
+        "(one uid per guest) or xen-qemuuser-shared, as libxl's dm_restrict picks.",
+    )
+    privileged: bool = Field(
+        False,
+        description="Run QEMU as root with access to all of Xen and xenstore. Off: QEMU runs restricted "
+        "(its own user, -xen-domid-restrict, a chroot), as libxl's dm_restrict.",
     )
 
 

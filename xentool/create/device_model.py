@@ -95,13 +95,17 @@ class StartDeviceModel(Op):
             dm_pid_path,
             dm_state_path,
             spawn,
+            wait_until_prelaunch,
             wait_until_running,
         )
+        from xentool.devicemodel.privilege import choose_privilege, prepare_chroot, restrict_this_process
 
         domid = bound["domid"]
         config = self.config
         serial = str(serial_socket_path(domid)) if serial_to_console(config) else None
-        setup = DeviceModelSetup(domid=domid, serial_socket=serial, vnc_display=choose_vnc_display(config), uuid=self.uuid)
+        privilege = choose_privilege(config, domid)
+        setup = DeviceModelSetup(domid=domid, serial_socket=serial, vnc_display=choose_vnc_display(config),
+                                 uuid=self.uuid, privilege=privilege)
         argv = device_model_argv(config, setup)
         Path("/var/run/xen").mkdir(parents=True, exist_ok=True)  # QMP's directory, libxl's run dir
         if serial:
@@ -109,10 +113,15 @@ class StartDeviceModel(Op):
         xs.mkdir(dm_state_path(domid))
         xs.set_perms(dm_state_path(domid), perms(0))
         try:
-            started = spawn(argv, device_model_env(domid), device_model_log_path(self.uuid))
+            prepare_chroot(privilege)
+            started = spawn(argv, device_model_env(domid), device_model_log_path(self.uuid),
+                            preexec=restrict_this_process if privilege.restricted else None)
             bound["dm_pid"] = started.pid
             xs.write(dm_pid_path(domid), str(started.pid))
-            wait_until_running(xs, domid, started.pid, started.log_path)
+            if privilege.restricted:
+                wait_until_prelaunch(domid, started.pid, started.log_path)
+            else:
+                wait_until_running(xs, domid, started.pid, started.log_path)
         except DeviceModelFailed as e:
             raise DeviceError(config.name, "device model", str(e)) from e
         if serial:
@@ -173,7 +182,10 @@ def check_device_model_inputs(config: GuestConfig) -> None:
 
     from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv
 
+    from xentool.devicemodel.privilege import choose_privilege
+
     device_model_argv(config, DeviceModelSetup(domid=1, serial_socket=None, vnc_display=None))  # NIC models, IDE slots
+    choose_privilege(config, 1)  # an unprivileged user to run QEMU as
     firmware = config.hvm.firmware if config.hvm else Firmware.BIOS
     bios = OVMF if firmware == Firmware.UEFI else SEABIOS
     package = "ovmf" if firmware == Firmware.UEFI else "seabios"

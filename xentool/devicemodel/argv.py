@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hypercalls.interface import GuestType
 from pvdrivers.blkif import EXTENDED, IDE_MAJORS, vdev_to_devid
 from xentool.config.model import BootDevice, DevType, Disk, DiskFormat, GuestConfig, Vif, VifType
+from xentool.devicemodel.privilege import Privilege
 from xentool.errors import DeviceError
 
 __all__ = [
@@ -83,6 +84,8 @@ class DeviceModelSetup:
     vnc_display: int | None  # None: no VNC server (-vnc none)
     # The domain's uuid, from which a vif without a MAC gets one (the same as its vif backend's).
     uuid: str | None = None
+    # How QEMU is confined (xentool.devicemodel.privilege); None adds nothing (tests, preflight).
+    privilege: Privilege | None = None
 
 
 def device_model_env(domid: int) -> dict[str, str]:
@@ -149,8 +152,7 @@ def device_model_argv(config: GuestConfig, setup: DeviceModelSetup) -> list[str]
     # libxl__sizekb_to_mb rounds up.
     argv += ["-m", str(-(-(config.maxmem_kib - config.videoram_kib) // 1024))]
     argv += _disk_args(config)
-    if dm and dm.user:
-        argv += ["-runas", dm.user]
+    argv += setup.privilege.argv() if setup.privilege else []
     return argv
 
 

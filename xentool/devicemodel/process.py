@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,16 +54,23 @@ class StartedDeviceModel:
     log_path: Path
 
 
-def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> StartedDeviceModel:
-    """Start ``argv`` detached; returns once it has exec'd (or raises with why it could not)."""
+LOG_ROTATE_BYTES = 128 * 1024  # a restricted QEMU may not grow a file past 256 KiB (RLIMIT_FSIZE)
+
+
+def spawn(argv: list[str], env: dict[str, str], log_path: Path,
+          preexec: Callable[[], None] | None = None) -> StartedDeviceModel:
+    """Start ``argv`` detached, ``preexec`` run in the child just before exec; returns once it has
+    exec'd (or raises with why it could not)."""
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if log_path.exists() and log_path.stat().st_size > LOG_ROTATE_BYTES:
+        log_path.replace(log_path.with_name(log_path.name + ".1"))  # as libxl rotates qemu-dm-NAME.log
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     os.write(log_fd, f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     try:
         middle = os.fork()
         if middle == 0:  # pragma: no cover - the forked middle process
-            _middle(argv, {"PATH": QEMU_PATH, **env}, log_fd, report_w)
+            _middle(argv, {"PATH": QEMU_PATH, **env}, log_fd, report_w, preexec)
         os.close(report_w)
         report_w = -1
         os.waitpid(middle, 0)
@@ -79,7 +87,8 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> StartedDevice
     return StartedDeviceModel(pid, log_path)
 
 
-def _middle(argv: list[str], env: dict[str, str], log_fd: int, report_w: int) -> None:  # pragma: no cover
+def _middle(argv: list[str], env: dict[str, str], log_fd: int, report_w: int,
+            preexec: Callable[[], None] | None) -> None:  # pragma: no cover
     code = 0
     try:
         os.setsid()
@@ -94,6 +103,8 @@ def _middle(argv: list[str], env: dict[str, str], log_fd: int, report_w: int) ->
                 os.closerange(report_w + 1, os.sysconf("SC_OPEN_MAX"))
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                if preexec is not None:
+                    preexec()
                 os.execve(argv[0], argv, env)
             except OSError as e:
                 os.write(report_w, f"error {e.strerror or e}\n".encode())
@@ -135,6 +146,31 @@ def wait_until_running(xs: XenStore, domid: int, pid: int, log_path: Path, timeo
             xs.read_watch(min(remaining, 0.2))
     finally:
         xs.unwatch(path, token)
+        os.close(pidfd)
+
+
+def wait_until_prelaunch(domid: int, pid: int, log_path: Path, timeout: float = START_TIMEOUT) -> None:
+    """A restricted QEMU has no xenstore to say ``running`` in: started with -S, it is ready when
+    QMP answers ``prelaunch`` (libxl's device_model_qmp_cb)."""
+    from xentool.devicemodel.qmp import QmpFailed, qmp_execute
+
+    pidfd = os.pidfd_open(pid)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if select.select([pidfd], [], [], 0)[0]:
+                raise DeviceModelFailed(f"QEMU (pid {pid}) exited while starting: {last_log_line(log_path)}")
+            try:
+                status = qmp_execute(domid, [("query-status", None)], timeout=5.0)[0].get("status")
+            except QmpFailed:
+                status = None  # its socket is not there yet
+            if status in ("prelaunch", "paused", "running"):
+                return
+            if time.monotonic() > deadline:
+                raise DeviceModelFailed(f"QEMU (pid {pid}) did not answer QMP within {timeout:.0f} s "
+                                        f"(status {status}): {last_log_line(log_path)}")
+            time.sleep(0.2)
+    finally:
         os.close(pidfd)
 
 
@@ -193,6 +229,9 @@ def stop_device_model(xs: XenStore, domid: int) -> None:
     xs.rm(dm_state_path(domid))
     if pid_text and pid_text.isdigit() and is_device_model(int(pid_text), domid):
         stop(int(pid_text))
+    from xentool.devicemodel.privilege import remove_chroot
+
+    remove_chroot(domid)
     # A QEMU that was killed could not remove its sockets.
     for path in (qmp_socket_path(domid), str(serial_socket_path(domid))):
         try:
@@ -214,5 +253,6 @@ __all__ = [
     "spawn",
     "stop",
     "stop_device_model",
+    "wait_until_prelaunch",
     "wait_until_running",
 ]
