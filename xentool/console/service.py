@@ -199,6 +199,14 @@ def serve_serial(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch,
     finally:
         os.close(pidfd)
         stream.close()
+        if _domain_gone(hv, domid):
+            # xl destroy leaves these: a restricted QEMU ends inside its chroot, where it cannot
+            # remove its socket, and libxl keeps the empty chroot for the domid's next QEMU.
+            from xentool.devicemodel.privilege import remove_chroot
+
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(watch.socket_path)
+            remove_chroot(domid)
         hv.close()
 
 
@@ -214,6 +222,16 @@ def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModel
     log.flush()
     obituaries.record(uuid, watch.name, domid, reason)
     lifecycle.destroy(hv, domid, stop_console=False)
+
+
+def _domain_gone(hv: Hypervisor, domid: int) -> bool:
+    try:
+        hv.domain_getinfo(domid)
+    except XenError as e:
+        if e.errno == errno.ESRCH:
+            return True
+        raise
+    return False
 
 
 def _guest_running(hv: Hypervisor, domid: int) -> bool:

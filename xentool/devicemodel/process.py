@@ -226,7 +226,7 @@ def stop_device_model(xs: XenStore, domid: int) -> None:
     from xentool.console.paths import serial_socket_path
 
     pid_text = xs.read_or(dm_pid_path(domid))
-    xs.rm(dm_state_path(domid))
+    xs.rm_with_empty_parents(dm_state_path(domid))  # and /local/domain/0/device-model once empty
     if pid_text and pid_text.isdigit() and is_device_model(int(pid_text), domid):
         stop(int(pid_text))
     from xentool.devicemodel.privilege import remove_chroot
