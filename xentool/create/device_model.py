@@ -118,36 +118,39 @@ class StartDeviceModel(Op):
                             preexec=restrict_this_process if privilege.restricted else None)
             bound["dm_pid"] = started.pid
             xs.write(dm_pid_path(domid), str(started.pid))
+            post_config = self._post_config_commands(setup.vnc_display)
             if privilege.restricted:
-                wait_until_prelaunch(domid, started.pid, started.log_path)
+                results = wait_until_prelaunch(domid, started.pid, started.log_path, post_config)
             else:
                 wait_until_running(xs, domid, started.pid, started.log_path)
+                results = self._qmp(domid, post_config) if post_config else []
         except DeviceModelFailed as e:
             raise DeviceError(config.name, "device model", str(e)) from e
         if serial:
             bound["serial_socket"] = serial
-        self._post_configure(xs, domid, setup.vnc_display)
+        self._post_configure(xs, domid, setup.vnc_display, results)
         self._bridge_taps(domid)
 
-    def _post_configure(self, xs: XenStore, domid: int, display: int | None) -> None:
-        """device_model_postconfig_vnc: where the VNC server listens, for `xl vncviewer` and us."""
+    def _qmp(self, domid: int, commands: list[tuple[str, dict | None]]) -> list:
         from xentool.devicemodel.qmp import QmpFailed, qmp_execute
 
-        commands: list[tuple[str, dict | None]] = [("query-status", None)]
-        password = self.config.vnc.password if self.config.vnc else None
-        if display is not None:
-            commands.append(("query-vnc", None))
-            if password:
-                commands.append(("change-vnc-password", {"password": password}))
         try:
-            results = qmp_execute(domid, commands)
+            return qmp_execute(domid, commands)
         except QmpFailed as e:
             raise DeviceError(self.config.name, "device model", str(e)) from e
-        status = results[0].get("status")
-        if status not in ("running", "prelaunch", "paused"):
-            raise DeviceError(self.config.name, "device model", f"QEMU reports status {status!r} after starting")
+
+    def _post_config_commands(self, display: int | None) -> list[tuple[str, dict | None]]:
+        """device_model_postconfig_vnc's QMP: where the VNC server listens, and its password."""
+        if display is None:
+            return []
+        password = self.config.vnc.password if self.config.vnc else None
+        return [("query-vnc", None)] + ([("change-vnc-password", {"password": password})] if password else [])
+
+    def _post_configure(self, xs: XenStore, domid: int, display: int | None, results: list) -> None:
+        """The VNC address and port into xenstore, for `xl vncviewer` and us."""
+        password = self.config.vnc.password if self.config.vnc else None
         if display is not None:
-            vnc = results[1]
+            vnc = results[0]
             xs.write(f"/local/domain/{domid}/console/vnc-listen", str(vnc.get("host", vnc_listen(self.config))))
             xs.write(f"/local/domain/{domid}/console/vnc-port", str(vnc.get("service", VNC_BASE_PORT + display)))
             if password:

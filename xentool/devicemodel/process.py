@@ -149,9 +149,12 @@ def wait_until_running(xs: XenStore, domid: int, pid: int, log_path: Path, timeo
         os.close(pidfd)
 
 
-def wait_until_prelaunch(domid: int, pid: int, log_path: Path, timeout: float = START_TIMEOUT) -> None:
+def wait_until_prelaunch(domid: int, pid: int, log_path: Path, commands: list[tuple[str, dict | None]] = (),
+                         timeout: float = START_TIMEOUT) -> list:
     """A restricted QEMU has no xenstore to say ``running`` in: started with -S, it is ready when
-    QMP answers ``prelaunch`` (libxl's device_model_qmp_cb)."""
+    QMP answers ``prelaunch`` (libxl's device_model_qmp_cb).  ``commands`` run in the same QMP
+    session after that query-status; returns their results (connections cost, in a slow dom0)."""
+    from xentool.devicemodel.argv import qmp_socket_path
     from xentool.devicemodel.qmp import QmpFailed, qmp_execute
 
     pidfd = os.pidfd_open(pid)
@@ -160,16 +163,22 @@ def wait_until_prelaunch(domid: int, pid: int, log_path: Path, timeout: float = 
         while True:
             if select.select([pidfd], [], [], 0)[0]:
                 raise DeviceModelFailed(f"QEMU (pid {pid}) exited while starting: {last_log_line(log_path)}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeviceModelFailed(f"QEMU (pid {pid}) did not answer QMP within {timeout:.0f} s: "
+                                        f"{last_log_line(log_path)}")
+            if not os.path.exists(qmp_socket_path(domid)):
+                time.sleep(0.02)  # QEMU creates it early; its greeting comes once it is ready
+                continue
             try:
-                status = qmp_execute(domid, [("query-status", None)], timeout=5.0)[0].get("status")
+                results = qmp_execute(domid, [("query-status", None), *commands], timeout=remaining)
             except QmpFailed:
-                status = None  # its socket is not there yet
-            if status in ("prelaunch", "paused", "running"):
-                return
-            if time.monotonic() > deadline:
-                raise DeviceModelFailed(f"QEMU (pid {pid}) did not answer QMP within {timeout:.0f} s "
-                                        f"(status {status}): {last_log_line(log_path)}")
-            time.sleep(0.2)
+                time.sleep(0.1)  # the socket is there but not yet listening
+                continue
+            status = results[0].get("status")
+            if status not in ("prelaunch", "paused", "running"):
+                raise DeviceModelFailed(f"QEMU (pid {pid}) reports status {status!r} after starting")
+            return results[1:]
     finally:
         os.close(pidfd)
 
