@@ -181,10 +181,8 @@ class StartDeviceModel(Op):
 def check_device_model_inputs(config: GuestConfig) -> None:
     """Preflight for an HVM guest: what QEMU and hvmloader will open exists, bridges too, so that
     a typo costs nothing to undo."""
-    from xentool.create.build import HVMLOADER, SEABIOS, OVMF
-
+    from xentool.create.build import HVMLOADER, OVMF, SEABIOS
     from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv
-
     from xentool.devicemodel.privilege import choose_privilege
 
     device_model_argv(config, DeviceModelSetup(domid=1, serial_socket=None, vnc_display=None))  # NIC models, IDE slots

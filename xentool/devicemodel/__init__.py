@@ -1,29 +1,11 @@
 """The device model: QEMU, which emulates an HVM guest's hardware (firmware devices, disks, NICs, VGA).
 
 ``argv`` builds its command line and environment from a :class:`~xentool.config.GuestConfig`, as
-libxl does; starting, watching and stopping it belong to the create and lifecycle steps.
+libxl does; ``process`` starts, waits for and stops it; ``qmp`` talks to it; ``privilege`` decides
+how little it may do.  The create step (xentool.create.device_model) and the lifecycle use them.
 """
 
 from __future__ import annotations
 
-from xentool.devicemodel.argv import (
-    NIC_MODELS,
-    QEMU_XEN,
-    DeviceModelSetup,
-    device_model_argv,
-    device_model_env,
-    qemu_opt_value,
-    qmp_socket_path,
-    tap_ifname,
-)
-
-__all__ = [
-    "NIC_MODELS",
-    "QEMU_XEN",
-    "DeviceModelSetup",
-    "device_model_argv",
-    "device_model_env",
-    "qemu_opt_value",
-    "qmp_socket_path",
-    "tap_ifname",
-]
+from xentool.devicemodel.argv import *  # noqa: F403 - the argv module's public names
+from xentool.devicemodel.argv import __all__  # noqa: F401
