@@ -126,10 +126,10 @@ class DomainInfo:
 
 
 class Trigger(str, enum.Enum):
-    """The virtual buttons of an HVM guest (XEN_DOMCTL_SENDTRIGGER_*)."""
+    """The virtual buttons of an HVM guest (XEN_DOMCTL_SENDTRIGGER_*; Xen's RESET is not
+    implemented on x86, so it is not offered)."""
 
     POWER = "power"
-    RESET = "reset"
 
 
 @dataclass(frozen=True)
@@ -405,7 +405,7 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def domain_send_trigger(self, domid: int, trigger: Trigger) -> None:
         """Press a virtual button of an HVM guest (xc_domain_send_trigger): the ACPI power button,
-        which a guest without PV drivers answers by shutting down, or the reset line."""
+        which a guest without PV drivers answers by shutting down."""
 
     @abc.abstractmethod
     def hvm_pv_callback_set(self, domid: int) -> bool:

@@ -84,15 +84,18 @@ def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> str:
 
     Through xenstore's control/shutdown, as xl shutdown/reboot do, when the guest has PV drivers to
     read it: every PV and PVH guest, and HVM guests whose drivers registered their callback.  An
-    HVM guest without them gets the ACPI power button (what `xl shutdown -F` does) or, for a
-    reboot, the reset line (`xl reboot -F`): its OS sees a button press, or a reset.
+    HVM guest without them gets the ACPI power button (what `xl shutdown -F` does); for a reboot,
+    which has no button (Xen's reset trigger is not implemented on x86), the domain is reset: shut
+    down for "reboot" at once, and its on_reboot action restarts it.
     """
     info = hv.domain_getinfo(domid)
     if info.guest_type == GuestType.HVM and reason in (ShutdownReason.POWEROFF, ShutdownReason.REBOOT) \
             and not hv.hvm_pv_callback_set(domid):
-        trigger = Trigger.POWER if reason == ShutdownReason.POWEROFF else Trigger.RESET
-        hv.domain_send_trigger(domid, trigger)
-        return f"the ACPI {trigger.value} button" if trigger == Trigger.POWER else "the reset line"
+        if reason == ShutdownReason.POWEROFF:
+            hv.domain_send_trigger(domid, Trigger.POWER)
+            return "the ACPI power button"
+        hv.domain_shutdown(domid, ShutdownReason.REBOOT)
+        return "a reset"
     hv.xenstore().write(f"{dom_path(domid)}/control/shutdown", SHUTDOWN_REQUEST[reason])
     return "control/shutdown"
 

@@ -202,14 +202,14 @@ class SimHypervisor(Hypervisor):
             state.shut_down(dom, ShutdownReason(reason))
 
     def domain_send_trigger(self, domid: int, trigger: Trigger) -> None:
-        # The simulated firmware answers the power button at once (an ACPI OS would shut down) and
-        # the reset line by rebooting; only HVM guests have either.
+        # The simulated firmware answers the power button at once, as an ACPI OS would; only HVM
+        # guests have one.
         with self._op("domain_send_trigger", domid) as state:
             dom = state.domain(domid, "domain_send_trigger")
             if dom.guest_type != GuestType.HVM:
                 raise XenError("domain_send_trigger", errno.EINVAL, domid, f"a {dom.guest_type.value} guest has no ACPI buttons")
             if not dom.is_shutdown:
-                state.shut_down(dom, ShutdownReason.POWEROFF if trigger == Trigger.POWER else ShutdownReason.REBOOT)
+                state.shut_down(dom, ShutdownReason.POWEROFF)
 
     def hvm_pv_callback_set(self, domid: int) -> bool:
         with self._op("hvm_pv_callback_set", domid, write=False) as state:

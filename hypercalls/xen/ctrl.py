@@ -187,8 +187,7 @@ class XenHypervisor(Hypervisor):
                      domid=domid, failed=failed_nonzero)
 
     def domain_send_trigger(self, domid: int, trigger: Trigger) -> None:
-        code = {Trigger.POWER: self.lib.XEN_DOMCTL_SENDTRIGGER_POWER,
-                Trigger.RESET: self.lib.XEN_DOMCTL_SENDTRIGGER_RESET}[trigger]
+        code = {Trigger.POWER: self.lib.XEN_DOMCTL_SENDTRIGGER_POWER}[trigger]
         self.xc.call(f"xc_domain_send_trigger({trigger.value})", self.lib.xc_domain_send_trigger, self.xc.xch,
                      domid, code, 0, domid=domid, failed=failed_nonzero)
 

@@ -126,3 +126,10 @@ def test_an_hvm_guest_on_the_simulator_shuts_down_by_its_power_button(xt, make_c
     created = xt.create(make_config(name="win", type="hvm", kernel=None))
     assert created.type == "hvm" and not xt.hv.hvm_pv_callback_set(created.domid)
     assert xt.shutdown("win", wait=True, timeout=10) == "gone"
+
+
+def test_rebooting_an_hvm_guest_without_pv_drivers_resets_and_restarts_it(xt, make_config):
+    first = xt.create(make_config(name="win", type="hvm", kernel=None))
+    assert xt.reboot("win", wait=True, timeout=10) in ("running", "blocked")
+    again = xt.lookup("win")
+    assert again.uuid == first.uuid and again.domid != first.domid
