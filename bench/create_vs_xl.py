@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from xentool.lab import Lab
+from xentool.lab import guest_images
 from xentool.lab.guest_images import install_guest_images
 
 XENTOOL = str(Path(sys.prefix) / "bin" / "xentool")
@@ -53,7 +54,7 @@ def main() -> None:
                                       modules_dir=lab.artifacts.modules_dir)
         yaml, cfg = lab.share_dir / "bench.yaml", lab.share_dir / "bench.cfg"
         if args.hvm:
-            iso = guests.iso
+            iso = guest_images.guests_dir() / guest_images.HELLO_ISO_NAME  # the image share, which lab.up fills
             yaml.write_text(f"name: bench\ntype: hvm\nmemory: 256\nserial: pty\nvnc: {{listen: 127.0.0.1}}\n"
                             f"disks: [{{target: {iso}, vdev: hdc, devtype: cdrom}}]\nhvm: {{boot: [cdrom]}}\n")
             cfg.write_text(f'name = "bench"\ntype = "hvm"\nmemory = 256\nserial = "pty"\nvnc = 1\n'

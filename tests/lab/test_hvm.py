@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from xentool.lab import Lab
-from xentool.lab.guest_images import GuestImages, build_boot_disk, install_boot_media, install_guest_images
+from xentool.lab.guest_images import (
+    GuestImages,
+    build_boot_disk,
+    guests_dir,
+    install_boot_media,
+    install_guest_images,
+)
 
 from .test_guests import domains_json, host_state, wait_for_console, xentool
 
@@ -29,9 +35,10 @@ HVM_BOOT_TIMEOUT = 420.0  # seconds: SeaBIOS, isolinux and Linux with every I/O 
 def hvm_media(lab: Lab) -> GuestImages:
     # xen_nopv: the guest ignores that it runs on Xen (no PV drivers, no event-channel callback),
     # as an unmodified OS would, so that shutdown must go through the ACPI power button.
+    # QEMU reads disk images into guest memory: they go in the lab's image share (guests_dir()).
     guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
                                   boot_iso=False, modules_dir=lab.artifacts.modules_dir)
-    iso = install_boot_media(guests.kernel, guests.initrd, lab.share_dir / "guests" / "hvm-test.iso",
+    iso = install_boot_media(guests.kernel, guests.initrd, guests_dir() / "hvm-test.iso",
                              "console=ttyS0 quiet xen_nopv xentool.marker=hvm-cdrom xentool.then=wait")
     return GuestImages(guests.kernel, guests.initrd, iso)
 
@@ -98,7 +105,7 @@ def test_hvm_guest_boots_from_a_cdrom_through_seabios_and_shuts_down_by_acpi(lab
 
 def test_hvm_guest_boots_from_a_hard_disk_image(lab, hvm_media):
     disk = build_boot_disk(hvm_media.kernel, hvm_media.initrd, "console=ttyS0 quiet xentool.marker=hvm-disk",
-                           lab.share_dir / "guests" / "hvm-test-disk.img")
+                           guests_dir() / "hvm-test-disk.img")
     created = xentool(lab, "create", str(hvm_config(lab, "hvm-hd", disks=f"[{{target: {disk}, vdev: hda}}]",
                                                     hvm="{boot: [disk]}", vnc="false")))
     assert created.returncode == 0, created.err

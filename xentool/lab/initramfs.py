@@ -92,12 +92,13 @@ say() { echo "xentool-lab: $*" > /dev/console; }
 fail() { say "FAILED: $*"; sleep 2; poweroff -f; }
 say "init started"
 
-AGENT= SHARES= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1
+AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     xentool.agent=*) AGENT="${arg#xentool.agent=}" ;;
     xentool.python=*) PYTHON="${arg#xentool.python=}" ;;
     xentool.share=*) SHARES="$SHARES ${arg#xentool.share=}" ;;
+    xentool.imageshare=*) IMAGESHARE="${arg#xentool.imageshare=}" ;;
     xentool.xenconsoled=*) XENCONSOLED="${arg#xentool.xenconsoled=}" ;;
   esac
 done
@@ -139,9 +140,11 @@ done
 n=0
 for share in $SHARES; do
   n=$((n+1))
-  # cache=loose: reads go through dom0's page cache, so QEMU can read a guest's disk image from a
-  # share straight into guest memory (uncached 9p reads cannot fill foreign pages; see above).
-  mkdir -p "$R$share" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose "share$n" "$R$share" \
+  # The guest image share is read through dom0's page cache (cache=loose), so QEMU can read a disk
+  # image from it straight into guest memory (uncached 9p reads cannot fill foreign pages; see
+  # above).  The others stay uncached: what one side writes, the other reads at once.
+  cache=none; [ "$share" = "$IMAGESHARE" ] && cache=loose
+  mkdir -p "$R$share" && mount -t 9p -o "trans=virtio,version=9p2000.L,msize=512000,cache=$cache" "share$n" "$R$share" \
     || fail "mount share $share"
 done
 hostname xentool-lab

@@ -200,7 +200,7 @@ class Lab:
             for share in shares:
                 Path(share).mkdir(parents=True, exist_ok=True)
             options = LabOptions(options.memory_mib, options.vcpus, options.dom0_memory_mib, options.accel,
-                                 options.xenconsoled, shares)
+                                 options.xenconsoled, shares, image_share=str(guests))
             options.validate()
             python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else os.path.realpath(sys.executable)
             files = BootFiles(art.hypervisor, art.kernel, initrd, AGENT_SCRIPT, python)

@@ -24,6 +24,9 @@ class LabOptions:
     accel: str = "tcg"
     xenconsoled: bool = False
     shares: tuple[str, ...] = ()  # host directories exported read-write at the same path in dom0
+    # The one of them that holds guest images (disks, ISOs): dom0 reads it through its page cache,
+    # which QEMU needs, at the price of not seeing a host's later change to a file it has read.
+    image_share: str | None = None
 
     def validate(self) -> None:
         from xentool.errors import UsageError
@@ -67,14 +70,17 @@ class LabPaths:
 def xen_cmdline(opts: LabOptions) -> str:
     mem = opts.dom0_memory_mib
     # guest_loglvl=all: `xl dmesg` then tells why a guest died (a triple fault, a bad hypercall),
-    # which is what a failed lab test needs to show.
-    return f"dom0_mem={mem}M,max:{mem}M console=com1 com1=115200,8n1 guest_loglvl=all"
+    # which is what a failed lab test needs to show.  That is many lines per HVM guest: a 1 MiB
+    # console ring (16 KiB by default) keeps the boot messages a session's worth of guests later.
+    return f"dom0_mem={mem}M,max:{mem}M console=com1 com1=115200,8n1 guest_loglvl=all conring_size=1M"
 
 
 def dom0_cmdline(files: BootFiles, opts: LabOptions) -> str:
     parts = ["console=hvc0", "earlyprintk=xen", "rdinit=/init", f"xentool.agent={files.agent}",
              f"xentool.python={files.python}"]
     parts += [f"xentool.share={s}" for s in opts.shares]
+    if opts.image_share:
+        parts.append(f"xentool.imageshare={opts.image_share}")
     if opts.xenconsoled:
         parts.append("xentool.xenconsoled=1")
     return " ".join(parts)
