@@ -386,3 +386,9 @@ def test_the_default_privilege_is_restricted_and_refuses_root(monkeypatch):
     users.clear()
     with pytest.raises(DeviceError, match="no unprivileged user"):
         priv.choose_privilege(hvm(), 7)
+
+
+def test_a_relative_disk_target_is_never_read_as_a_qemu_protocol():
+    config = hvm(disks=[{"target": "nbd:evil.example:10809", "vdev": "hda"}])
+    drives = values(device_model_argv(config, setup()), "-drive")
+    assert drives[0].startswith("file=./nbd:evil.example:10809,")

@@ -234,7 +234,7 @@ def _disk_args(config: GuestConfig) -> list[str]:
 
     for disk in config.disks:
         prefix, index = _vdev_prefix(disk.vdev), _vdev_disk_index(disk.vdev)
-        file = f"file={qemu_opt_value(disk.target)}" if disk.target else ""
+        file = f"file={qemu_opt_value(_plain_file(disk.target))}" if disk.target else ""
         fmt = _QEMU_FORMATS.get(disk.format)
         if disk.devtype == DevType.CDROM:
             # libxl emulates a cdrom of any prefix on IDE, by its disk index.
@@ -266,6 +266,12 @@ def _disk_args(config: GuestConfig) -> list[str]:
             args += ["-drive", f"{file},if=ide,index={index},media=disk,format={fmt},cache=writeback"]
         # Further disks (xvde on) are for the guest's PV drivers only, as in libxl.
     return args
+
+
+def _plain_file(path: str) -> str:
+    """``path`` as QEMU reads a file name, never a protocol: QEMU takes "nbd:...", "http:..." and
+    the like (a ':' before any '/') as a network block device, so a relative path gets "./"."""
+    return path if path.startswith("/") else f"./{path}"
 
 
 def _vdev_prefix(vdev: str) -> str:
