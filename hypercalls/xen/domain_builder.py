@@ -351,11 +351,7 @@ class DomainBuilder:
                 # (XENMEM_memory_map) and into the start info the builder writes.
                 entries = pvh_e820(layout, lib.X86_HVM_NR_SPECIAL_PAGES, lib.X86_HVM_END_SPECIAL_REGION,
                                    lib.E820_RAM, lib.E820_RESERVED, lib.E820_ACPI, spec.acpi_modules)
-                e820 = ffi.new("struct e820entry[]", len(entries))
-                for i, (addr, size, kind) in enumerate(entries):
-                    e820[i].addr, e820[i].size, e820[i].type = addr, size, kind
-                xc.call("xc_domain_set_memory_map", lib.xc_domain_set_memory_map, xc.xch, domid, e820,
-                        len(entries), domid=domid, failed=failed_nonzero)
+                e820 = self._set_memory_map(domid, entries)
                 xc.call("xentool_dom_set_e820", lib.xentool_dom_set_e820, dom, e820, len(entries), domid=domid,
                         failed=failed_nonzero)
 
@@ -398,12 +394,7 @@ class DomainBuilder:
                 dom.claim_enabled = 0  # libxenguest refuses a claim together with PoD
 
             def memory_map(dom) -> None:
-                entries = hvm_e820(layout, lib.E820_RAM)
-                e820 = ffi.new("struct e820entry[]", len(entries))
-                for i, (addr, size, kind) in enumerate(entries):
-                    e820[i].addr, e820[i].size, e820[i].type = addr, size, kind
-                xc.call("xc_domain_set_memory_map", lib.xc_domain_set_memory_map, xc.xch, domid, e820,
-                        len(entries), domid=domid, failed=failed_nonzero)
+                self._set_memory_map(domid, hvm_e820(layout, lib.E820_RAM))
 
             self._boot(dom, domid, layout.mem_size // MIB, between=memory_map)
             del bios_buffer
@@ -411,6 +402,15 @@ class DomainBuilder:
             lib.xc_dom_release(dom)
         self._set_hvm_info(domid, max_vcpus, spec.vcpus)
         return self._ring_params(domid, spec)
+
+    def _set_memory_map(self, domid: int, entries: list[tuple[int, int, int]]):
+        """XENMEM_set_memory_map: Xen's idea of the guest's RAM; returns the cffi array."""
+        e820 = self.ffi.new("struct e820entry[]", len(entries))
+        for i, (addr, size, kind) in enumerate(entries):
+            e820[i].addr, e820[i].size, e820[i].type = addr, size, kind
+        self.xc.call("xc_domain_set_memory_map", self.lib.xc_domain_set_memory_map, self.xc.xch, domid, e820,
+                     len(entries), domid=domid, failed=failed_nonzero)
+        return e820
 
     def _set_hvm_info(self, domid: int, max_vcpus: int, online_vcpus: int) -> None:
         from hypercalls.xen.foreignmem import ForeignMemory
