@@ -460,6 +460,9 @@ class Hypervisor(abc.ABC):
     #: Whether HVM guests get QEMU as their device model (xentool.devicemodel); the simulator's
     #: HVM guests have their emulated hardware inside the simulator.
     runs_device_models: bool = True
+    #: Whether guests' disks and vifs are served by dom0's kernel backends (blkback, netback), which
+    #: need xentool's hotplug work (xentool.hotplug); the simulator serves nothing.
+    has_kernel_backends: bool = True
 
     def open_guest_console(self, domid: int, ring_ref: int, remote_port: int) -> GuestConsole:
         """Map the guest's console page (grant, else frame ``ring_ref``) and bind ``remote_port``."""

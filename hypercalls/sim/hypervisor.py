@@ -65,6 +65,7 @@ class SimHypervisor(Hypervisor):
     # The simulated guests print into the simulator (guest_console_output); no ring to serve.
     needs_console_backend = False
     runs_device_models = False
+    has_kernel_backends = False
 
     def reopen(self) -> "SimHypervisor":
         return SimHypervisor(self.path)

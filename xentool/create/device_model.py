@@ -9,9 +9,7 @@ removes all of it; destroying the domain does the same (xentool.lifecycle).
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +17,10 @@ from hypercalls.interface import GuestType, Hypervisor, XenStore, perms
 from xentool.config import GuestConfig
 from xentool.config.model import Firmware, VifType
 from xentool.console.paths import RUN_DIR, serial_socket_path
+from xentool.create.devices import check_disk_target
 from xentool.create.plan import Bindings, Op, Step
 from xentool.errors import DeviceError
+from xentool.hotplug import netdev
 
 VNC_BASE_PORT = 5900
 VNC_AUTO_DISPLAYS = 100  # libxl's "to=99": the first free display from 0 to 99
@@ -164,11 +164,11 @@ class StartDeviceModel(Op):
             if vif.type == VifType.VIF:
                 continue
             tap = tap_ifname(vif, domid, devid)
-            for argv in (["ip", "link", "set", "dev", tap, "master", vif.bridge], ["ip", "link", "set", "dev", tap, "up"]):
-                result = subprocess.run(argv, capture_output=True, text=True, check=False)
-                if result.returncode != 0:
-                    raise DeviceError(self.config.name, f"vif {devid}",
-                                      f"{' '.join(argv)} failed: {result.stderr.strip() or result.returncode}")
+            try:
+                netdev.add_to_bridge(vif.bridge, tap)
+                netdev.set_up(tap)
+            except OSError as e:
+                raise DeviceError(self.config.name, f"vif {devid}", f"wiring {tap} to bridge {vif.bridge} failed: {e.strerror or e}") from e
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.runs_device_models or "domid" not in bound:
@@ -194,17 +194,11 @@ def check_device_model_inputs(config: GuestConfig) -> None:
         if not Path(path).is_file():
             raise DeviceError(config.name, "firmware", f"{what} {path} is not there; {fix}")
     for disk in config.disks:
-        if disk.target and not Path(disk.target).exists():
-            raise DeviceError(config.name, f"disk {disk.vdev}", f"{disk.target} does not exist; fix disks' target or create the image")
-        if disk.target and not os.access(disk.target, os.R_OK):
-            raise DeviceError(config.name, f"disk {disk.vdev}", f"{disk.target} is not readable")
+        if disk.target:
+            check_disk_target(config.name, disk.vdev, disk.target, writable=False)  # QEMU reads it
     for key, path in (("kernel", config.kernel), ("ramdisk", config.ramdisk)):
         if path and not Path(path).is_file():
             raise DeviceError(config.name, key, f"{path} does not exist; QEMU loads it for direct kernel boot")
-    for devid, vif in enumerate(config.vifs):
-        if vif.type != VifType.VIF and not Path(f"/sys/class/net/{vif.bridge}/bridge").is_dir():
-            raise DeviceError(config.name, f"vif {devid}", f"bridge {vif.bridge} does not exist in dom0; "
-                              f"create it (ip link add {vif.bridge} type bridge) or set the vif's bridge")
     choose_vnc_display(config)  # a display in use fails here, before anything exists
 
 

@@ -12,11 +12,11 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from hypercalls.interface import XsPerm, XsPermission, perms
+from hypercalls.interface import Hypervisor, XenStore, XsPerm, XsPermission, perms
 from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState
 from xentool.config import GuestConfig
-from xentool.config.model import Disk, Vif
+from xentool.config.model import Access, Disk, Vif
 from xentool.create.plan import GUEST, Bindings, Op, Step, XenstoreTransaction, XsNode
 from xentool.errors import DeviceError
 
@@ -25,6 +25,12 @@ from xentool.errors import DeviceError
 CONSOLE_TYPE = "xentool"
 CONSOLE_LIMIT = 1048576  # LIBXL_XENCONSOLE_LIMIT
 INITIALISING = str(int(XenbusState.INITIALISING))
+# The hotplug scripts libxl would run, named in the backend's "script" node.  xentool does their
+# work itself (xentool.hotplug) and runs neither; the nodes are there because netback refuses a vif
+# without one, and so that xl, destroying a xentool guest, finds what it expects (its "remove" of a
+# phy vbd and "offline" of a vif are harmless after ours).
+BLOCK_SCRIPT = "/etc/xen/scripts/block"
+VIF_SCRIPT = "/etc/xen/scripts/vif-bridge"
 
 
 def _frontend_perms(backend_domid: int) -> tuple[XsPermission, ...]:
@@ -87,11 +93,83 @@ class CheckDiskTarget(Op):
         return f"check {self.vdev} target {self.target} ({'rw' if self.writable else 'ro'})"
 
     def apply(self, hv, xs, bound: Bindings) -> None:  # type: ignore[no-untyped-def]
-        mode = os.R_OK | (os.W_OK if self.writable else 0)
-        if not os.path.exists(self.target):
-            raise DeviceError(self.name, self.vdev, f"{self.target} does not exist; create the image or fix the disk's target")
-        if not os.access(self.target, mode):
-            raise DeviceError(self.name, self.vdev, f"{self.target} is not {'writable' if self.writable else 'readable'}")
+        check_disk_target(self.name, self.vdev, self.target, self.writable)
+
+
+def check_disk_target(name: str, vdev: str, target: str, writable: bool) -> None:
+    mode = os.R_OK | (os.W_OK if writable else 0)
+    if not os.path.exists(target):
+        raise DeviceError(name, f"disk {vdev}", f"{target} does not exist; create the image or fix the disk's target")
+    if not os.access(target, mode):
+        raise DeviceError(name, f"disk {vdev}", f"{target} is not {'writable' if writable else 'readable'}")
+
+
+@dataclass(frozen=True)
+class AwaitBackendRelease(Op):
+    """Nothing on the way in; on undo (after the backend directories are gone) the wait until
+    blkback and netback have let go of the devices, so a failed create returns with no loop
+    device or vif interface left."""
+
+    name: str
+
+    def describe(self) -> str:
+        return "(on undo: wait until blkback and netback have released the domain's devices)"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        pass
+
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.has_kernel_backends or "domid" not in bound:
+            return
+        from xentool.hotplug.backend import RELEASE_TIMEOUT, wait_until_released
+
+        held = wait_until_released(bound["domid"], RELEASE_TIMEOUT)
+        if held:
+            raise DeviceError(self.name, ", ".join(held), f"the kernel backends still hold them {RELEASE_TIMEOUT:g} s after removal")
+
+
+@dataclass(frozen=True)
+class AttachDiskBackend(Op):
+    """The block hotplug work: the disk's device (a loop device for a file) handed to blkback."""
+
+    name: str
+    disk: Disk
+
+    def describe(self) -> str:
+        d = self.disk
+        return (f"hotplug vbd {d.vdev}: {d.target} (a loop device if a file, {d.access.value}) -> "
+                f"{_disk_backend(d)}/physical-device; wait for blkback to open it")
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.has_kernel_backends:
+            return
+        from xentool.hotplug.block import VbdTarget, attach_vbd
+
+        d = self.disk
+        attach_vbd(xs, VbdTarget(self.name, bound["domid"], vdev_to_devid(d.vdev), d.vdev, bound.fill(_disk_backend(d)),
+                                 _backend_domid(d.backend), d.target, d.access == Access.RO))
+
+
+@dataclass(frozen=True)
+class AttachVifBackend(Op):
+    """The vif hotplug work: netback's interface renamed, on its bridge, up; then hotplug-status."""
+
+    name: str
+    devid: int
+    vif: Vif
+
+    def describe(self) -> str:
+        return (f"hotplug vif {self.devid}: vif{{domid}}.{self.devid}{f' as {self.vif.vifname}' if self.vif.vifname else ''} "
+                f"joins bridge {self.vif.bridge}, up; {_vif_backend(self.vif, self.devid)}/hotplug-status = 'connected'")
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.has_kernel_backends:
+            return
+        from xentool.hotplug.network import VifTarget, attach_vif
+
+        v = self.vif
+        attach_vif(xs, VifTarget(self.name, bound["domid"], self.devid, bound.fill(_vif_backend(v, self.devid)),
+                                 _backend_domid(v.backend), v.bridge, v.vifname))
 
 
 def _backend_domid(backend: str) -> int:
@@ -144,6 +222,7 @@ def disk_nodes(disk: Disk) -> tuple[XsNode, ...]:
             "removable": "1" if devtype == "cdrom" else "0",
             "bootable": "1",
             "dev": disk.vdev,
+            **({"script": BLOCK_SCRIPT} if _disk_kind(disk) == "vbd" else {}),
         },
     )
 
@@ -163,12 +242,21 @@ def vif_nodes(vif: Vif, devid: int, mac: str) -> tuple[XsNode, ...]:
             "mac": mac,
             "bridge": vif.bridge,
             "type": "vif",
+            "script": VIF_SCRIPT,
         },
     )
 
 
 def _disk_kind(disk: Disk) -> str:
     return "qdisk" if disk.backendtype and disk.backendtype.value == "qdisk" else "vbd"
+
+
+def _disk_backend(disk: Disk) -> str:
+    return f"/local/domain/{_backend_domid(disk.backend)}/backend/{_disk_kind(disk)}/{{domid}}/{vdev_to_devid(disk.vdev)}"
+
+
+def _vif_backend(vif: Vif, devid: int) -> str:
+    return f"/local/domain/{_backend_domid(vif.backend)}/backend/vif/{{domid}}/{devid}"
 
 
 def stable_mac(uuid: str, devid: int) -> str:
@@ -187,7 +275,10 @@ def plan_devices(config: GuestConfig, uuid: str) -> Step:
         nodes += disk_nodes(disk)
     for devid, vif in enumerate(config.vifs):
         nodes += vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))
+    ops.append(AwaitBackendRelease(config.name))
     ops.append(XenstoreTransaction("devices (console, vbd, vif)", tuple(nodes), cleanup=_backend_roots(config)))
+    ops += [AttachDiskBackend(config.name, disk) for disk in config.disks if disk.target and _disk_kind(disk) == "vbd"]
+    ops += [AttachVifBackend(config.name, devid, vif) for devid, vif in enumerate(config.vifs)]
     return Step("devices", tuple(ops))
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from hypercalls.interface import GuestType, Hypervisor
 from xentool.config import GuestConfig
-from xentool.errors import InsufficientMemory, NameInUse
+from xentool.config.model import Access
+from xentool.errors import DeviceError, InsufficientMemory, NameInUse
+from xentool.hotplug import netdev
 
 # What Xen charges a guest beyond its RAM (page tables, grant frames, the p2m): a margin so that a
 # guest accepted here does not fail in the builder for want of a few pages.
@@ -29,9 +31,27 @@ def check_memory_fits(hv: Hypervisor, config: GuestConfig) -> None:
         raise InsufficientMemory(config.name, needed_kib // 1024, free_kib // 1024)
 
 
+def check_devices(config: GuestConfig) -> None:
+    """What dom0's backends will open: disk images and block devices, and the vifs' bridges (the
+    PV vif's, and an HVM guest's emulated NIC's tap)."""
+    from xentool.create.devices import check_disk_target
+    from xentool.hotplug.network import check_bridge
+
+    for disk in config.disks:
+        if disk.target:
+            check_disk_target(config.name, disk.vdev, disk.target, writable=disk.access == Access.RW)
+    for devid, vif in enumerate(config.vifs):
+        check_bridge(config.name, devid, vif.bridge)
+        if vif.vifname and netdev.exists(vif.vifname):
+            raise DeviceError(config.name, f"vif {devid}", f"an interface named {vif.vifname} already exists in dom0; "
+                              "pick another vifname or leave it unset")
+
+
 def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_name_free(hv, config.name)
     check_memory_fits(hv, config)
+    if hv.has_kernel_backends:
+        check_devices(config)
     if config.type == GuestType.HVM and hv.runs_device_models:
         from xentool.create.device_model import check_device_model_inputs
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from xentool.errors import UsageError
 from xentool.lab.errors import LabError, MissingTool
-from xentool.lab.initramfs import Entry, newc_archive
+from xentool.lab.initramfs import Entry, ModuleTree, newc_archive
 from xentool.lab.paths import cache_dir
 
 MARKER_PREFIX = "xentool-guest:"
@@ -63,10 +63,31 @@ arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}";; 
 MARKER=$(arg xentool.marker)
 THEN=$(arg xentool.then)
 echo "xentool-guest: marker=${MARKER:-none} then=${THEN:-wait}"
+# then=devices: use the PV disks xvdb (rw) and xvdc (ro) and the PV NIC (xentool.ip=ADDR/LEN,
+# xentool.peer=ADDR to ping), saying what worked; then wait as usual.
+devices() {
+  say() { echo "xentool-guest: $*"; }
+  mkdir -p /mnt/rw /mnt/ro
+  if mount -t ext4 /dev/xvdb /mnt/rw; then
+    echo "written by $MARKER" > /mnt/rw/guest.txt && sync && umount /mnt/rw && say "rw-disk: wrote guest.txt"
+  else say "rw-disk: mount failed"; fi
+  if mount -t ext4 -o ro /dev/xvdc /mnt/ro; then say "ro-disk: $(cat /mnt/ro/hello.txt)"; umount /mnt/ro
+  else say "ro-disk: mount failed"; fi
+  if dd if=/dev/zero of=/dev/xvdc bs=512 count=1 2>/dev/null; then say "ro-disk: write ALLOWED"
+  else say "ro-disk: write refused"; fi
+  IP=$(arg xentool.ip); PEER=$(arg xentool.peer)
+  if [ -n "$IP" ]; then
+    ip link set eth0 up && ip addr add "$IP" dev eth0 && say "net: eth0 $IP $(cat /sys/class/net/eth0/address)"
+    if ping -c 3 -W 5 "$PEER" >/dev/null 2>&1; then say "net: ping $PEER ok"; else say "net: ping $PEER failed"; fi
+  fi
+  say "devices done"
+}
+# The PV front ends, ext4 and the ACPI button: whatever fails to load (button on a PV guest) is
+# not needed there.
+for m in $(cat /lib/modules/order 2>/dev/null); do insmod "/lib/modules/$m" 2>/dev/null; done
 # An HVM guest without PV drivers is shut down with the ACPI power button: the button driver turns
 # it into a key press that busybox acpid answers by running /etc/acpi/PWRF/00000080.
 if [ -d /sys/firmware/acpi ] && [ -f /lib/modules/button.ko ]; then
-  insmod /lib/modules/button.ko 2>/dev/null; insmod /lib/modules/evdev.ko 2>/dev/null
   sleep 1; [ -e /dev/input/event0 ] && acpid -c /etc/acpi -l /dev/null /dev/input/event*
 fi
 # busybox halt, poweroff and reboot signal PID 1 with USR1, USR2 and TERM.
@@ -78,6 +99,7 @@ case "$THEN" in
   reboot) echo "xentool-guest: rebooting"; reboot -f ;;
   crash) echo "xentool-guest: crashing"; echo c > /proc/sysrq-trigger ;;
   count) ( n=0; while true; do echo "xentool-guest: count=$n"; n=$((n+1)); sleep 1; done ) & ;;
+  devices) devices ;;
   *) ( while read -r line; do
          echo "xentool-guest: typed=$line"
          [ "$line" = poweroff ] && kill -USR2 1
@@ -95,9 +117,10 @@ class GuestImages:
     iso: Path | None = None  # hello.iso, the same kernel and initramfs on a bootable CD-ROM image
 
 
-# The guest kernel's modules that /init loads for the ACPI power button (Debian builds both as
-# modules), and the handler acpid runs for it.
-BUTTON_MODULES = ("kernel/drivers/acpi/button.ko", "kernel/drivers/input/evdev.ko")
+# The guest kernel's modules that /init loads (Debian builds them all as modules): the PV disk and
+# network front ends, ext4 for the test disks, the ACPI power button; and the handler acpid runs
+# for the button.
+GUEST_MODULES = ("xen-blkfront", "xen-netfront", "crc32c_generic", "ext4", "button", "evdev")
 POWER_BUTTON_HANDLER = "#!/bin/busybox sh\nkill -USR2 1\n"
 
 
@@ -108,10 +131,12 @@ def hello_initramfs(busybox: Path, modules_dir: Path | None = None) -> bytes:
     entries.append(Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     entries.append(Entry("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes()))
     entries.append(Entry("init", stat.S_IFREG | 0o755, GUEST_INIT.encode()))
-    modules = [modules_dir / m for m in BUTTON_MODULES] if modules_dir else []
-    if modules and all(m.is_file() for m in modules):
+    if modules_dir is not None:
+        order = ModuleTree.load(modules_dir).load_order(GUEST_MODULES)
+        names = [Path(p).name for p in order]
         entries += [Entry(d, stat.S_IFDIR | 0o755) for d in ("lib", "lib/modules", "etc", "etc/acpi", "etc/acpi/PWRF")]
-        entries += [Entry(f"lib/modules/{m.name}", stat.S_IFREG | 0o644, m.read_bytes()) for m in modules]
+        entries += [Entry(f"lib/modules/{n}", stat.S_IFREG | 0o644, (modules_dir / p).read_bytes()) for p, n in zip(order, names)]
+        entries.append(Entry("lib/modules/order", stat.S_IFREG | 0o644, ("\n".join(names) + "\n").encode()))
         entries.append(Entry("etc/acpi/PWRF/00000080", stat.S_IFREG | 0o755, POWER_BUTTON_HANDLER.encode()))
     return gzip.compress(newc_archive(entries), compresslevel=6, mtime=0)
 
