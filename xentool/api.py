@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid as uuid_module
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -30,8 +30,9 @@ from xentool.records import RecordStore
 
 if TYPE_CHECKING:
     from xentool.config import GuestConfig
-    from xentool.config.model import Action
+    from xentool.config.model import Action, Disk, Vif
     from xentool.create import BuildPlan
+    from xentool.hotplug.live import DeviceStatus
 
 # The config model (pydantic) and the creation steps are imported by the methods that use them:
 # `xentool list` and `destroy` need neither, and in the lab's dom0 (Python under QEMU TCG) they
@@ -312,6 +313,80 @@ class Toolstack:
         domain = self._guest(ref)
         lifecycle.checked("vcpu-set", domain.name, lambda: lifecycle.set_online_vcpus(self.hv, domain.domid, vcpus, domain.name))
 
+    # -- devices of a running guest ------------------------------------------------------------
+    def block_list(self, ref: str | int) -> list[DeviceStatus]:
+        from xentool.hotplug.live import list_devices
+
+        return list_devices(self.hv.xenstore(), self.lookup(ref).domid, "vbd")
+
+    def network_list(self, ref: str | int) -> list[DeviceStatus]:
+        from xentool.hotplug.live import list_devices
+
+        return list_devices(self.hv.xenstore(), self.lookup(ref).domid, "vif")
+
+    def block_attach(self, ref: str | int, disk: Disk | str | Mapping[str, Any]) -> DeviceStatus:
+        """Give a running guest another disk (a Disk, its dict, or xl's string form
+        ``/img/b.raw,raw,xvdb,rw``); returns it once the guest has connected it."""
+        from xentool.hotplug.live import attach_disk
+
+        domain = self._hotplug_target(ref)
+        from xentool.config.model import disk_adapter
+
+        spec = _device_spec(disk_adapter(), disk, "disk")
+        status = attach_disk(self.hv, domain.domid, domain.name, spec)
+        self._record_devices(domain, lambda c: c.model_copy(update={"disks": [*c.disks, spec]}))
+        return status
+
+    def block_detach(self, ref: str | int, vdev: str, force: bool = False) -> None:
+        from pvdrivers.blkif import vdev_to_devid
+        from xentool.hotplug.live import detach
+
+        domain = self._hotplug_target(ref)
+        try:
+            devid = vdev_to_devid(vdev)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        detach(self.hv, domain.domid, domain.name, "vbd", devid, f"disk {vdev}", force)
+        self._record_devices(domain, lambda c: c.model_copy(update={"disks": [d for d in c.disks if d.vdev != vdev]}))
+
+    def network_attach(self, ref: str | int, vif: Vif | str | Mapping[str, Any]) -> DeviceStatus:
+        """Give a running guest another network interface (a Vif, its dict, or xl's string form
+        ``bridge=xenbr0,mac=...``); returns it once the guest has connected it."""
+        from xentool.hotplug.live import attach_vif
+
+        domain = self._hotplug_target(ref)
+        from xentool.config.model import vif_adapter
+
+        spec = _device_spec(vif_adapter(), vif, "vif")
+        status = attach_vif(self.hv, domain.domid, domain.name, domain.uuid, spec)
+        spec = spec.model_copy(update={"mac": status.details["mac"]})  # a restart keeps the MAC
+        self._record_devices(domain, lambda c: c.model_copy(update={"vifs": [*c.vifs, spec]}))
+        return status
+
+    def network_detach(self, ref: str | int, which: str | int, force: bool = False) -> None:
+        """Take a vif away: ``which`` is its devid or its MAC address."""
+        from xentool.hotplug.live import detach
+
+        domain = self._hotplug_target(ref)
+        vifs = self.network_list(domain.domid)
+        match = [v for v in vifs if str(v.devid) == str(which) or v.details["mac"] == str(which).lower()]
+        if not match:
+            raise UsageError(f"domain {domain.name} has no vif {which}; `xentool network-list {domain.name}` shows them")
+        gone = match[0]
+        detach(self.hv, domain.domid, domain.name, "vif", gone.devid, gone.name, force)
+        self._record_devices(domain, lambda c: c.model_copy(update={"vifs": [v for v in c.vifs if v.mac != gone.details["mac"]]}))
+
+    def _hotplug_target(self, ref: str | int) -> DomainSummary:
+        domain = self._guest(ref)
+        if not self.hv.has_kernel_backends:
+            raise UsageError(f"the {self.hv.kind} backend has no device backends to attach devices with; use real Xen")
+        return domain
+
+    def _record_devices(self, domain: DomainSummary, change: Callable[[GuestConfig], GuestConfig]) -> None:
+        record = self.records.load(domain.uuid)
+        if record is not None:
+            self.records.reconfigured(domain.uuid, change(record.guest_config()))
+
     def shutdown(self, ref: str | int, wait: bool = False, timeout: float = 60.0) -> str:
         """Ask the guest to power off.  With ``wait``, wait until it has, then apply its on_poweroff
         action; returns the final state ("shutdown", or "gone" once destroyed)."""
@@ -388,6 +463,18 @@ class Toolstack:
 
         info = lifecycle.wait_until(self.hv, domain.domid, reached, f"domain {domain.name} to be {'/'.join(sorted(wanted))}", timeout)
         return lifecycle.DOMAIN_GONE if info is None else info.state.value
+
+
+def _device_spec(adapter: Any, value: Any, what: str) -> Any:
+    """A Disk or Vif from what a script or the command line gave, or one line saying what is wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) and p not in ("function-before",))
+        raise UsageError(f"{what} {value!r}: {where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
 
 
 def _action_for(config: GuestConfig | None, reason: ShutdownReason) -> Action:

@@ -77,6 +77,13 @@ class RecordStore:
         if record is not None:
             self._write(DomainRecord(record.uuid, domid, record.name, record.created, record.config))
 
+    def reconfigured(self, uuid: str, config: GuestConfig) -> None:
+        """The guest's devices changed while it ran: a restart must rebuild it as it is now."""
+        record = self.load(uuid)
+        if record is not None:
+            dumped = config.model_dump(mode="json", exclude_none=True, exclude={"source"})
+            self._write(DomainRecord(record.uuid, record.domid, record.name, record.created, dumped))
+
     def remove(self, uuid: str) -> None:
         try:
             self._path(uuid).unlink()

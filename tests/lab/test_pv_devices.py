@@ -10,6 +10,7 @@ vif interface, bridge port or backend device is left.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -73,7 +74,7 @@ def devices_left(lab: Lab) -> dict[str, str]:
     return {"loops": loops, "vifs": vifs, "ports": ports, "backends": backends}
 
 
-def test_pv_guest_uses_its_disks_and_network(lab, guests, bridge, tmp_path_factory):
+def test_pv_guest_uses_its_disks_and_network_and_hot_plug(lab, guests, bridge):
     images = lab.share_dir / "pv-devices"
     images.mkdir(exist_ok=True)
     tag = uuid.uuid4().hex[:6]
@@ -106,6 +107,7 @@ def test_pv_guest_uses_its_disks_and_network(lab, guests, bridge, tmp_path_facto
         assert mac.startswith("00:16:3e:")
         pinged = lab.exec(["busybox", "ping", "-c", "3", "-W", "5", GUEST_IP], capture=True, timeout=60)
         assert pinged.returncode == 0, pinged.out + pinged.err
+        hot_plug_while_running(lab, images, tag, domid)
     finally:
         destroyed = xentool(lab, "destroy", "pvdev")
     assert destroyed.returncode == 0, destroyed.err
@@ -113,6 +115,39 @@ def test_pv_guest_uses_its_disks_and_network(lab, guests, bridge, tmp_path_facto
     assert host_state(lab) == before_state
     assert read_from_image(rw, "guest.txt") == "written by pvdev\n"
     assert read_from_image(ro, "hello.txt") == f"read-only data {tag}"
+
+
+def hot_plug_while_running(lab: Lab, images: Path, tag: str, domid: str) -> None:
+    """Attach returns once the guest's front end connected the device; detach once the guest let go
+    and the backend released it."""
+    extra = ext4_image(images / f"extra-{tag}.img", {"extra.txt": "x"})
+    attached = xentool(lab, "block-attach", "pvdev", f"{extra},raw,xvdd,ro")
+    assert attached.returncode == 0, attached.err
+    disks = {d["name"]: d for d in json_out(xentool(lab, "block-list", "--json", "pvdev"))}
+    assert set(disks) == {"xvdb", "xvdc", "xvdd"}
+    assert (disks["xvdd"]["backend_state"], disks["xvdd"]["frontend_state"], disks["xvdd"]["mode"]) == ("connected", "connected", "r")
+    assert str(extra) in devices_left(lab)["loops"]
+    taken = xentool(lab, "block-attach", "pvdev", f"{extra},raw,xvdd,ro")
+    assert taken.returncode != 0 and "already has xvdd" in taken.err, taken.err
+    detached = xentool(lab, "block-detach", "pvdev", "xvdd")
+    assert detached.returncode == 0, detached.err
+    assert [d["name"] for d in json_out(xentool(lab, "block-list", "--json", "pvdev"))] == ["xvdb", "xvdc"]
+    assert str(extra) not in devices_left(lab)["loops"]
+
+    added = xentool(lab, "network-attach", "pvdev", f"bridge={BRIDGE}")
+    assert added.returncode == 0, added.err
+    vifs = json_out(xentool(lab, "network-list", "--json", "pvdev"))
+    assert [(v["devid"], v["backend_state"], v["frontend_state"]) for v in vifs] == [(0, "connected", "connected"), (1, "connected", "connected")]
+    assert f"vif{domid}.1" in devices_left(lab)["ports"]
+    removed = xentool(lab, "network-detach", "pvdev", vifs[1]["mac"])
+    assert removed.returncode == 0, removed.err
+    assert f"vif{domid}.1" not in devices_left(lab)["vifs"]
+    assert len(json_out(xentool(lab, "network-list", "--json", "pvdev"))) == 1
+
+
+def json_out(result) -> list[dict]:  # type: ignore[no-untyped-def]
+    assert result.returncode == 0, result.err
+    return json.loads(result.out)
 
 
 def test_bad_device_input_is_one_line_and_leaves_nothing(lab, guests, bridge):

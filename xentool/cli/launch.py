@@ -18,7 +18,8 @@ NO_SERVER_ENV = "XENTOOL_NO_SERVER"
 # Commands that neither read the terminal nor drive the lab: the server runs them as they are.
 FORWARDED = frozenset({
     "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "rename",
-    "mem-set", "vcpu-set",
+    "mem-set", "vcpu-set", "block-attach", "block-detach", "block-list", "network-attach", "network-detach",
+    "network-list",
 })
 LOCAL_FLAGS = frozenset({"-c", "--console", "--lab", "--connect=lab", "--help"})
 

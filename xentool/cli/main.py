@@ -258,6 +258,85 @@ def vcpu_set(
         xt.vcpu_set(domain, vcpus)
 
 
+def _print_devices(devices: list, as_json: bool, columns: tuple[str, ...]) -> None:  # type: ignore[type-arg]
+    if as_json:
+        _print_json([d.to_json() for d in devices])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("Dev", "DevId", "BE-state", "FE-state", *(c.capitalize() for c in columns)):
+        table.add_column(column)
+    for d in devices:
+        table.add_row(d.name, str(d.devid), d.backend_state, d.frontend_state, *(d.details.get(c, "") for c in columns))
+    out().print(table)
+
+
+@app.command("block-attach")
+def block_attach(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    disk: str = typer.Argument(..., help="The disk, xl style: TARGET,FORMAT,VDEV,ACCESS (e.g. /img/b.raw,raw,xvdb,rw)."),
+) -> None:
+    """Give a running guest another disk; returns once the guest has connected it."""
+    with _toolstack() as xt:
+        status = xt.block_attach(domain, disk)
+    out().print(f"domain {domain}: {status.name} attached ({status.details['target']} as {status.details['device'] or 'device'})")
+
+
+@app.command("block-detach")
+def block_detach(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    vdev: str = typer.Argument(..., help="The disk's name in the guest, like xvdb."),
+    force: bool = typer.Option(False, "--force", help="Remove it even if the guest does not let go."),
+) -> None:
+    """Take a disk away from a running guest (it must let go of it first, unless --force)."""
+    with _toolstack() as xt:
+        xt.block_detach(domain, vdev, force)
+
+
+@app.command("block-list")
+def block_list(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List a domain's disks and the state of both halves of each."""
+    with _toolstack() as xt:
+        _print_devices(xt.block_list(domain), as_json, ("target", "mode", "device"))
+
+
+@app.command("network-attach")
+def network_attach(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    settings: Optional[list[str]] = typer.Argument(None, help="xl style: bridge=xenbr0 mac=00:16:3e:.. vifname=.."),
+) -> None:
+    """Give a running guest another network interface; returns once the guest has connected it."""
+    with _toolstack() as xt:
+        status = xt.network_attach(domain, ",".join(settings or []))
+    out().print(f"domain {domain}: {status.name} attached ({status.details['mac']} as {status.details['interface']} "
+                f"on {status.details['bridge']})")
+
+
+@app.command("network-detach")
+def network_detach(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    which: str = typer.Argument(..., help="The vif's devid or MAC address."),
+    force: bool = typer.Option(False, "--force", help="Remove it even if the guest does not let go."),
+) -> None:
+    """Take a network interface away from a running guest."""
+    with _toolstack() as xt:
+        xt.network_detach(domain, which, force)
+
+
+@app.command("network-list")
+def network_list(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List a domain's network interfaces and the state of both halves of each."""
+    with _toolstack() as xt:
+        _print_devices(xt.network_list(domain), as_json, ("mac", "bridge", "interface"))
+
+
 @app.command()
 def console(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),

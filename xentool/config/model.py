@@ -18,7 +18,7 @@ import re
 import uuid as uuid_module
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, WithJsonSchema, field_validator, model_validator
 
 from hypercalls.interface import GuestType
 from pvdrivers.blkif import vdev_to_devid
@@ -354,6 +354,15 @@ class Vif(_Section):
 
 def _vif_spec(value: Any) -> Any:
     return parse_vif_spec(value) if isinstance(value, str) else value
+
+
+def disk_adapter() -> TypeAdapter[Disk]:
+    """Validates one disk as a config's disks entry does (a dict, or xl's string form)."""
+    return TypeAdapter(Annotated[Disk, BeforeValidator(_disk_spec)])
+
+
+def vif_adapter() -> TypeAdapter[Vif]:
+    return TypeAdapter(Annotated[Vif, BeforeValidator(_vif_spec)])
 
 
 class Vnc(_Section):

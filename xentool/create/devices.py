@@ -138,7 +138,7 @@ class AttachDiskBackend(Op):
     def describe(self) -> str:
         d = self.disk
         return (f"hotplug vbd {d.vdev}: {d.target} (a loop device if a file, {d.access.value}) -> "
-                f"{_disk_backend(d)}/physical-device; wait for blkback to open it")
+                f"{disk_backend_path(d)}/physical-device; wait for blkback to open it")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.has_kernel_backends:
@@ -146,7 +146,7 @@ class AttachDiskBackend(Op):
         from xentool.hotplug.block import VbdTarget, attach_vbd
 
         d = self.disk
-        attach_vbd(xs, VbdTarget(self.name, bound["domid"], vdev_to_devid(d.vdev), d.vdev, bound.fill(_disk_backend(d)),
+        attach_vbd(xs, VbdTarget(self.name, bound["domid"], vdev_to_devid(d.vdev), d.vdev, bound.fill(disk_backend_path(d)),
                                  _backend_domid(d.backend), d.target, d.access == Access.RO))
 
 
@@ -160,7 +160,7 @@ class AttachVifBackend(Op):
 
     def describe(self) -> str:
         return (f"hotplug vif {self.devid}: vif{{domid}}.{self.devid}{f' as {self.vif.vifname}' if self.vif.vifname else ''} "
-                f"joins bridge {self.vif.bridge}, up; {_vif_backend(self.vif, self.devid)}/hotplug-status = 'connected'")
+                f"joins bridge {self.vif.bridge}, up; {vif_backend_path(self.vif, self.devid)}/hotplug-status = 'connected'")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.has_kernel_backends:
@@ -168,7 +168,7 @@ class AttachVifBackend(Op):
         from xentool.hotplug.network import VifTarget, attach_vif
 
         v = self.vif
-        attach_vif(xs, VifTarget(self.name, bound["domid"], self.devid, bound.fill(_vif_backend(v, self.devid)),
+        attach_vif(xs, VifTarget(self.name, bound["domid"], self.devid, bound.fill(vif_backend_path(v, self.devid)),
                                  _backend_domid(v.backend), v.bridge, v.vifname))
 
 
@@ -202,7 +202,7 @@ def disk_nodes(disk: Disk) -> tuple[XsNode, ...]:
     backend_domid = _backend_domid(disk.backend)
     devtype = disk.devtype.value
     return device_nodes(
-        _disk_kind(disk),
+        disk_kind(disk),
         devid,
         backend_domid,
         front={
@@ -222,7 +222,7 @@ def disk_nodes(disk: Disk) -> tuple[XsNode, ...]:
             "removable": "1" if devtype == "cdrom" else "0",
             "bootable": "1",
             "dev": disk.vdev,
-            **({"script": BLOCK_SCRIPT} if _disk_kind(disk) == "vbd" else {}),
+            **({"script": BLOCK_SCRIPT} if disk_kind(disk) == "vbd" else {}),
         },
     )
 
@@ -247,15 +247,15 @@ def vif_nodes(vif: Vif, devid: int, mac: str) -> tuple[XsNode, ...]:
     )
 
 
-def _disk_kind(disk: Disk) -> str:
+def disk_kind(disk: Disk) -> str:
     return "qdisk" if disk.backendtype and disk.backendtype.value == "qdisk" else "vbd"
 
 
-def _disk_backend(disk: Disk) -> str:
-    return f"/local/domain/{_backend_domid(disk.backend)}/backend/{_disk_kind(disk)}/{{domid}}/{vdev_to_devid(disk.vdev)}"
+def disk_backend_path(disk: Disk) -> str:
+    return f"/local/domain/{_backend_domid(disk.backend)}/backend/{disk_kind(disk)}/{{domid}}/{vdev_to_devid(disk.vdev)}"
 
 
-def _vif_backend(vif: Vif, devid: int) -> str:
+def vif_backend_path(vif: Vif, devid: int) -> str:
     return f"/local/domain/{_backend_domid(vif.backend)}/backend/vif/{{domid}}/{devid}"
 
 
@@ -277,7 +277,7 @@ def plan_devices(config: GuestConfig, uuid: str) -> Step:
         nodes += vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))
     ops.append(AwaitBackendRelease(config.name))
     ops.append(XenstoreTransaction("devices (console, vbd, vif)", tuple(nodes), cleanup=_backend_roots(config)))
-    ops += [AttachDiskBackend(config.name, disk) for disk in config.disks if disk.target and _disk_kind(disk) == "vbd"]
+    ops += [AttachDiskBackend(config.name, disk) for disk in config.disks if disk.target and disk_kind(disk) == "vbd"]
     ops += [AttachVifBackend(config.name, devid, vif) for devid, vif in enumerate(config.vifs)]
     return Step("devices", tuple(ops))
 
@@ -286,7 +286,7 @@ def _backend_roots(config: GuestConfig) -> tuple[str, ...]:
     """Backend directories to remove on undo; the frontends go with /local/domain/N."""
     roots = {"/local/domain/0/backend/console/{domid}"}
     for disk in config.disks:
-        roots.add(f"/local/domain/{_backend_domid(disk.backend)}/backend/{_disk_kind(disk)}/{{domid}}")
+        roots.add(f"/local/domain/{_backend_domid(disk.backend)}/backend/{disk_kind(disk)}/{{domid}}")
     for vif in config.vifs:
         roots.add(f"/local/domain/{_backend_domid(vif.backend)}/backend/vif/{{domid}}")
     return tuple(sorted(roots))
