@@ -464,6 +464,13 @@ class Hypervisor(abc.ABC):
     #: need xentool's hotplug work (xentool.hotplug); the simulator serves nothing.
     has_kernel_backends: bool = True
 
+    def domain_dumpcore(self, domid: int, path: str) -> None:
+        """Write the domain's memory and vcpu state to ``path`` as an ELF core (xc_domain_dumpcore)."""
+        from hypercalls.errors import XenError
+        import errno
+
+        raise XenError("domain_dumpcore", errno.EOPNOTSUPP, domid, f"the {self.kind} backend has no guest memory to dump")
+
     def open_guest_console(self, domid: int, ring_ref: int, remote_port: int) -> GuestConsole:
         """Map the guest's console page (grant, else frame ``ring_ref``) and bind ``remote_port``."""
         from hypercalls.errors import XenError

@@ -30,7 +30,7 @@ from xentool.records import RecordStore
 
 if TYPE_CHECKING:
     from xentool.config import GuestConfig
-    from xentool.config.model import Action, Disk, Vif
+    from xentool.config.model import Disk, Vif
     from xentool.create import BuildPlan
     from xentool.hotplug.live import DeviceStatus
 
@@ -250,7 +250,7 @@ class Toolstack:
         config = self.load(source, overrides)
         return self._create(config, str(config.uuid) if config.uuid else str(uuid_module.uuid4()), paused)
 
-    def _create(self, config: GuestConfig, uuid: str, paused: bool) -> DomainSummary:
+    def _create(self, config: GuestConfig, uuid: str, paused: bool, restarts: tuple[float, ...] = ()) -> DomainSummary:
         from xentool.create import plan_creation
         from xentool.create.executor import execute
         from xentool.create.preflight import preflight
@@ -261,7 +261,7 @@ class Toolstack:
             from xentool import obituaries
 
             obituaries.forget(uuid)
-        self.records.save(config, uuid, bound["domid"])
+        self.records.save(config, uuid, bound["domid"], restarts)
         return self._summary(self.hv.domain_getinfo(bound["domid"]))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -424,31 +424,12 @@ class Toolstack:
             return None
         return self.apply_shutdown_action(domain, info)
 
-    def apply_shutdown_action(self, domain: DomainSummary, info: DomainInfo) -> str:
-        """Do what the guest's config says for the reason it shut down (on_poweroff, on_reboot, ...).
+    def apply_shutdown_action(self, domain: DomainSummary, info: DomainInfo | None = None) -> str:
+        """Do what the guest's config says for the reason it shut down (on_poweroff, on_reboot, ...);
+        see :mod:`xentool.shutdown_actions`.  ``info`` is accepted for older callers and not needed."""
+        from xentool.shutdown_actions import apply_shutdown_action
 
-        Without a record (a domain xentool did not create) xl's defaults apply: destroy, except
-        restart on reboot.
-        """
-        from xentool.config.model import Action
-
-        reason = info.shutdown_reason or ShutdownReason.POWEROFF
-        record = self.records.load(domain.uuid)
-        config = record.guest_config() if record else None
-        action = _action_for(config, reason)
-        if action == Action.PRESERVE:
-            return info.state.value
-        if action in (Action.RESTART, Action.RENAME_RESTART) and config is not None:
-            lifecycle.destroy(self.hv, domain.domid)
-            restarted = self._create(config, domain.uuid, paused=False)
-            return restarted.state
-        if action.value.startswith("coredump"):
-            raise DomainOperationError(
-                action.value, domain.name, "core dumps need the real backend (foreign memory mapping); it is not built yet"
-            )
-        lifecycle.destroy(self.hv, domain.domid)
-        self.records.remove(domain.uuid)
-        return lifecycle.DOMAIN_GONE
+        return apply_shutdown_action(self, domain)
 
     def wait_for_state(self, ref: str | int, states: Sequence[str], timeout: float = 60.0) -> str:
         """Wait until the domain is in one of ``states`` (RunState values, or "gone")."""
@@ -475,19 +456,6 @@ def _device_spec(adapter: Any, value: Any, what: str) -> Any:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) and p not in ("function-before",))
         raise UsageError(f"{what} {value!r}: {where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
-
-
-def _action_for(config: GuestConfig | None, reason: ShutdownReason) -> Action:
-    from xentool.config.model import Action
-
-    if config is None:
-        return Action.RESTART if reason == ShutdownReason.REBOOT else Action.DESTROY
-    return {
-        ShutdownReason.POWEROFF: config.on_poweroff,
-        ShutdownReason.REBOOT: config.on_reboot,
-        ShutdownReason.CRASH: config.on_crash,
-        ShutdownReason.WATCHDOG: config.on_watchdog,
-    }.get(reason, Action.DESTROY)
 
 
 __all__ = ["DomainDetails", "DomainSummary", "HostInfo", "Toolstack", "XenError", "connect"]

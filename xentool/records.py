@@ -8,11 +8,15 @@ managed, just without those extras.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,6 +30,7 @@ class DomainRecord:
     name: str
     created: float
     config: dict[str, Any]
+    restarts: tuple[float, ...] = ()  # when xentool restarted it lately (restart_window), for loop detection
 
     def guest_config(self) -> GuestConfig:
         from xentool.config import config_from_dict  # the config model: only restarts need it
@@ -40,13 +45,14 @@ class RecordStore:
     def _path(self, uuid: str) -> Path:
         return self.directory / f"{uuid}.json"
 
-    def save(self, config: GuestConfig, uuid: str, domid: int) -> DomainRecord:
+    def save(self, config: GuestConfig, uuid: str, domid: int, restarts: tuple[float, ...] = ()) -> DomainRecord:
         record = DomainRecord(
             uuid=uuid,
             domid=domid,
             name=config.name,
             created=time.time(),
             config=config.model_dump(mode="json", exclude_none=True, exclude={"source"}),
+            restarts=tuple(restarts),
         )
         self._write(record)
         return record
@@ -63,29 +69,37 @@ class RecordStore:
             data = json.loads(self._path(uuid).read_text())
         except (OSError, ValueError):
             return None
+        data["restarts"] = tuple(data.get("restarts", ()))
         return DomainRecord(**data)
+
+    @contextlib.contextmanager
+    def lock(self, uuid: str) -> Iterator[None]:
+        """Held while a shutdown action runs, so the supervisor and a command (shutdown -w) that
+        both saw the guest go down do not both act on it."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.directory / f"{uuid}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
 
     def renamed(self, uuid: str, new_name: str) -> None:
         record = self.load(uuid)
         if record is None:
             return
         config = dict(record.config, name=new_name)
-        self._write(DomainRecord(record.uuid, record.domid, new_name, record.created, config))
+        self._write(dataclasses.replace(record, name=new_name, config=config))
 
     def moved(self, uuid: str, domid: int) -> None:
         record = self.load(uuid)
         if record is not None:
-            self._write(DomainRecord(record.uuid, domid, record.name, record.created, record.config))
+            self._write(dataclasses.replace(record, domid=domid))
 
     def reconfigured(self, uuid: str, config: GuestConfig) -> None:
         """The guest's devices changed while it ran: a restart must rebuild it as it is now."""
         record = self.load(uuid)
         if record is not None:
             dumped = config.model_dump(mode="json", exclude_none=True, exclude={"source"})
-            self._write(DomainRecord(record.uuid, record.domid, record.name, record.created, dumped))
+            self._write(dataclasses.replace(record, config=dumped))
 
     def remove(self, uuid: str) -> None:
-        try:
-            self._path(uuid).unlink()
-        except FileNotFoundError:
-            pass
+        for path in (self._path(uuid), self.directory / f"{uuid}.lock"):
+            path.unlink(missing_ok=True)

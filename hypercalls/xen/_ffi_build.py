@@ -366,6 +366,7 @@ int xc_readconsolering(xc_interface *xch, char *buffer, unsigned int *pnr_chars,
 int xc_domain_create(xc_interface *xch, uint32_t *pdomid, struct xen_domctl_createdomain *config);
 int xc_domain_max_vcpus(xc_interface *xch, uint32_t domid, unsigned int max);
 int xc_domain_destroy(xc_interface *xch, uint32_t domid);
+int xc_domain_dumpcore(xc_interface *xch, uint32_t domid, const char *corename);
 int xc_domain_pause(xc_interface *xch, uint32_t domid);
 int xc_domain_unpause(xc_interface *xch, uint32_t domid);
 int xc_domain_send_trigger(xc_interface *xch, uint32_t domid, uint32_t trigger, uint32_t vcpu);

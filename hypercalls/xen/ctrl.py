@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import uuid as uuid_module
 from types import ModuleType
@@ -173,6 +174,10 @@ class XenHypervisor(Hypervisor):
     def domain_destroy(self, domid: int) -> None:
         self.xc.call("xc_domain_destroy", self.lib.xc_domain_destroy, self.xc.xch, domid, domid=domid,
                      failed=failed_nonzero)
+
+    def domain_dumpcore(self, domid: int, path: str) -> None:
+        self.xc.call("xc_domain_dumpcore", self.lib.xc_domain_dumpcore, self.xc.xch, domid, os.fsencode(path),
+                     domid=domid, failed=failed_nonzero)
 
     def domain_pause(self, domid: int) -> None:
         self.xc.call("xc_domain_pause", self.lib.xc_domain_pause, self.xc.xch, domid, domid=domid,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from xentool.errors import DomainNotFound, NameInUse, UsageError, WaitTimeout
@@ -133,3 +135,62 @@ def test_rename_to_a_name_a_config_could_not_hold_is_refused(xt, make_config):
         with pytest.raises(UsageError):
             xt.rename("web", bad)
     assert xt.lookup("web").name == "web"
+
+
+def crash(xt, name: str = "web"):  # type: ignore[no-untyped-def]
+    from hypercalls.interface import ShutdownReason
+
+    domain = xt.lookup(name)
+    xt.hv.domain_shutdown(domain.domid, ShutdownReason.CRASH)
+    return domain
+
+
+def test_a_guest_that_keeps_crashing_is_restarted_restart_tries_times_then_destroyed(xt, make_config):
+    before = host_snapshot(xt)
+    first = xt.create(make_config(on_crash="restart", restart_tries=2, restart_window=600))
+    domids = {first.domid}
+    for _ in range(2):
+        assert xt.handle_shutdown(crash(xt).name) in ("running", "blocked")
+        again = xt.lookup("web")
+        assert again.uuid == first.uuid
+        domids.add(again.domid)
+    assert len(domids) == 3
+    assert xt.handle_shutdown(crash(xt).name) == "gone"
+    assert host_snapshot(xt) == before
+    assert xt.records.load(first.uuid) is None
+
+
+def test_restarts_outside_the_window_do_not_count(xt, make_config):
+    first = xt.create(make_config(on_crash="restart", restart_tries=1, restart_window=1))
+    record = xt.records.load(first.uuid)
+    xt.records._write(dataclasses.replace(record, restarts=(record.created - 3600,)))  # an old restart
+    assert xt.handle_shutdown(crash(xt).name) in ("running", "blocked")
+
+
+def test_rename_restart_keeps_the_old_domain_and_starts_a_new_one(xt, make_config):
+    first = xt.create(make_config(on_crash="rename-restart"))
+    crash(xt)
+    xt.handle_shutdown("web")
+    kept = xt.lookup(f"web--{first.domid}")
+    assert kept.uuid == first.uuid and kept.state == "crashed"
+    new = xt.lookup("web")
+    assert new.uuid != first.uuid and new.state in ("running", "blocked")
+
+
+def test_a_second_party_finds_the_action_done(xt, make_config):
+    """The supervisor and a waiting command may both see the guest go down: only one acts."""
+    first = xt.create(make_config(on_poweroff="destroy"))
+    xt.shutdown("web")
+    stale = xt.lookup(first.uuid)
+    assert xt.apply_shutdown_action(stale) == "gone"
+    assert xt.apply_shutdown_action(stale) == "gone"  # nothing left to act on, and no error
+
+
+def test_coredump_on_the_simulator_fails_clearly_and_keeps_the_domain(xt, make_config):
+    from xentool.errors import DomainOperationError
+
+    xt.create(make_config(on_crash="coredump-destroy"))
+    crash(xt)
+    with pytest.raises(DomainOperationError, match="core dump of domain web failed"):
+        xt.handle_shutdown("web")
+    assert xt.lookup("web").state == "crashed"

@@ -511,6 +511,12 @@ class GuestConfig(BaseModel):
     on_reboot: Action = Field(Action.RESTART, description="What to do when the guest reboots.")
     on_crash: Action = Field(Action.DESTROY, description="What to do when the guest crashes.")
     on_watchdog: Action = Field(Action.DESTROY, description="What to do when the guest's watchdog fires.")
+    restart_tries: Count = Field(
+        3, ge=1, le=1000,
+        description="How many times xentool restarts a guest within restart_window seconds (on_* restart) before it "
+        "gives up on one that keeps going down, a guest crashing at boot say, and destroys it.",
+    )
+    restart_window: Count = Field(60, ge=1, le=86400, description="Seconds; see restart_tries.")
     disks: list[Annotated[Disk, BeforeValidator(_disk_spec)]] = Field([], description="Virtual disks and cdrom drives.")
     vifs: list[Annotated[Vif, BeforeValidator(_vif_spec)]] = Field([], description="Network interfaces.")
     serial: str | None = Field(
