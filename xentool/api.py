@@ -248,7 +248,17 @@ class Toolstack:
         paused: bool = False,
     ) -> DomainSummary:
         config = self.load(source, overrides)
-        return self._create(config, str(config.uuid) if config.uuid else str(uuid_module.uuid4()), paused)
+        domain = self._create(config, str(config.uuid) if config.uuid else str(uuid_module.uuid4()), paused)
+        if self.hv.needs_console_backend:  # a real host: somebody must keep the on_* promises from now on
+            from xentool import supervisor
+
+            supervisor.ensure_running(self.reconnect)
+        return domain
+
+    def reconnect(self) -> "Toolstack":
+        """A new Toolstack on the same hypervisor and records, with a connection of its own (for a
+        forked process, which must not share this one's)."""
+        return Toolstack(self.hv.reopen(), RecordStore(self.records.directory))
 
     def _create(self, config: GuestConfig, uuid: str, paused: bool, restarts: tuple[float, ...] = ()) -> DomainSummary:
         from xentool.create import plan_creation
@@ -402,7 +412,7 @@ class Toolstack:
         lifecycle.checked(word, domain.name, lambda: lifecycle.request_shutdown(self.hv, domain.domid, reason))
         if not wait:
             return domain.state
-        info = lifecycle.wait_until(
+        lifecycle.wait_until(
             self.hv,
             domain.domid,
             lifecycle.is_shut_down,
@@ -410,19 +420,28 @@ class Toolstack:
             timeout,
             hint=f"the guest did not act on the {word} request; `xentool destroy {domain.name}` forces it off",
         )
-        if info is None:
-            return lifecycle.DOMAIN_GONE
-        return self.apply_shutdown_action(domain, info)
+        return self._outcome(domain)
 
     def handle_shutdown(self, ref: str | int) -> str | None:
         """If the domain has shut down, do what its config says for the reason (what xl's per-guest
         monitor does); returns the resulting state ("gone", "running", "shutdown", ...), or None
         while the domain has not shut down."""
         domain = self._guest(ref)
-        info = self.hv.domain_getinfo(domain.domid)
-        if not info.shutdown:
+        info = lifecycle.state_of(self.hv, domain.domid)
+        if info is not None and not info.shutdown:
             return None
-        return self.apply_shutdown_action(domain, info)
+        return self._outcome(domain)
+
+    def _outcome(self, domain: DomainSummary) -> str:
+        """The guest's state once its shutdown action is done, by us or by the supervisor: the
+        action takes the guest's lock, so this waits while the supervisor restarts it, say."""
+        outcome = self.apply_shutdown_action(domain)
+        if outcome != lifecycle.DOMAIN_GONE:
+            return outcome
+        try:
+            return self.lookup(domain.uuid).state  # restarted, by whoever acted
+        except DomainNotFound:
+            return lifecycle.DOMAIN_GONE
 
     def apply_shutdown_action(self, domain: DomainSummary, info: DomainInfo | None = None) -> str:
         """Do what the guest's config says for the reason it shut down (on_poweroff, on_reboot, ...);

@@ -194,3 +194,23 @@ def test_coredump_on_the_simulator_fails_clearly_and_keeps_the_domain(xt, make_c
     with pytest.raises(DomainOperationError, match="core dump of domain web failed"):
         xt.handle_shutdown("web")
     assert xt.lookup("web").state == "crashed"
+
+
+def test_the_supervisor_sweep_acts_on_our_guests_once_and_leaves_others(xt, make_config):
+    from hypercalls.interface import ShutdownReason
+    from xentool.supervisor import sweep
+
+    ours = xt.create(make_config(on_poweroff="destroy"))
+    kept = xt.create(make_config(name="kept", on_poweroff="preserve"))
+    for domain in (ours, kept):
+        xt.hv.domain_shutdown(domain.domid, ShutdownReason.POWEROFF)
+    xt.records.remove(xt.create(make_config(name="not-ours")).uuid)  # as if xl had made it
+    xt.hv.domain_shutdown(xt.lookup("not-ours").domid, ShutdownReason.POWEROFF)
+    lines: list[str] = []
+    reported: set = set()
+    sweep(xt, reported, lines.append)
+    sweep(xt, reported, lines.append)  # a preserved guest is reported once
+    names = {d.name: d.state for d in xt.list_domains()}
+    assert "web" not in names and names["kept"] == "shutdown" and names["not-ours"] == "shutdown"
+    assert len(lines) == 2
+    assert any("domain web" in line and "(poweroff): gone" in line for line in lines)

@@ -338,6 +338,21 @@ def network_list(
 
 
 @app.command()
+def supervise(
+    background: bool = typer.Option(False, "--background", help="Start it in the background (if none runs) and return."),
+) -> None:
+    """Keep every xentool guest's on_poweroff/on_reboot/on_crash promise (one per host; `create`
+    starts it when none runs).  In the foreground unless --background, for a service manager."""
+    from xentool import supervisor
+
+    with _toolstack() as xt:
+        if background:
+            out().print(f"supervisor running (pid {supervisor.ensure_running(xt.reconnect)})")
+            return
+        supervisor.serve(xt.reconnect)
+
+
+@app.command()
 def console(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     log: bool = typer.Option(False, "--log", help="Print what the guest printed so far, and return."),

@@ -1,0 +1,101 @@
+"""The supervisor on real Xen: on_* actions kept after the creating command has exited, a crash
+loop stopped, a preserved guest left alone, and a supervisor that is killed and started again
+taking over the guests it finds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from xentool.lab import Lab
+
+from .test_guests import BOOT_TIMEOUT, domains_json, guests, wait_for_console, write_config, xentool  # noqa: F401
+
+pytestmark = pytest.mark.lab
+
+SUPERVISOR_LOCK = "/run/xentool/supervisor.lock"
+SUPERVISOR_LOG = "/var/log/xentool/supervisor.log"
+
+
+def wait_for_domains(lab: Lab, what: str, check, timeout: float = BOOT_TIMEOUT) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        domains = domains_json(lab)
+        if check(domains):
+            return domains
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}; domains: {sorted(domains)}; supervisor log:\n"
+                        + lab.exec(["tail", "-20", SUPERVISOR_LOG], capture=True).out)
+        time.sleep(3)
+
+
+def supervisor_pid(lab: Lab) -> int | None:
+    text = lab.exec(["sh", "-c", f"cat {SUPERVISOR_LOCK} 2>/dev/null"], capture=True).out.strip()
+    if not text.isdigit():
+        return None
+    return int(text) if lab.exec(["kill", "-0", text], capture=True).returncode == 0 else None
+
+
+def test_a_guest_crashing_at_boot_is_restarted_then_stopped(lab, guests):
+    # xen_legacy_crash: on panic, Linux tells Xen it crashed at once (SHUTDOWN_crash) instead of
+    # looping in the panic handler as newer kernels do when no kdump kernel is loaded.
+    config = write_config(lab, guests, "crashy", then="crash", on_crash="restart", restart_tries=2, restart_window=900,
+                          cmdline='"console=hvc0 xen_legacy_crash xentool.marker=crashy xentool.then=crash"')
+    created = xentool(lab, "create", str(config))
+    assert created.returncode == 0, created.err
+    assert supervisor_pid(lab) is not None  # create started it
+    uuid = domains_json(lab)["crashy"]["uuid"]
+    wait_for_domains(lab, "crashy to be given up on", lambda d: "crashy" not in d, timeout=3 * BOOT_TIMEOUT)
+    log = lab.exec(["cat", f"/var/log/xentool/console/{uuid}.log"], capture=True).out
+    assert log.count("xentool-guest: marker=crashy") == 3  # the first boot and two restarts, one uuid
+    info = xentool(lab, "info", "crashy")
+    assert info.returncode == 3
+    assert "went down (crash) again after 2 restarts" in info.err, info.err
+    assert lab.exec(["grep", "-c", f"uuid {uuid}) went down (crash)", SUPERVISOR_LOG], capture=True).out.strip() == "3"
+
+
+def test_actions_are_kept_without_a_command_and_preserve_keeps_the_domain(lab, guests):
+    for name, action in (("goes-away", "destroy"), ("stays-down", "preserve")):
+        created = xentool(lab, "create", str(write_config(lab, guests, name, then="poweroff", on_poweroff=action)))
+        assert created.returncode == 0, created.err
+    try:
+        domains = wait_for_domains(lab, "goes-away to be destroyed after powering off",
+                                   lambda d: "goes-away" not in d and d.get("stays-down", {}).get("state") == "shutdown")
+        assert domains["stays-down"]["shutdown_reason"] == "poweroff"
+        time.sleep(6)  # more than a supervisor poll: preserved means it stays
+        assert domains_json(lab)["stays-down"]["state"] == "shutdown"
+    finally:
+        xentool(lab, "destroy", "stays-down")
+
+
+def test_a_restarted_supervisor_takes_over_the_running_guests(lab, guests):
+    created = xentool(lab, "create", str(write_config(lab, guests, "outlives")))
+    assert created.returncode == 0, created.err
+    try:
+        wait_for_console(lab, "outlives", "xentool-guest: marker=outlives")
+        domid = domains_json(lab)["outlives"]["domid"]
+        old = supervisor_pid(lab)
+        assert old is not None
+        assert lab.exec(["kill", "-KILL", str(old)], capture=True).returncode == 0
+        time.sleep(1)
+        assert supervisor_pid(lab) is None
+        # With nobody supervising, the guest powers off and stays shut down...
+        assert xentool(lab, "shutdown", "outlives").returncode == 0
+        wait_for_domains(lab, "outlives to power off", lambda d: d["outlives"]["state"] == "shutdown")
+        assert domains_json(lab)["outlives"]["domid"] == domid
+        # ...until a new supervisor starts, finds it, and keeps its on_poweroff (destroy).
+        started = xentool(lab, "supervise", "--background")
+        assert started.returncode == 0, started.err
+        assert supervisor_pid(lab) not in (None, old)
+        wait_for_domains(lab, "the new supervisor to destroy outlives", lambda d: "outlives" not in d, timeout=60)
+    finally:
+        xentool(lab, "destroy", "outlives")
+
+
+def test_a_second_supervisor_is_refused(lab, guests):
+    assert supervisor_pid(lab) is not None or xentool(lab, "supervise", "--background").returncode == 0
+    second = xentool(lab, "supervise")
+    assert second.returncode == 4
+    assert "a supervisor already runs" in second.err

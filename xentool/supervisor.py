@@ -1,0 +1,173 @@
+"""The supervisor: keeps the promises of on_poweroff, on_reboot, on_crash and on_watchdog for every
+guest xentool created, whether or not the command that created it still runs.
+
+One process per host (a lock file says which), started by the first `create` that finds none, or by
+`xentool supervise` (in the foreground, for a service manager).  It holds no state of its own: the
+hypervisor says which domains exist and which are down, xentool's records say what each one's
+config wants.  So a supervisor that was killed and started again takes over where the old one
+stopped, handling at once any guest that went down meanwhile, and restarts no guest by mistake (it
+acts only on domains that are shut down, under the same per-guest lock the commands take).
+
+It wakes on xenstored's @releaseDomain watch (fired when a domain shuts down or dies) and, in
+case a watch event is lost, every POLL_SECONDS.  Domains without a record (xl's) are left alone:
+xl's own monitor keeps their promises.  What it does goes to LOG_PATH, one line per action.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from xentool.errors import XentoolError
+
+if TYPE_CHECKING:
+    from xentool.api import Toolstack
+
+RUN_DIR = Path("/run/xentool")
+LOCK_PATH = RUN_DIR / "supervisor.lock"  # holds the running supervisor's pid, locked while it runs
+LOG_PATH = Path("/var/log/xentool/supervisor.log")
+POLL_SECONDS = 5.0
+WATCH_TOKEN = "xentool-supervisor"
+
+
+class SupervisorRunning(XentoolError):
+    exit_code = 4
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        super().__init__(f"a supervisor already runs (pid {pid}); there is one per host")
+
+
+def running_pid() -> int | None:
+    """The running supervisor's pid, or None when none holds the lock."""
+    try:
+        with open(LOCK_PATH, "r") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = f.read().strip()
+                return int(text) if text.isdigit() else -1
+            return None
+    except FileNotFoundError:
+        return None
+
+
+def _take_lock() -> int:
+    """The supervisor's lock, as an fd kept open for the process's life."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SupervisorRunning(running_pid()) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _log(line: str) -> None:
+    LOG_PATH.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(LOG_PATH, "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
+def sweep(xt: Toolstack, reported: set[tuple[int, str]], log: Callable[[str], None] = _log) -> None:
+    """Act on every xentool guest that is down.  ``reported`` keeps (domid, outcome) pairs already
+    logged, so a preserved guest or a failing action is logged once, not every poll."""
+    for info in xt.hv.domain_list():
+        if info.domid == 0 or not info.shutdown or info.dying:
+            continue
+        if xt.records.load(info.uuid) is None:
+            continue  # not ours
+        domain = xt._summary(info)
+        reason = info.shutdown_reason.name.lower() if info.shutdown_reason is not None else "shutdown"
+        try:
+            outcome = xt.apply_shutdown_action(domain)
+        except XentoolError as e:
+            outcome = f"failed: {e}"
+        if (info.domid, outcome) not in reported:
+            reported.add((info.domid, outcome))
+            log(f"domain {domain.name} (id {info.domid}, uuid {info.uuid}) went down ({reason}): {outcome}")
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # unwinds serve(): the log line, the lock
+
+
+def serve(connect: Callable[[], Toolstack], lock_fd: int | None = None) -> None:
+    """Run the supervisor in this process until SIGTERM (``lock_fd``: the lock, if already taken)."""
+    if lock_fd is None:
+        lock_fd = _take_lock()
+    signal.signal(signal.SIGTERM, _stop)
+    reported: set[tuple[int, str]] = set()
+    with connect() as xt:
+        xs = xt.hv.xenstore()
+        xs.watch("@releaseDomain", WATCH_TOKEN)  # also fires once now: the first sweep is the take-over
+        _log(f"supervisor started (pid {os.getpid()})")
+        try:
+            while True:
+                xs.read_watch(POLL_SECONDS)
+                sweep(xt, reported)
+                live = {info.domid for info in xt.hv.domain_list()}
+                reported = {entry for entry in reported if entry[0] in live}
+        finally:
+            _log(f"supervisor stopped (pid {os.getpid()})")
+            os.close(lock_fd)
+
+
+def ensure_running(connect: Callable[[], Toolstack]) -> int:
+    """Start a supervisor in the background unless one runs; returns its pid."""
+    pid = running_pid()
+    if pid is not None:
+        return pid
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the forked supervisor
+        os.close(read_fd)
+        _daemonize(connect, write_fd)
+    os.close(write_fd)
+    os.waitpid(child, 0)
+    with os.fdopen(read_fd) as ready:
+        line = ready.readline().strip()
+    if line.startswith("ready "):
+        return int(line.split()[1])
+    if line.startswith("running "):  # another create started one first
+        return int(line.split()[1])
+    raise XentoolError(f"the supervisor did not start: {line or 'no reason given'}; see {LOG_PATH}")
+
+
+def _daemonize(connect: Callable[[], Toolstack], ready_fd: int) -> None:  # pragma: no cover - forked
+    code = 1
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        if os.fork() > 0:
+            os._exit(0)
+        # The caller's descriptors (its xenstore connection above all) are not ours to keep.
+        os.closerange(3, ready_fd)
+        os.closerange(ready_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            lock_fd = _take_lock()
+        except SupervisorRunning as e:
+            os.write(ready_fd, f"running {e.pid}\n".encode())
+            os._exit(0)
+        os.write(ready_fd, f"ready {os.getpid()}\n".encode())
+        os.close(ready_fd)
+        serve(connect, lock_fd)
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - told to the parent if it still listens, else logged
+        try:
+            os.write(ready_fd, f"error {e}\n".encode())
+        except OSError:
+            _log(f"supervisor ended: {e}")
+    finally:
+        os._exit(code)
