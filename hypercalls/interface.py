@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -466,10 +466,28 @@ class Hypervisor(abc.ABC):
 
     def domain_dumpcore(self, domid: int, path: str) -> None:
         """Write the domain's memory and vcpu state to ``path`` as an ELF core (xc_domain_dumpcore)."""
+        raise self._unsupported("domain_dumpcore", domid, "guest memory to dump")
+
+    def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool]) -> None:
+        """Write the domain's state to ``fd`` as Xen's migration stream (xc_domain_save), after
+        ``suspend`` has had the guest suspend itself (it returns whether it did)."""
+        raise self._unsupported("domain_save", domid, "saving a guest's memory")
+
+    def domain_restore(self, domid: int, fd: int, spec: BuildSpec) -> BuildResult:
+        """Fill the new, empty ``domid`` from a migration stream on ``fd`` (xc_domain_restore) in
+        place of the domain builder; ``spec`` gives what the builder's preparation needs (type,
+        memory, the two event channels).  The domain stays paused."""
+        raise self._unsupported("domain_restore", domid, "restoring a guest's memory")
+
+    def domain_resume(self, domid: int) -> None:
+        """Let a guest suspended for a checkpoint go on where it was (xc_domain_resume, cooperative)."""
+        raise self._unsupported("domain_resume", domid, "resuming a suspended guest")
+
+    def _unsupported(self, op: str, domid: int, what: str) -> Exception:
         from hypercalls.errors import XenError
         import errno
 
-        raise XenError("domain_dumpcore", errno.EOPNOTSUPP, domid, f"the {self.kind} backend has no guest memory to dump")
+        return XenError(op, errno.EOPNOTSUPP, domid, f"the {self.kind} backend has no {what}")
 
     def open_guest_console(self, domid: int, ring_ref: int, remote_port: int) -> GuestConsole:
         """Map the guest's console page (grant, else frame ``ring_ref``) and bind ``remote_port``."""

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from xentool.config import GuestConfig
     from xentool.config.model import Disk, Vif
     from xentool.create import BuildPlan
+    from xentool.create import RestoreSource
     from xentool.hotplug.live import DeviceStatus
+    from xentool.saving import SaveResult
 
 # The config model (pydantic) and the creation steps are imported by the methods that use them:
 # `xentool list` and `destroy` need neither, and in the lab's dom0 (Python under QEMU TCG) they
@@ -255,18 +257,43 @@ class Toolstack:
             supervisor.ensure_running(self.reconnect)
         return domain
 
+    # -- save and restore -------------------------------------------------------------------------
+    def save(self, ref: str | int, path: str | Path, checkpoint: bool = False) -> SaveResult:
+        """Suspend the guest and write it to ``path`` (Xen's migration stream, with its config);
+        then destroy it, or with ``checkpoint`` let it go on running."""
+        from xentool.saving import save_guest
+
+        return save_guest(self, self._guest(ref), path, checkpoint)
+
+    def restore(self, path: str | Path, paused: bool = False) -> DomainSummary:
+        """Bring back a guest saved by :meth:`save`, with its uuid, config and devices; it goes on
+        where it stopped.  The file is checked whole before anything is created."""
+        from xentool import savefile
+        from xentool.config import config_from_dict
+        from xentool.create import RestoreSource
+
+        saved = savefile.read(path)
+        config = config_from_dict(saved.config, source=f"{path} (the saved config)")
+        domain = self._create(config, saved.uuid, paused, restore=RestoreSource(str(path), saved.stream_offset))
+        if self.hv.needs_console_backend:
+            from xentool import supervisor
+
+            supervisor.ensure_running(self.reconnect)
+        return domain
+
     def reconnect(self) -> "Toolstack":
         """A new Toolstack on the same hypervisor and records, with a connection of its own (for a
         forked process, which must not share this one's)."""
         return Toolstack(self.hv.reopen(), RecordStore(self.records.directory))
 
-    def _create(self, config: GuestConfig, uuid: str, paused: bool, restarts: tuple[float, ...] = ()) -> DomainSummary:
+    def _create(self, config: GuestConfig, uuid: str, paused: bool, restarts: tuple[float, ...] = (),
+                restore: RestoreSource | None = None) -> DomainSummary:
         from xentool.create import plan_creation
         from xentool.create.executor import execute
         from xentool.create.preflight import preflight
 
         preflight(self.hv, config)
-        bound = execute(plan_creation(config, uuid, paused), self.hv)
+        bound = execute(plan_creation(config, uuid, paused, restore), self.hv)
         if self.hv.runs_device_models:
             from xentool import obituaries
 

@@ -62,6 +62,8 @@ def apply_shutdown_action(xt: Toolstack, domain: DomainSummary) -> str:
             return lifecycle.DOMAIN_GONE
         if not info.shutdown or info.dying:
             return info.state.value  # not down, or somebody acted on it already
+        if info.shutdown_reason == ShutdownReason.SUSPEND:
+            return info.state.value  # being saved (xentool.saving): the save decides what comes next
         return _act(xt, domain, info)
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hypercalls.interface import ShutdownReason
 from xentool.errors import XentoolError
 
 if TYPE_CHECKING:
@@ -81,8 +82,8 @@ def sweep(xt: Toolstack, reported: set[tuple[int, str]], log: Callable[[str], No
     """Act on every xentool guest that is down.  ``reported`` keeps (domid, outcome) pairs already
     logged, so a preserved guest or a failing action is logged once, not every poll."""
     for info in xt.hv.domain_list():
-        if info.domid == 0 or not info.shutdown or info.dying:
-            continue
+        if info.domid == 0 or not info.shutdown or info.dying or info.shutdown_reason == ShutdownReason.SUSPEND:
+            continue  # running, already going, or suspended for a save that decides what comes next
         if xt.records.load(info.uuid) is None:
             continue  # not ours
         domain = xt._summary(info)

@@ -462,6 +462,39 @@ int xentool_dom_set_container(struct xc_dom_image *dom, int hvm);
 unsigned int xentool_dom_page_shift(struct xc_dom_image *dom);
 int xentool_dom_set_e820(struct xc_dom_image *dom, const struct e820entry *entries, unsigned int n);
 
+/* ---- libxenguest: save and restore (the migration stream, docs/specs/libxc-migration-stream) ---- */
+#define XCFLAGS_LIVE ...
+typedef enum { XC_STREAM_PLAIN, XC_STREAM_REMUS, XC_STREAM_COLO, ... } xc_stream_type_t;
+struct precopy_stats { unsigned int iteration; ...; };
+typedef int (*precopy_policy_t)(struct precopy_stats, void *);
+struct save_callbacks {
+    int (*suspend)(void *data);
+    precopy_policy_t precopy_policy;
+    int (*postcopy)(void *data);
+    int (*checkpoint)(void *data);
+    int (*wait_checkpoint)(void *data);
+    void *data;
+    ...;
+};
+struct restore_callbacks {
+    int (*static_data_done)(unsigned int missing, void *data);
+    void *data;
+    ...;
+};
+#define XGR_SDD_MISSING_CPUID ...
+#define XGR_SDD_MISSING_MSR ...
+int xc_domain_save(xc_interface *xch, int io_fd, uint32_t dom, uint32_t flags,
+                   struct save_callbacks *callbacks, xc_stream_type_t stream_type, int recv_fd);
+int xc_domain_restore(xc_interface *xch, int io_fd, uint32_t dom,
+                      unsigned int store_evtchn, unsigned long *store_mfn, uint32_t store_domid,
+                      unsigned int console_evtchn, unsigned long *console_mfn, uint32_t console_domid,
+                      xc_stream_type_t stream_type, struct restore_callbacks *callbacks, int send_back_fd);
+int xc_domain_resume(xc_interface *xch, uint32_t domid, int fast);
+/* xc_domain_save asks for the guest to be suspended through this; data is a handle to the Python
+   callable (ffi.new_handle). */
+extern "Python" int xentool_save_suspend(void *data);
+extern "Python" int xentool_restore_static_data_done(unsigned int missing, void *data);
+
 /* ---- libxenstore ---- */
 struct xs_handle;
 typedef uint32_t xs_transaction_t;
@@ -499,6 +532,7 @@ bool xs_transaction_end(struct xs_handle *h, xs_transaction_t t, bool abort);
 bool xs_introduce_domain(struct xs_handle *h, unsigned int domid, unsigned long mfn,
                          unsigned int eventchn);
 bool xs_release_domain(struct xs_handle *h, unsigned int domid);
+bool xs_resume_domain(struct xs_handle *h, unsigned int domid);
 bool xs_is_domain_introduced(struct xs_handle *h, unsigned int domid);
 
 /* ---- libxenevtchn ---- */

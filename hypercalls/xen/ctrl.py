@@ -6,6 +6,7 @@ import errno
 import os
 import threading
 import uuid as uuid_module
+from collections.abc import Callable
 from types import ModuleType
 
 from hypercalls.errors import XenError
@@ -22,6 +23,7 @@ from hypercalls.interface import (
     Trigger,
     XenVersion,
 )
+from hypercalls.xen import saverestore
 from hypercalls.xen.domain_builder import DomainBuilder
 from hypercalls.xen.store import XenXenStore
 from hypercalls.xen.xc import XcHandle, failed_nonzero
@@ -178,6 +180,20 @@ class XenHypervisor(Hypervisor):
     def domain_dumpcore(self, domid: int, path: str) -> None:
         self.xc.call("xc_domain_dumpcore", self.lib.xc_domain_dumpcore, self.xc.xch, domid, os.fsencode(path),
                      domid=domid, failed=failed_nonzero)
+
+    def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool]) -> None:
+        saverestore.save(self.xc, domid, fd, suspend)
+
+    def domain_restore(self, domid: int, fd: int, spec: BuildSpec) -> BuildResult:
+        max_vcpus = self.domain_getinfo(domid).max_vcpu_id + 1
+        DomainBuilder(self.xc).prepare(domid, spec, max_vcpus, restoring=True)
+        store_mfn, console_mfn = saverestore.restore(self.xc, domid, fd, spec.store_evtchn, spec.console_evtchn)
+        return BuildResult(store_mfn, console_mfn, spec.store_evtchn, spec.console_evtchn)
+
+    def domain_resume(self, domid: int) -> None:
+        # libxl's domain_resume_done: the hypervisor, then xenstored
+        saverestore.resume(self.xc, domid)
+        self.xenstore().resume_domain(domid)
 
     def domain_pause(self, domid: int) -> None:
         self.xc.call("xc_domain_pause", self.lib.xc_domain_pause, self.xc.xch, domid, domid=domid,

@@ -205,7 +205,9 @@ class DomainBuilder:
             raise XenError(op, errno.EACCES, domid, f"{what} {path} is not readable")
 
     # -- libxl__build_pre / libxl__arch_domain_create ---------------------------------------------
-    def prepare(self, domid: int, spec: BuildSpec, max_vcpus: int) -> None:
+    def prepare(self, domid: int, spec: BuildSpec, max_vcpus: int, restoring: bool = False) -> None:
+        """libxl__build_pre; ``restoring``: the migration stream brings the CPUID policy (a stream
+        without one gets it in xc_domain_restore's static_data_done callback)."""
         xc, lib = self.xc, self.lib
         if spec.guest_type == GuestType.PV:
             # slack_memkb defaults to 0, so the PV memory map ends at maxmem.
@@ -217,6 +219,8 @@ class DomainBuilder:
             pool = required_paging_pool_kib(spec.max_memory_kib, max_vcpus) * KIB
             xc.call("xc_set_paging_mempool_size", lib.xc_set_paging_mempool_size, xc.xch, domid, pool, domid=domid)
             self._set_conf_params(domid, spec)
+        if restoring:
+            return
         # libxl__cpuid_legacy for a new domain: pae on, no invariant TSC, no nested virt.
         xc.call("xc_cpuid_apply_policy", lib.xc_cpuid_apply_policy, xc.xch, domid, False, self.ffi.NULL, 0,
                 True, False, False, self.ffi.NULL, self.ffi.NULL, domid=domid)

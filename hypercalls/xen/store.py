@@ -211,6 +211,12 @@ class XenXenStore(XenStore):
         if not self._lib.xs_release_domain(self._handle(), domid):
             raise xenstore_error("release_domain", self._ffi.errno, "@releaseDomain", domid)
 
+    def resume_domain(self, domid: int) -> None:
+        """xenstored forgets that the domain had shut down (XS_RESUME), after a checkpoint's
+        suspend, so that it reports the guest's next shutdown on @releaseDomain again."""
+        if not self._lib.xs_resume_domain(self._handle(), domid):
+            raise xenstore_error("resume_domain", self._ffi.errno, "@releaseDomain", domid)
+
     def is_domain_introduced(self, domid: int) -> bool:
         return bool(self._lib.xs_is_domain_introduced(self._handle(), domid))
 

@@ -19,7 +19,7 @@ NO_SERVER_ENV = "XENTOOL_NO_SERVER"
 FORWARDED = frozenset({
     "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "rename",
     "mem-set", "vcpu-set", "block-attach", "block-detach", "block-list", "network-attach", "network-detach",
-    "network-list",
+    "network-list", "save", "restore",
 })
 LOCAL_FLAGS = frozenset({"-c", "--console", "--lab", "--connect=lab", "--help"})
 

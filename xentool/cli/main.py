@@ -338,6 +338,30 @@ def network_list(
 
 
 @app.command()
+def save(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    file: Path = typer.Argument(..., help="The save file to write."),
+    checkpoint: bool = typer.Option(False, "-c", "--checkpoint", help="Leave the guest running after saving."),
+) -> None:
+    """Suspend a guest and save it, with its config, to FILE; then destroy it (unless -c)."""
+    with _toolstack() as xt:
+        result = xt.save(domain, file, checkpoint)
+    then = "still running" if result.kept_running else "destroyed"
+    out().print(f"saved domain {domain} to {result.path} ({result.size // (1024 * 1024)} MiB in {result.seconds:g} s); {then}")
+
+
+@app.command()
+def restore(
+    file: Path = typer.Argument(..., help="A file written by `xentool save`."),
+    paused: bool = typer.Option(False, "-p", "--paused", help="Leave the domain paused."),
+) -> None:
+    """Bring back a saved guest: it goes on where it stopped."""
+    with _toolstack() as xt:
+        domain = xt.restore(file, paused)
+    _say(f"restored domain {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
+
+
+@app.command()
 def supervise(
     background: bool = typer.Option(False, "--background", help="Start it in the background (if none runs) and return."),
 ) -> None:

@@ -11,7 +11,7 @@ operation if one fails.
 from __future__ import annotations
 
 from xentool.config import GuestConfig
-from xentool.create.build import plan_build
+from xentool.create.build import RestoreSource, plan_build
 from xentool.create.console import plan_console
 from xentool.create.device_model import plan_device_model
 from xentool.create.devices import plan_devices
@@ -21,10 +21,11 @@ from xentool.create.unpause import plan_unpause
 from xentool.create.xenstore_layout import plan_xenstore_layout
 
 
-def plan_creation(config: GuestConfig, uuid: str, paused: bool = False) -> BuildPlan:
+def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore: RestoreSource | None = None) -> BuildPlan:
+    """``restore``: the guest's memory comes from a save file's stream instead of the builder."""
     steps = [
         plan_domain(config, uuid),
-        plan_build(config),
+        plan_build(config, restore=restore),
         plan_xenstore_layout(config),
         plan_devices(config, uuid),
         plan_device_model(config, uuid),
@@ -35,4 +36,4 @@ def plan_creation(config: GuestConfig, uuid: str, paused: bool = False) -> Build
     return BuildPlan(name=config.name, uuid=uuid, steps=tuple(step for step in steps if step is not None))
 
 
-__all__ = ["BuildPlan", "plan_creation"]
+__all__ = ["BuildPlan", "RestoreSource", "plan_creation"]

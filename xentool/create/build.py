@@ -6,10 +6,14 @@ guest's start info (PV) or HVM params (PVH/HVM), where the guest finds them at b
 
 from __future__ import annotations
 
-from hypercalls.interface import BuildSpec, FirmwareModule, GuestType
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from hypercalls.interface import BuildSpec, FirmwareModule, GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
 from xentool.config.model import Firmware
-from xentool.create.plan import AllocUnboundEvtchn, BuildDomain, Step
+from xentool.create.plan import AllocUnboundEvtchn, Bindings, BuildDomain, Op, Step
 
 # Where Debian's xen-utils-4.17 puts the HVM firmware loader, and the SeaBIOS that libxl 4.17 was
 # built to hand it (SEABIOS_PATH; package seabios, which qemu-system-xen depends on).
@@ -18,7 +22,39 @@ SEABIOS = "/usr/share/seabios/bios-256k.bin"
 OVMF = "/usr/share/ovmf/OVMF.fd"  # libxl's OVMF_PATH on Debian (package ovmf)
 
 
-def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0) -> Step:
+@dataclass(frozen=True)
+class RestoreSource:
+    """A save file's migration stream, which takes the domain builder's place (xentool.savefile)."""
+
+    path: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class RestoreDomain(Op):
+    """xc_domain_restore in place of the builder: the guest's memory and vcpus from the stream."""
+
+    spec: BuildSpec
+    source: RestoreSource
+
+    def describe(self) -> str:
+        return (f"xc_domain_restore({{domid}}, {self.source.path} from byte {self.source.offset}, store evtchn "
+                "{store_port}, console evtchn {console_port}) -> {store_mfn}, {console_mfn}; xc_dom_gnttab_seed")
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        spec = dataclasses.replace(self.spec, store_evtchn=bound["store_port"], console_evtchn=bound["console_port"])
+        fd = os.open(self.source.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.lseek(fd, self.source.offset, os.SEEK_SET)
+            result = hv.domain_restore(bound["domid"], fd, spec)
+        finally:
+            os.close(fd)
+        bound["store_mfn"] = result.store_mfn
+        bound["console_mfn"] = result.console_mfn
+
+
+def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0,
+               restore: RestoreSource | None = None) -> Step:
     hvm = config.type == GuestType.HVM
     spec = BuildSpec(
         guest_type=config.type,
@@ -43,7 +79,7 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
         (
             AllocUnboundEvtchn("store_port", store_domid),
             AllocUnboundEvtchn("console_port", console_domid),
-            BuildDomain(spec),
+            BuildDomain(spec) if restore is None else RestoreDomain(spec, restore),
         ),
     )
 

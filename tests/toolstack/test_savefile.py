@@ -1,0 +1,57 @@
+"""The save file's frame: a whole file reads back; a cut, damaged or foreign one is refused with
+one line naming the file, before restore creates anything."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from xentool import savefile
+from xentool.savefile import SaveFileError
+
+STREAM = bytes(range(256)) * 4096  # stands in for Xen's migration stream
+
+
+def write(path, stream: bytes = STREAM) -> None:  # type: ignore[no-untyped-def]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        offset = savefile.write_header(fd, "web", "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "pv", {"name": "web"}, 1.5)
+        os.write(fd, stream)
+        savefile.finish(fd, offset)
+    finally:
+        os.close(fd)
+
+
+def test_a_whole_file_reads_back(tmp_path):
+    path = tmp_path / "web.save"
+    write(path)
+    saved = savefile.read(path)
+    assert (saved.name, saved.type, saved.config, saved.stream_length) == ("web", "pv", {"name": "web"}, len(STREAM))
+    with open(path, "rb") as f:
+        f.seek(saved.stream_offset)
+        assert f.read(saved.stream_length) == STREAM
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda data: data[: len(data) // 2], "no end marker"),
+    (lambda data: data[:-1], "no end marker"),
+    (lambda data: data[:200] + b"X" + data[201:], "checksum does not match"),
+    (lambda data: b"NOT A SAVE FILE\n" + data, "not a xentool save file"),
+    (lambda data: data[:20], "cut off"),
+    (lambda data: data[:-savefile.TRAILER_SIZE] + b"more" + data[-savefile.TRAILER_SIZE:], "cut or added to"),
+])
+def test_a_cut_damaged_or_foreign_file_is_refused(tmp_path, damage, words):
+    path = tmp_path / "web.save"
+    write(path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(SaveFileError) as caught:
+        savefile.read(path)
+    message = str(caught.value)
+    assert str(path) in message and words in message and "nothing was restored" in message
+    assert "\n" not in message
+
+
+def test_a_missing_file_is_one_line(tmp_path):
+    with pytest.raises(SaveFileError, match="cannot open it: No such file"):
+        savefile.read(tmp_path / "nope.save")

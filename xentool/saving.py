@@ -1,0 +1,107 @@
+"""`xentool save`: the guest suspends itself, libxenguest writes its state into the save file
+(xentool.savefile), then the domain is destroyed, or, for a checkpoint, goes on running.
+
+The suspend is the guest's own (libxl's domain_suspend_callback_common for a guest with PV
+drivers): control/shutdown says "suspend", the guest quiesces its devices and makes the suspend
+hypercall, and the domain stops with reason "suspend".  A guest that does not within
+SUSPEND_TIMEOUT has its request withdrawn and the save fails with it still running.  Restore goes
+through creation (xentool.create, with the builder replaced by xc_domain_restore).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hypercalls.errors import XenError
+from hypercalls.interface import GuestType, ShutdownReason
+from xentool import lifecycle, savefile
+from xentool.errors import DomainOperationError, UsageError, WaitTimeout
+
+if TYPE_CHECKING:
+    from xentool.api import DomainSummary, Toolstack
+
+SUSPEND_TIMEOUT = 60.0  # seconds for the guest to suspend itself once asked (libxl waits 60 s too)
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    path: str
+    size: int
+    seconds: float
+    kept_running: bool
+
+
+def save_guest(xt: Toolstack, domain: DomainSummary, path: str | os.PathLike[str], checkpoint: bool = False) -> SaveResult:
+    record = xt.records.load(domain.uuid)
+    if record is None:
+        raise UsageError(f"domain {domain.name} was not created by xentool, so there is no config to save with it; "
+                         "use the toolstack that created it (xl save)")
+    config = record.guest_config()
+    if config.type == GuestType.HVM:
+        raise UsageError(f"domain {domain.name} is an HVM guest: saving it needs its device model's state too, "
+                         "which xentool cannot save yet")
+    target = Path(path)
+    if target.exists() and target.is_dir():
+        raise UsageError(f"{target} is a directory; give the save file's path")
+    started = time.monotonic()
+    suspended = False
+
+    def suspend() -> bool:
+        nonlocal suspended
+        _suspend(xt, domain)
+        suspended = True
+        return True
+
+    # read-write: the trailer's checksum reads the stream back
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # a guest's memory
+    try:
+        offset = savefile.write_header(fd, domain.name, domain.uuid, config.type.value, record.config, time.time())
+        xt.hv.domain_save(domain.domid, fd, suspend)
+        savefile.finish(fd, offset)
+        size = os.fstat(fd).st_size
+    except BaseException as e:
+        os.close(fd)
+        target.unlink(missing_ok=True)
+        if suspended:
+            _resume_quietly(xt, domain)
+        if isinstance(e, (XenError, OSError)):
+            raise DomainOperationError("save", domain.name, e) from e
+        raise
+    os.close(fd)
+    if checkpoint:
+        lifecycle.checked("resume", domain.name, lambda: xt.hv.domain_resume(domain.domid))
+    else:
+        lifecycle.destroy(xt.hv, domain.domid)
+        xt.records.remove(domain.uuid)
+    return SaveResult(str(target), size, round(time.monotonic() - started, 1), checkpoint)
+
+
+def _suspend(xt: Toolstack, domain: DomainSummary) -> None:
+    """Ask the guest to suspend itself and wait until it has (shut down, reason suspend)."""
+    xs = xt.hv.xenstore()
+    control = f"{lifecycle.dom_path(domain.domid)}/control/shutdown"
+    lifecycle.request_shutdown(xt.hv, domain.domid, ShutdownReason.SUSPEND)
+
+    def suspended(info) -> bool:  # type: ignore[no-untyped-def]
+        return info is None or (info.shutdown and info.shutdown_reason == ShutdownReason.SUSPEND)
+
+    try:
+        info = lifecycle.wait_until(xt.hv, domain.domid, suspended, f"domain {domain.name} to suspend", SUSPEND_TIMEOUT,
+                                    hint="its kernel may lack PV suspend support; the request was withdrawn and it runs on")
+    except WaitTimeout:
+        if xs.read_or(control) == "suspend":
+            xs.rm(control)  # withdrawn, as libxl does, so the guest does not suspend later by surprise
+        raise
+    if info is None:
+        raise DomainOperationError("save", domain.name, "the domain went away while suspending")
+
+
+def _resume_quietly(xt: Toolstack, domain: DomainSummary) -> None:
+    try:
+        xt.hv.domain_resume(domain.domid)
+    except XenError:
+        pass  # the save's own error is the one to report; the guest stays suspended, `destroy` ends it
