@@ -39,7 +39,7 @@ class RestoreDomain(Op):
 
     def describe(self) -> str:
         return (f"xc_domain_restore({{domid}}, {self.source.path} from byte {self.source.offset}, store evtchn "
-                "{store_port}, console evtchn {console_port}) -> {store_mfn}, {console_mfn}; xc_dom_gnttab_seed")
+                "{store_port}, console evtchn {console_port}) -> {store_mfn}, {console_mfn}")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         spec = dataclasses.replace(self.spec, store_evtchn=bound["store_port"], console_evtchn=bound["console_port"])

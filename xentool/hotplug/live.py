@@ -14,6 +14,7 @@ where the backend is: the guest can write its frontend directory, so that is not
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from hypercalls.interface import Hypervisor, XenStore, retry_transaction
 from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState, frontend_path
 from xentool.config.model import Access, Disk, Vif
-from xentool.create.plan import Bindings, XenstoreTransaction
+from xentool.create.plan import Bindings, XenstoreTransaction, XsNode
 from xentool.errors import DeviceError
 from xentool.hotplug.backend import backend_state, sysfs_device, wait_for
 
@@ -91,18 +92,10 @@ def attach_disk(hv: Hypervisor, domid: int, domain: str, disk: Disk, timeout: fl
     if xs.read_or(f"{_libxl_dir(domid, 'vbd', devid)}/backend") is not None:
         raise DeviceError(domain, label, f"the domain already has {disk.vdev}; detach it first or pick another vdev")
     check_disk_target(domain, disk.vdev, disk.target, writable=disk.access == Access.RW)
-    bound = Bindings(domid=domid)
-    backend = bound.fill(disk_backend_path(disk))
-    XenstoreTransaction(f"attach {disk.vdev}", disk_nodes(disk)).apply(hv, xs, bound)
-    try:
-        attach_vbd(xs, VbdTarget(domain, domid, devid, disk.vdev, backend, int(disk.backend), disk.target,
-                                 disk.access == Access.RO))
-        _wait_connected(xs, domid, domain, label, "vbd", devid, backend, "blkfront", timeout)
-    except BaseException:
-        _remove_nodes(xs, domid, "vbd", devid, backend)
-        _wait_released(domain, label, "vbd", domid, devid)
-        raise
-    return _status(xs, domid, "vbd", devid)
+    backend = Bindings(domid=domid).fill(disk_backend_path(disk))
+    target = VbdTarget(domain, domid, devid, disk.vdev, backend, int(disk.backend), disk.target, disk.access == Access.RO)
+    return _plug(hv, domid, domain, label, "vbd", devid, disk_nodes(disk), backend,
+                 lambda: attach_vbd(xs, target), "blkfront", timeout)
 
 
 def attach_vif(hv: Hypervisor, domid: int, domain: str, uuid: str, vif: Vif,
@@ -115,17 +108,26 @@ def attach_vif(hv: Hypervisor, domid: int, domain: str, uuid: str, vif: Vif,
     devid = max((int(d) for d in xs.list_or_empty(f"/libxl/{domid}/device/vif") if d.isdigit()), default=-1) + 1
     label = f"vif {devid}"
     network.check_bridge(domain, devid, vif.bridge)
-    bound = Bindings(domid=domid)
-    backend = bound.fill(vif_backend_path(vif, devid))
-    XenstoreTransaction(f"attach vif {devid}", vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))).apply(hv, xs, bound)
+    backend = Bindings(domid=domid).fill(vif_backend_path(vif, devid))
+    target = network.VifTarget(domain, domid, devid, backend, int(vif.backend), vif.bridge, vif.vifname)
+    nodes = vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))
+    return _plug(hv, domid, domain, label, "vif", devid, nodes, backend,
+                 lambda: network.attach_vif(xs, target), "netfront", timeout)
+
+
+def _plug(hv: Hypervisor, domid: int, domain: str, label: str, kind: str, devid: int, nodes: tuple[XsNode, ...],
+          backend: str, hotplug: Callable[[], object], driver: str, timeout: float) -> DeviceStatus:
+    """The device's nodes, the hotplug work, the wait for both halves; any failure takes it all away."""
+    xs = hv.xenstore()
+    XenstoreTransaction(f"attach {label}", nodes).apply(hv, xs, Bindings(domid=domid))
     try:
-        network.attach_vif(xs, network.VifTarget(domain, domid, devid, backend, int(vif.backend), vif.bridge, vif.vifname))
-        _wait_connected(xs, domid, domain, label, "vif", devid, backend, "netfront", timeout)
+        hotplug()
+        _wait_connected(xs, domid, domain, label, kind, devid, backend, driver, timeout)
     except BaseException:
-        _remove_nodes(xs, domid, "vif", devid, backend)
-        _wait_released(domain, label, "vif", domid, devid)
+        _remove_nodes(xs, domid, kind, devid, backend)
+        _wait_released(domain, label, kind, domid, devid)
         raise
-    return _status(xs, domid, "vif", devid)
+    return _status(xs, domid, kind, devid)
 
 
 def detach(hv: Hypervisor, domid: int, domain: str, kind: str, devid: int, label: str, force: bool = False,
