@@ -150,6 +150,41 @@ def json_out(result) -> list[dict]:  # type: ignore[no-untyped-def]
     return json.loads(result.out)
 
 
+def test_an_hvm_guest_with_pv_drivers_uses_the_same_pv_disks_and_network(lab, guests, bridge):
+    """PVHVM: an HVM guest (QEMU loads its kernel) whose Linux has the PV front ends finds the same
+    vbds and vif through the Xen platform device; xvde on are PV-only disks (libxl's rule: QEMU
+    emulates the first four), and a vif of type vif has no emulated twin."""
+    images = lab.share_dir / "pv-devices"
+    images.mkdir(exist_ok=True)
+    tag = uuid.uuid4().hex[:6]
+    rw = ext4_image(images / f"hvm-rw-{tag}.img", {"empty.txt": ""})
+    ro = ext4_image(images / f"hvm-ro-{tag}.img", {"hello.txt": f"read-only data {tag}"})
+    guest_ip = "10.201.0.3"
+    config = images / f"pvhvm-{tag}.yaml"
+    config.write_text(
+        "name: pvhvm\ntype: hvm\nmemory: 256\n"
+        f"kernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
+        f'cmdline: "console=ttyS0 quiet xentool.marker=pvhvm xentool.then=devices xentool.rw=xvde xentool.ro=xvdf '
+        f'xentool.ip={guest_ip}/24 xentool.peer={DOM0_IP}"\n'
+        f"disks:\n  - {{target: {rw}, vdev: xvde}}\n  - {{target: {ro}, vdev: xvdf, access: ro}}\n"
+        f"vifs:\n  - {{bridge: {bridge}, type: vif}}\n"
+    )
+    before_devices = devices_left(lab)
+    created = xentool(lab, "create", str(config))
+    assert created.returncode == 0, created.err
+    try:
+        log = wait_for_console(lab, "pvhvm", "xentool-guest: devices done", timeout=420)
+        assert "xentool-guest: rw-disk: wrote guest.txt" in log
+        assert f"xentool-guest: ro-disk: read-only data {tag}" in log
+        assert "xentool-guest: ro-disk: write refused" in log
+        assert f"xentool-guest: net: ping {DOM0_IP} ok" in log, log[-2000:]
+    finally:
+        destroyed = xentool(lab, "destroy", "pvhvm")
+    assert destroyed.returncode == 0, destroyed.err
+    assert devices_left(lab) == before_devices
+    assert read_from_image(rw, "guest.txt") == "written by pvhvm\n"
+
+
 def test_bad_device_input_is_one_line_and_leaves_nothing(lab, guests, bridge):
     """A missing image and a missing bridge fail before anything exists, naming the device."""
     before_state, before_devices = host_state(lab), devices_left(lab)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypercalls.errors import XenError
-from hypercalls.interface import Hypervisor
+from hypercalls.interface import Hypervisor, ShutdownReason
 from pvdrivers.console import ConsoleBackend
 from pvdrivers.console_ring import ConsoleRing
 from xentool.console.serial import SerialStream
@@ -241,4 +241,8 @@ def _guest_running(hv: Hypervisor, domid: int) -> bool:
         if e.errno == errno.ESRCH:
             return False
         raise
-    return not (info.shutdown or info.dying)
+    if info.dying:
+        return False
+    # A guest suspended for a save goes on after a checkpoint (or is destroyed after a save, which
+    # ends this service through "dying"): its console must still be served when it resumes.
+    return not info.shutdown or info.shutdown_reason == ShutdownReason.SUSPEND
