@@ -43,7 +43,7 @@ bytecode: venv
 	$(BIN)/python -m compileall -q xentool hypercalls pvdrivers
 
 test: setup bytecode
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-fast: venv
 	$(BIN)/pytest -q -m "not lab"

@@ -202,8 +202,9 @@ def test_bad_input_on_real_xen_is_one_line_and_leaves_the_host_as_it_was(lab, gu
 def test_the_command_server_creates_and_destroys_a_real_guest(lab, guests):
     """`xentool server start` in dom0: create and destroy go through it (the launcher imports none
     of the toolstack) and the guest boots as from a plain create."""
-    started = xentool(lab, "server", "start")
-    assert started.returncode == 0 and "command server running" in started.out, started.err
+    started = xentool(lab, "server", "start")  # the session's lab fixture may have started it already
+    assert started.returncode == 0 and "command server" in started.out and "running" in started.out, started.err
+    ours = "already running" not in started.out
     try:
         check = ("import sys\nfrom xentool.cli import launch\ntry:\n    launch.main()\nexcept SystemExit:\n    pass\n"
                  "print('SERVED' if 'xentool.cli.main' not in sys.modules else 'IN-PROCESS', file=sys.stderr)\n")
@@ -216,5 +217,6 @@ def test_the_command_server_creates_and_destroys_a_real_guest(lab, guests):
         assert "via-server" not in domains_json(lab)
     finally:
         xentool(lab, "destroy", "via-server")
-        stopped = xentool(lab, "server", "stop")
-        assert stopped.returncode == 0, stopped.err
+        if ours:
+            stopped = xentool(lab, "server", "stop")
+            assert stopped.returncode == 0, stopped.err

@@ -29,6 +29,7 @@ from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pi
 from xentool.errors import DeviceError
 
 READY_TIMEOUT = 30.0  # seconds; generous for a loaded lab
+DYING_TIMEOUT = 30.0  # seconds for a destroyed domain to be gone (xl destroy returns before that)
 
 
 def start_console_backend(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, remote_port: int,
@@ -199,7 +200,7 @@ def serve_serial(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch,
     finally:
         os.close(pidfd)
         stream.close()
-        if _domain_gone(hv, domid):
+        if _domain_gone(hv, domid, wait=DYING_TIMEOUT):
             # xl destroy leaves these: a restricted QEMU ends inside its chroot, where it cannot
             # remove its socket, and libxl keeps the empty chroot for the domid's next QEMU.
             from xentool.devicemodel.privilege import remove_chroot
@@ -224,14 +225,20 @@ def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModel
     lifecycle.destroy(hv, domid, stop_console=False)
 
 
-def _domain_gone(hv: Hypervisor, domid: int) -> bool:
-    try:
-        hv.domain_getinfo(domid)
-    except XenError as e:
-        if e.errno == errno.ESRCH:
-            return True
-        raise
-    return False
+def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0) -> bool:
+    """Whether the domain no longer exists; one that is dying (its backends still hold pages, a
+    loop device still closing) is waited for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            info = hv.domain_getinfo(domid)
+        except XenError as e:
+            if e.errno == errno.ESRCH:
+                return True
+            raise
+        if not info.dying or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _guest_running(hv: Hypervisor, domid: int) -> bool:

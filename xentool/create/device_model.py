@@ -9,6 +9,7 @@ removes all of it; destroying the domain does the same (xentool.lifecycle).
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,19 @@ def vnc_listen(config: GuestConfig) -> str:
     return config.vnc.listen if config.vnc else "127.0.0.1"
 
 
+class AddressNotHere(Exception):
+    """The listen address belongs to no interface of dom0 (127.0.0.1 with the loopback down)."""
+
+
 def port_is_free(listen: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in listen else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((listen, port))
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise AddressNotHere(listen) from e
             return False
     return True
 
@@ -52,6 +59,14 @@ def choose_vnc_display(config: GuestConfig) -> int | None:
     """The display QEMU serves on: the config's (which must be free), else the first free one."""
     if not vnc_enabled(config):
         return None
+    try:
+        return _free_vnc_display(config)
+    except AddressNotHere as e:
+        hint = "bring the loopback interface up (ip link set lo up)" if str(e).startswith("127.") else "fix vnc.listen"
+        raise DeviceError(config.name, "vnc", f"{e} is not an address of dom0; {hint}, or set vnc.enabled: false") from None
+
+
+def _free_vnc_display(config: GuestConfig) -> int | None:
     listen = vnc_listen(config)
     wanted = config.vnc.display if config.vnc else None
     if wanted is not None:

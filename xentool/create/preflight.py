@@ -50,9 +50,10 @@ def check_devices(config: GuestConfig) -> None:
 def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_name_free(hv, config.name)
     check_memory_fits(hv, config)
-    if hv.has_kernel_backends:
-        check_devices(config)
+    # The config's own mistakes (a NIC model QEMU lacks) before the host's (a missing bridge).
     if config.type == GuestType.HVM and hv.runs_device_models:
         from xentool.create.device_model import check_device_model_inputs
 
         check_device_model_inputs(config)
+    if hv.has_kernel_backends:
+        check_devices(config)

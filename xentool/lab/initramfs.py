@@ -148,6 +148,8 @@ for share in $SHARES; do
     || fail "mount share $share"
 done
 hostname xentool-lab
+# The loopback interface, as any system brings it up: QEMU serves VNC on 127.0.0.1.
+ip link set lo up || fail "loopback up"
 say "root filesystem ready (host / over 9p, tmpfs overlay)"
 grep -q control_d $R/proc/xen/capabilities || fail "not a control domain: $(cat $R/proc/xen/capabilities)"
 
