@@ -184,3 +184,25 @@ def test_concurrent_creates_of_one_name_one_wins(sim_url, kernel):
     assert outcomes == ["created", "name in use", "name in use", "name in use"]
     with xentool.connect(sim_url) as toolstack:
         assert [d.name for d in toolstack.list_domains()] == ["Domain-0", "race"]
+
+
+def test_a_pv_guest_with_a_qcow2_disk_is_refused_before_anything_exists(xt, make_config, tmp_path):
+    from xentool.errors import DeviceError
+
+    image = tmp_path / "a.qcow2"
+    image.write_bytes(b"QFI\xfb" + bytes(508))
+    before = [d.name for d in xt.list_domains()]
+    with pytest.raises(DeviceError, match=r"disk xvdb: a qcow2 image needs QEMU's PV disk backend \(qdisk\)"):
+        xt.create(make_config(disks=[{"target": str(image), "vdev": "xvdb", "format": "qcow2"}]))
+    assert [d.name for d in xt.list_domains()] == before
+
+
+def test_an_hvm_guest_s_qcow2_disk_is_emulated_only(make_config, tmp_path):
+    from xentool.create import plan_creation
+
+    config = make_config(type="hvm", kernel=None, disks=[
+        {"target": "/srv/a.qcow2", "vdev": "hda", "format": "qcow2"}, {"target": "/srv/b.raw", "vdev": "hdb"}])
+    text = plan_creation(config, "u").describe()
+    devices = text.split("4. devices")[1].split("5. device model")[0]
+    assert "backend/vbd/{domid}/832 " in devices and "hotplug vbd hdb" in devices  # the raw one: PV too (PVHVM)
+    assert "/768" not in devices and "/srv/a.qcow2" not in devices  # the qcow2 one: QEMU's only

@@ -16,7 +16,7 @@ from hypercalls.interface import Hypervisor, XenStore, XsPerm, XsPermission, per
 from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState
 from xentool.config import GuestConfig
-from xentool.config.model import Access, Disk, Vif
+from xentool.config.model import Access, Disk, DiskFormat, Vif
 from xentool.create.plan import GUEST, Bindings, Op, Step, XenstoreTransaction, XsNode
 from xentool.errors import DeviceError
 
@@ -265,19 +265,27 @@ def stable_mac(uuid: str, devid: int) -> str:
     return "00:16:3e:%02x:%02x:%02x" % (digest[0] & 0x7F, digest[1], digest[2])
 
 
+def served_by_blkback(disk: Disk) -> bool:
+    """blkback serves a raw image or block device as it is; other formats need QEMU's PV disk
+    backend (qdisk), which xentool does not run yet: an HVM guest's QEMU emulates them, and a PV
+    guest cannot have them (xentool.create.preflight refuses)."""
+    return disk_kind(disk) == "vbd" and disk.format == DiskFormat.RAW
+
+
 def plan_devices(config: GuestConfig, uuid: str) -> Step:
     ops: list[Op] = []
-    for disk in config.disks:
+    pv_disks = [disk for disk in config.disks if served_by_blkback(disk)]
+    for disk in pv_disks:
         if disk.target:
             ops.append(CheckDiskTarget(config.name, disk.vdev, disk.target, disk.access.value == "rw"))
     nodes: list[XsNode] = list(console_nodes(config.name))
-    for disk in config.disks:
+    for disk in pv_disks:
         nodes += disk_nodes(disk)
     for devid, vif in enumerate(config.vifs):
         nodes += vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))
     ops.append(AwaitBackendRelease(config.name))
     ops.append(XenstoreTransaction("devices (console, vbd, vif)", tuple(nodes), cleanup=_backend_roots(config)))
-    ops += [AttachDiskBackend(config.name, disk) for disk in config.disks if disk.target and disk_kind(disk) == "vbd"]
+    ops += [AttachDiskBackend(config.name, disk) for disk in pv_disks if disk.target]
     ops += [AttachVifBackend(config.name, devid, vif) for devid, vif in enumerate(config.vifs)]
     return Step("devices", tuple(ops))
 
@@ -286,7 +294,8 @@ def _backend_roots(config: GuestConfig) -> tuple[str, ...]:
     """Backend directories to remove on undo; the frontends go with /local/domain/N."""
     roots = {"/local/domain/0/backend/console/{domid}"}
     for disk in config.disks:
-        roots.add(f"/local/domain/{_backend_domid(disk.backend)}/backend/{disk_kind(disk)}/{{domid}}")
+        if served_by_blkback(disk):
+            roots.add(f"/local/domain/{_backend_domid(disk.backend)}/backend/vbd/{{domid}}")
     for vif in config.vifs:
         roots.add(f"/local/domain/{_backend_domid(vif.backend)}/backend/vif/{{domid}}")
     return tuple(sorted(roots))

@@ -31,6 +31,19 @@ def check_memory_fits(hv: Hypervisor, config: GuestConfig) -> None:
         raise InsufficientMemory(config.name, needed_kib // 1024, free_kib // 1024)
 
 
+def check_disk_formats(config: GuestConfig) -> None:
+    """A PV or PVH guest's disks are blkback's, which serves raw images only (xentool runs no qdisk)."""
+    from xentool.create.devices import served_by_blkback
+
+    if config.type == GuestType.HVM:
+        return  # QEMU emulates the other formats
+    for disk in config.disks:
+        if disk.target and not served_by_blkback(disk):
+            raise DeviceError(config.name, f"disk {disk.vdev}", f"a {disk.format.value} image needs QEMU's PV disk backend "
+                              "(qdisk), which xentool does not run for PV guests yet; convert it to raw "
+                              "(qemu-img convert -O raw IN OUT) and give format: raw")
+
+
 def check_devices(config: GuestConfig) -> None:
     """What dom0's backends will open: disk images and block devices, and the vifs' bridges (the
     PV vif's, and an HVM guest's emulated NIC's tap)."""
@@ -50,6 +63,7 @@ def check_devices(config: GuestConfig) -> None:
 def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_name_free(hv, config.name)
     check_memory_fits(hv, config)
+    check_disk_formats(config)
     # The config's own mistakes (a NIC model QEMU lacks) before the host's (a missing bridge).
     if config.type == GuestType.HVM and hv.runs_device_models:
         from xentool.create.device_model import check_device_model_inputs
