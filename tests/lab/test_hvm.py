@@ -154,7 +154,8 @@ def test_xl_lists_and_destroys_a_xentool_hvm_guest(lab, hvm_media):
     time.sleep(2)  # our console service notices the domain is gone within its poll
     after = leftovers(lab)
     # libxl removes device-model/<domid> but leaves its parent, even when empty.
-    after["xenstore"] = after["xenstore"].replace('/local/domain/0/device-model = ""\n', "")
+    for state in (before, after):
+        state["xenstore"] = state["xenstore"].replace('/local/domain/0/device-model = ""\n', "")
     assert after == before
 
 

@@ -30,6 +30,7 @@ from xentool.errors import DeviceError
 
 READY_TIMEOUT = 30.0  # seconds; generous for a loaded lab
 DYING_TIMEOUT = 30.0  # seconds for a destroyed domain to be gone (xl destroy returns before that)
+DM_EXIT_WAIT = 5.0  # seconds for QEMU to exit once its serial socket closed
 
 
 def start_console_backend(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, remote_port: int,
@@ -198,9 +199,13 @@ def serve_serial(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch,
             if select.select([pidfd], [], [], 0)[0] and _guest_running(hv, domid):
                 _device_model_died(hv, domid, uuid, watch, log)
     finally:
+        # Once QEMU is dead, the domain goes: xl's destroy ended QEMU first and is removing the
+        # devices before the domain (that can take seconds), or we destroyed it above.  The serial
+        # socket closes as QEMU exits, which may end the loop a moment before QEMU is gone.
+        dm_dead = bool(select.select([pidfd], [], [], DM_EXIT_WAIT)[0])
         os.close(pidfd)
         stream.close()
-        if _domain_gone(hv, domid, wait=DYING_TIMEOUT):
+        if _domain_gone(hv, domid, wait=DYING_TIMEOUT, even_if_alive=dm_dead):
             # xl destroy leaves these: a restricted QEMU ends inside its chroot, where it cannot
             # remove its socket, and libxl keeps the empty chroot for the domid's next QEMU.
             from xentool.devicemodel.privilege import remove_chroot
@@ -225,9 +230,10 @@ def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModel
     lifecycle.destroy(hv, domid, stop_console=False)
 
 
-def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0) -> bool:
+def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0, even_if_alive: bool = False) -> bool:
     """Whether the domain no longer exists; one that is dying (its backends still hold pages, a
-    loop device still closing) is waited for up to ``wait`` seconds."""
+    loop device still closing), or with ``even_if_alive`` one that still lives, is waited for up
+    to ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -236,7 +242,7 @@ def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0) -> bool:
             if e.errno == errno.ESRCH:
                 return True
             raise
-        if not info.dying or time.monotonic() >= deadline:
+        if not (info.dying or even_if_alive) or time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
 

@@ -25,12 +25,12 @@ from xentool.errors import DeviceError
 CONSOLE_TYPE = "xentool"
 CONSOLE_LIMIT = 1048576  # LIBXL_XENCONSOLE_LIMIT
 INITIALISING = str(int(XenbusState.INITIALISING))
-# The hotplug scripts libxl would run, named in the backend's "script" node.  xentool does their
-# work itself (xentool.hotplug) and runs neither; the nodes are there because netback refuses a vif
-# without one, and so that xl, destroying a xentool guest, finds what it expects (its "remove" of a
-# phy vbd and "offline" of a vif are harmless after ours).
-BLOCK_SCRIPT = "/etc/xen/scripts/block"
-VIF_SCRIPT = "/etc/xen/scripts/vif-bridge"
+# The backend's "script" node names the hotplug script a toolstack runs for the device.  xentool
+# does that work itself (xentool.hotplug) and its devices need nothing run on removal (the loop
+# device detaches itself, netback takes the interface off the bridge), so the script is one that
+# does nothing: netback refuses a vif without the node, and xl, destroying a xentool guest, runs
+# it (Xen's own block script took 10 s to time out on our loop devices in the lab).
+NO_SCRIPT = "/bin/true"
 
 
 def _frontend_perms(backend_domid: int) -> tuple[XsPermission, ...]:
@@ -222,7 +222,7 @@ def disk_nodes(disk: Disk) -> tuple[XsNode, ...]:
             "removable": "1" if devtype == "cdrom" else "0",
             "bootable": "1",
             "dev": disk.vdev,
-            **({"script": BLOCK_SCRIPT} if disk_kind(disk) == "vbd" else {}),
+            **({"script": NO_SCRIPT} if disk_kind(disk) == "vbd" else {}),
         },
     )
 
@@ -242,7 +242,7 @@ def vif_nodes(vif: Vif, devid: int, mac: str) -> tuple[XsNode, ...]:
             "mac": mac,
             "bridge": vif.bridge,
             "type": "vif",
-            "script": VIF_SCRIPT,
+            "script": NO_SCRIPT,
         },
     )
 
