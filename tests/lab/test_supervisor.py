@@ -107,3 +107,24 @@ def test_a_second_supervisor_is_refused(lab, guests):
     second = xentool(lab, "supervise")
     assert second.returncode == 4
     assert "a supervisor already runs" in second.err
+
+
+def test_coredump_destroy_writes_the_guests_memory_as_an_elf_core(lab, guests):
+    config = write_config(lab, guests, "dumped", then="crash", on_crash="coredump-destroy",
+                          cmdline='"console=hvc0 xen_legacy_crash xentool.marker=dumped xentool.then=crash"')
+    created = xentool(lab, "create", str(config))
+    assert created.returncode == 0, created.err
+    uuid = domains_json(lab)["dumped"]["uuid"]
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while lab.exec(["grep", "-q", f"uuid {uuid}) went down (crash): gone", SUPERVISOR_LOG], capture=True).returncode:
+        assert time.monotonic() < deadline, lab.exec(["tail", "-5", SUPERVISOR_LOG], capture=True).out
+        time.sleep(3)
+    core = lab.exec(["sh", "-c", f"ls /var/lib/xentool/dump/dumped-{uuid}-*.core"], capture=True).out.strip()
+    try:
+        assert core, "no core file"
+        head = lab.exec(["sh", "-c", f"head -c 4 {core} | od -An -c; stat -c '%s %a' {core}"], capture=True).out.split("\n")
+        assert head[0].split() == ["177", "E", "L", "F"]
+        size, mode = head[1].split()
+        assert int(size) >= 120 * 1024 * 1024 and mode == "600"  # the guest's memory, root's eyes only
+    finally:
+        lab.exec(["rm", "-f", core], capture=True)
