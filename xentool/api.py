@@ -364,11 +364,10 @@ class Toolstack:
     def block_attach(self, ref: str | int, disk: Disk | str | Mapping[str, Any]) -> DeviceStatus:
         """Give a running guest another disk (a Disk, its dict, or xl's string form
         ``/img/b.raw,raw,xvdb,rw``); returns it once the guest has connected it."""
+        from xentool.config.model import disk_adapter
         from xentool.hotplug.live import attach_disk
 
         domain = self._hotplug_target(ref)
-        from xentool.config.model import disk_adapter
-
         spec = _device_spec(disk_adapter(), disk, "disk")
         status = attach_disk(self.hv, domain.domid, domain.name, spec)
         self._record_devices(domain, lambda c: c.model_copy(update={"disks": [*c.disks, spec]}))
@@ -389,11 +388,10 @@ class Toolstack:
     def network_attach(self, ref: str | int, vif: Vif | str | Mapping[str, Any]) -> DeviceStatus:
         """Give a running guest another network interface (a Vif, its dict, or xl's string form
         ``bridge=xenbr0,mac=...``); returns it once the guest has connected it."""
+        from xentool.config.model import vif_adapter
         from xentool.hotplug.live import attach_vif
 
         domain = self._hotplug_target(ref)
-        from xentool.config.model import vif_adapter
-
         spec = _device_spec(vif_adapter(), vif, "vif")
         status = attach_vif(self.hv, domain.domid, domain.name, domain.uuid, spec)
         spec = spec.model_copy(update={"mac": status.details["mac"]})  # a restart keeps the MAC
@@ -470,9 +468,9 @@ class Toolstack:
         except DomainNotFound:
             return lifecycle.DOMAIN_GONE
 
-    def apply_shutdown_action(self, domain: DomainSummary, info: DomainInfo | None = None) -> str:
+    def apply_shutdown_action(self, domain: DomainSummary) -> str:
         """Do what the guest's config says for the reason it shut down (on_poweroff, on_reboot, ...);
-        see :mod:`xentool.shutdown_actions`.  ``info`` is accepted for older callers and not needed."""
+        see :mod:`xentool.shutdown_actions`."""
         from xentool.shutdown_actions import apply_shutdown_action
 
         return apply_shutdown_action(self, domain)

@@ -59,19 +59,20 @@ def destroy(hv: Hypervisor, domid: int, stop_console: bool = True) -> None:
     except XenError as e:
         if e.errno != errno.ESRCH:  # already gone is what we wanted
             raise
+    held: list[str] = []
     if hv.has_kernel_backends:
         # blkback and netback let go asynchronously (in-flight requests, grant unmaps); wait, so
         # that no loop device, vif interface or bridge port outlives the command.
         from xentool.hotplug.backend import RELEASE_TIMEOUT, wait_until_released
 
         held = wait_until_released(domid, RELEASE_TIMEOUT)
-        if held:
-            raise DomainOperationError("destroy", str(domid), f"the kernel backends still hold {', '.join(held)} "
-                                       f"{RELEASE_TIMEOUT:g} s after their removal")
     # A simulated domid must not name a real guest's backend; and the console service that destroys
     # its own guest (its device model died) must not signal itself.
     if hv.needs_console_backend and stop_console:
         stop_console_backend(domid)  # it would notice within a second; destroy promises nothing left
+    if held:
+        raise DomainOperationError("destroy", str(domid), f"the kernel backends still hold {', '.join(held)} "
+                                   f"{RELEASE_TIMEOUT:g} s after their removal")
 
 
 def has_device_model(hv: Hypervisor, domid: int) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import pytest
 from xentool.lab import Lab
 from xentool.lab.guest_images import GuestImages, install_guest_images
 
-from .test_guests import host_state, wait_for_console, xentool
+from .test_guests import domains_json, host_state, wait_for_console, xentool
+from .test_hvm import HVM_BOOT_TIMEOUT, leftovers
 
 pytestmark = pytest.mark.lab
 
@@ -150,10 +152,11 @@ def json_out(result) -> list[dict]:  # type: ignore[no-untyped-def]
     return json.loads(result.out)
 
 
-def test_an_hvm_guest_with_pv_drivers_uses_the_same_pv_disks_and_network(lab, guests, bridge):
-    """PVHVM: an HVM guest (QEMU loads its kernel) whose Linux has the PV front ends finds the same
-    vbds and vif through the Xen platform device; xvde on are PV-only disks (libxl's rule: QEMU
-    emulates the first four), and a vif of type vif has no emulated twin."""
+def test_an_hvm_guest_with_pv_drivers_then_its_device_model_dies(lab, guests, bridge):
+    """PVHVM: an HVM guest (QEMU loads its kernel: direct boot) whose Linux has the PV front ends
+    finds the same vbds and vif through the Xen platform device; xvde on are PV-only disks (libxl's
+    rule: QEMU emulates the first four), and a vif of type vif has no emulated twin.  Then its QEMU
+    is killed: xentool destroys the half-alive guest, `info` says why, and nothing is left."""
     images = lab.share_dir / "pv-devices"
     images.mkdir(exist_ok=True)
     tag = uuid.uuid4().hex[:6]
@@ -169,19 +172,29 @@ def test_an_hvm_guest_with_pv_drivers_uses_the_same_pv_disks_and_network(lab, gu
         f"disks:\n  - {{target: {rw}, vdev: xvde}}\n  - {{target: {ro}, vdev: xvdf, access: ro}}\n"
         f"vifs:\n  - {{bridge: {bridge}, type: vif}}\n"
     )
-    before_devices = devices_left(lab)
+    before, before_devices = leftovers(lab), devices_left(lab)
     created = xentool(lab, "create", str(config))
     assert created.returncode == 0, created.err
     try:
-        log = wait_for_console(lab, "pvhvm", "xentool-guest: devices done", timeout=420)
+        log = wait_for_console(lab, "pvhvm", "xentool-guest: devices done", timeout=HVM_BOOT_TIMEOUT)
         assert "xentool-guest: rw-disk: wrote guest.txt" in log
         assert f"xentool-guest: ro-disk: read-only data {tag}" in log
         assert "xentool-guest: ro-disk: write refused" in log
         assert f"xentool-guest: net: ping {DOM0_IP} ok" in log, log[-2000:]
+
+        domid = domains_json(lab)["pvhvm"]["domid"]
+        pid = lab.exec(["xenstore-read", f"/local/domain/{domid}/image/device-model-pid"], capture=True).out.strip()
+        assert lab.exec(["kill", "-KILL", pid], capture=True).returncode == 0
+        deadline = time.monotonic() + 60
+        while "pvhvm" in domains_json(lab) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert "pvhvm" not in domains_json(lab)
+        info = xentool(lab, "info", "pvhvm")
+        assert info.returncode == 3 and "device model" in info.err and "destroyed by xentool" in info.err, info.err
     finally:
-        destroyed = xentool(lab, "destroy", "pvhvm")
-    assert destroyed.returncode == 0, destroyed.err
+        xentool(lab, "destroy", "pvhvm")
     assert devices_left(lab) == before_devices
+    assert leftovers(lab) == before
     assert read_from_image(rw, "guest.txt") == "written by pvhvm\n"
 
 

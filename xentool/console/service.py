@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypercalls.errors import XenError
-from hypercalls.interface import Hypervisor, ShutdownReason
+from hypercalls.interface import DomainInfo, Hypervisor, ShutdownReason
 from pvdrivers.console import ConsoleBackend
 from pvdrivers.console_ring import ConsoleRing
 from xentool.console.serial import SerialStream
@@ -230,31 +230,32 @@ def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModel
     lifecycle.destroy(hv, domid, stop_console=False)
 
 
+def _info(hv: Hypervisor, domid: int) -> DomainInfo | None:
+    try:
+        return hv.domain_getinfo(domid)
+    except XenError as e:
+        if e.errno == errno.ESRCH:
+            return None
+        raise
+
+
 def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0, even_if_alive: bool = False) -> bool:
     """Whether the domain no longer exists; one that is dying (its backends still hold pages, a
     loop device still closing), or with ``even_if_alive`` one that still lives, is waited for up
     to ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while True:
-        try:
-            info = hv.domain_getinfo(domid)
-        except XenError as e:
-            if e.errno == errno.ESRCH:
-                return True
-            raise
+        info = _info(hv, domid)
+        if info is None:
+            return True
         if not (info.dying or even_if_alive) or time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
 
 
 def _guest_running(hv: Hypervisor, domid: int) -> bool:
-    try:
-        info = hv.domain_getinfo(domid)
-    except XenError as e:
-        if e.errno == errno.ESRCH:
-            return False
-        raise
-    if info.dying:
+    info = _info(hv, domid)
+    if info is None or info.dying:
         return False
     # A guest suspended for a save goes on after a checkpoint (or is destroyed after a save, which
     # ends this service through "dying"): its console must still be served when it resumes.

@@ -29,7 +29,6 @@ from xentool.hotplug.backend import backend_state, sysfs_device, wait_for
 CONNECT_TIMEOUT = 30.0  # seconds for a running guest's front end to connect a new device
 CLOSE_TIMEOUT = 10.0  # libxl's LIBXL_DESTROY_TIMEOUT: for the guest to let go of a device
 RELEASE_TIMEOUT = 10.0  # for the kernel backend to let go once the nodes are gone
-KINDS = {"disk": "vbd", "vif": "vif"}
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,7 @@ def _libxl_dir(domid: int, kind: str, devid: int) -> str:
 def list_devices(xs: XenStore, domid: int, kind: str) -> list[DeviceStatus]:
     """The domain's devices of ``kind`` ("vbd" or "vif"), by devid."""
     devices = []
-    for devid_text in sorted(xs.list_or_empty(f"/libxl/{domid}/device/{kind}"), key=lambda d: int(d) if d.isdigit() else 0):
-        devid = int(devid_text)
+    for devid in sorted(int(d) for d in xs.list_or_empty(f"/libxl/{domid}/device/{kind}") if d.isdigit()):
         backend = xs.read_or(f"{_libxl_dir(domid, kind, devid)}/backend")
         if backend is None:
             continue
