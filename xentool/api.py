@@ -369,7 +369,7 @@ class Toolstack:
 
         domain = self._hotplug_target(ref)
         spec = _device_spec(disk_adapter(), disk, "disk")
-        status = attach_disk(self.hv, domain.domid, domain.name, spec)
+        status = attach_disk(self.hv, domain.domid, domain.name, domain.uuid, spec)
         self._record_devices(domain, lambda c: c.model_copy(update={"disks": [*c.disks, spec]}))
         return status
 

@@ -21,7 +21,7 @@ import pytest
 from xentool.lab import Lab
 from xentool.lab.guest_images import GuestImages, install_guest_images
 
-from .test_guests import domains_json, host_state, wait_for_console, xentool
+from .test_guests import domains_json, wait_for_console, xentool
 from .test_hvm import HVM_BOOT_TIMEOUT, leftovers
 
 pytestmark = pytest.mark.lab
@@ -76,35 +76,83 @@ def devices_left(lab: Lab) -> dict[str, str]:
     return {"loops": loops, "vifs": vifs, "ports": ports, "backends": backends}
 
 
-def test_pv_guest_uses_its_disks_and_network_and_hot_plug(lab, guests, bridge):
+def image_dir(lab: Lab) -> Path:
     images = lab.share_dir / "pv-devices"
     images.mkdir(exist_ok=True)
-    tag = uuid.uuid4().hex[:6]
-    rw = ext4_image(images / f"rw-{tag}.img", {"empty.txt": ""})
-    ro = ext4_image(images / f"ro-{tag}.img", {"hello.txt": f"read-only data {tag}"})
-    config = images / f"pvdev-{tag}.yaml"
+    return images
+
+
+def qcow2_image(path: Path, files: dict[str, str]) -> Path:
+    """An ext4 file system holding ``files`` in a qcow2 image (qemu-img from qemu-utils)."""
+    raw = ext4_image(path.with_suffix(".raw"), files)
+    path.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(path)], check=True, capture_output=True)
+    raw.unlink()
+    return path
+
+
+def read_from_qcow2(image: Path, name: str) -> str:
+    raw = image.with_suffix(".check.raw")
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(image), str(raw)], check=True, capture_output=True)
+    try:
+        return read_from_image(raw, name)
+    finally:
+        raw.unlink()
+
+
+def device_guest_config(images: Path, guests: GuestImages, name: str, tag: str, type_: str, cmdline: str,
+                        disks: list[str], vif: str) -> tuple[Path, Path, Path]:
+    """A guest running then=devices with a fresh rw and ro ext4 image pair in ``images`` (and
+    ``disks``, YAML flow mappings, after them); returns the config and the two images."""
+    rw = ext4_image(images / f"{name}-rw-{tag}.img", {"empty.txt": ""})
+    ro = ext4_image(images / f"{name}-ro-{tag}.img", {"hello.txt": f"read-only data {tag}"})
+    config = images / f"{name}-{tag}.yaml"
+    first, second = ("xvdb", "xvdc") if type_ == "pv" else ("xvde", "xvdf")
+    listed = [f"{{target: {rw}, vdev: {first}}}", f"{{target: {ro}, vdev: {second}, access: ro}}", *disks]
     config.write_text(
-        "name: pvdev\ntype: pv\nmemory: 128\n"
+        f"name: {name}\ntype: {type_}\nmemory: {128 if type_ == 'pv' else 256}\n"
         f"kernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
-        f'cmdline: "console=hvc0 xentool.marker=pvdev xentool.then=devices xentool.ip={GUEST_IP}/24 xentool.peer={DOM0_IP}"\n'
-        f"disks:\n  - {{target: {rw}, vdev: xvdb}}\n  - {{target: {ro}, vdev: xvdc, access: ro}}\n"
-        f"vifs:\n  - {{bridge: {bridge}}}\n"
+        f'cmdline: "{cmdline} xentool.marker={name} xentool.then=devices"\n'
+        "disks:\n" + "".join(f"  - {d}\n" for d in listed) + f"vifs:\n  - {vif}\n"
     )
-    before_state, before_devices = host_state(lab), devices_left(lab)
+    return config, rw, ro
+
+
+def assert_devices_used(log: str, tag: str, rw_disks: list[str]) -> None:
+    """What the guest's then=devices said: each rw disk written, the ro one read and not written,
+    dom0 pinged."""
+    for disk in rw_disks:
+        assert f"xentool-guest: rw-disk: wrote guest.txt on {disk}" in log, log[-2000:]
+    assert f"xentool-guest: ro-disk: read-only data {tag}" in log
+    assert "xentool-guest: ro-disk: write refused" in log
+    assert f"xentool-guest: net: ping {DOM0_IP} ok" in log, log[-2000:]
+
+
+def test_pv_guest_uses_its_disks_and_network_and_hot_plug(lab, guests, bridge):
+    """Raw images through blkback (loop devices), a qcow2 one through QEMU's qdisk, a vif on a
+    bridge; hot plug of each kind; then nothing left, and the data in the images."""
+    tag = uuid.uuid4().hex[:6]
+    images = image_dir(lab)
+    qcow2 = qcow2_image(images / f"qdisk-{tag}.qcow2", {"empty.txt": ""})
+    config, rw, ro = device_guest_config(
+        images, guests, "pvdev", tag, "pv", f"console=hvc0 xentool.rw=xvdb,xvde xentool.ip={GUEST_IP}/24 xentool.peer={DOM0_IP}",
+        [f"{{target: {qcow2}, vdev: xvde, format: qcow2}}"], f"{{bridge: {bridge}}}")
+    before_state, before_devices = leftovers(lab), devices_left(lab)
 
     created = xentool(lab, "create", str(config))
     assert created.returncode == 0, created.err
     try:
         domid = created.out.split("(id ")[1].split(",")[0]
-        # While it runs: a loop device per image (the ro one read-only), the vif on the bridge.
+        # While it runs: a loop device per raw image (the ro one read-only), the vif on the bridge,
+        # and a QEMU serving the qcow2 image.
         running = devices_left(lab)
         assert str(rw) in running["loops"] and str(ro) in running["loops"]
         assert f"vif{domid}.0" in running["ports"]
+        qemu = [line for line in lab.exec(["pgrep", "-af", "xen-qemu"], capture=True).out.splitlines()
+                if f" -xen-domid {domid} " in line]
+        assert len(qemu) == 1 and "-machine xenpv" in qemu[0] and "-xen-attach" in qemu[0], qemu
         log = wait_for_console(lab, "pvdev", "xentool-guest: devices done")
-        assert "xentool-guest: rw-disk: wrote guest.txt" in log
-        assert f"xentool-guest: ro-disk: read-only data {tag}" in log
-        assert "xentool-guest: ro-disk: write refused" in log
-        assert f"xentool-guest: net: ping {DOM0_IP} ok" in log, log[-2000:]
+        assert_devices_used(log, tag, ["xvdb", "xvde"])
         mac = log.split("xentool-guest: net: eth0 ")[1].split()[1]
         assert mac.startswith("00:16:3e:")
         pinged = lab.exec(["busybox", "ping", "-c", "3", "-W", "5", GUEST_IP], capture=True, timeout=60)
@@ -114,9 +162,10 @@ def test_pv_guest_uses_its_disks_and_network_and_hot_plug(lab, guests, bridge):
         destroyed = xentool(lab, "destroy", "pvdev")
     assert destroyed.returncode == 0, destroyed.err
     assert devices_left(lab) == before_devices
-    assert host_state(lab) == before_state
+    assert leftovers(lab) == before_state
     assert read_from_image(rw, "guest.txt") == "written by pvdev\n"
     assert read_from_image(ro, "hello.txt") == f"read-only data {tag}"
+    assert read_from_qcow2(qcow2, "guest.txt") == "written by pvdev\n"
 
 
 def hot_plug_while_running(lab: Lab, images: Path, tag: str, domid: str) -> None:
@@ -126,15 +175,27 @@ def hot_plug_while_running(lab: Lab, images: Path, tag: str, domid: str) -> None
     attached = xentool(lab, "block-attach", "pvdev", f"{extra},raw,xvdd,ro")
     assert attached.returncode == 0, attached.err
     disks = {d["name"]: d for d in json_out(xentool(lab, "block-list", "--json", "pvdev"))}
-    assert set(disks) == {"xvdb", "xvdc", "xvdd"}
+    assert set(disks) == {"xvdb", "xvdc", "xvde", "xvdd"}
     assert (disks["xvdd"]["backend_state"], disks["xvdd"]["frontend_state"], disks["xvdd"]["mode"]) == ("connected", "connected", "r")
     assert str(extra) in devices_left(lab)["loops"]
     taken = xentool(lab, "block-attach", "pvdev", f"{extra},raw,xvdd,ro")
     assert taken.returncode != 0 and "already has xvdd" in taken.err, taken.err
     detached = xentool(lab, "block-detach", "pvdev", "xvdd")
     assert detached.returncode == 0, detached.err
-    assert [d["name"] for d in json_out(xentool(lab, "block-list", "--json", "pvdev"))] == ["xvdb", "xvdc"]
+    assert [d["name"] for d in json_out(xentool(lab, "block-list", "--json", "pvdev"))] == ["xvdb", "xvdc", "xvde"]
     assert str(extra) not in devices_left(lab)["loops"]
+
+    # A qcow2 disk: the guest's QEMU takes it up from its backend directory.
+    extra_qcow2 = qcow2_image(images / f"extra-{tag}.qcow2", {"extra.txt": "x"})
+    refused = xentool(lab, "block-attach", "pvdev", f"{extra_qcow2},qcow2,xvdf,ro")
+    assert refused.returncode != 0 and "cannot open a qcow2 image read-only" in refused.err, refused.err
+    attached = xentool(lab, "block-attach", "pvdev", f"{extra_qcow2},qcow2,xvdf,rw")
+    assert attached.returncode == 0, attached.err
+    disks = {d["name"]: d for d in json_out(xentool(lab, "block-list", "--json", "pvdev"))}
+    assert (disks["xvdf"]["backend_state"], disks["xvdf"]["frontend_state"]) == ("connected", "connected")
+    assert disks["xvdf"]["backend"].startswith("/local/domain/0/backend/qdisk/")
+    detached = xentool(lab, "block-detach", "pvdev", "xvdf")
+    assert detached.returncode == 0, detached.err
 
     added = xentool(lab, "network-attach", "pvdev", f"bridge={BRIDGE}")
     assert added.returncode == 0, added.err
@@ -157,30 +218,17 @@ def test_an_hvm_guest_with_pv_drivers_then_its_device_model_dies(lab, guests, br
     finds the same vbds and vif through the Xen platform device; xvde on are PV-only disks (libxl's
     rule: QEMU emulates the first four), and a vif of type vif has no emulated twin.  Then its QEMU
     is killed: xentool destroys the half-alive guest, `info` says why, and nothing is left."""
-    images = lab.share_dir / "pv-devices"
-    images.mkdir(exist_ok=True)
     tag = uuid.uuid4().hex[:6]
-    rw = ext4_image(images / f"hvm-rw-{tag}.img", {"empty.txt": ""})
-    ro = ext4_image(images / f"hvm-ro-{tag}.img", {"hello.txt": f"read-only data {tag}"})
     guest_ip = "10.201.0.3"
-    config = images / f"pvhvm-{tag}.yaml"
-    config.write_text(
-        "name: pvhvm\ntype: hvm\nmemory: 256\n"
-        f"kernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
-        f'cmdline: "console=ttyS0 quiet xentool.marker=pvhvm xentool.then=devices xentool.rw=xvde xentool.ro=xvdf '
-        f'xentool.ip={guest_ip}/24 xentool.peer={DOM0_IP}"\n'
-        f"disks:\n  - {{target: {rw}, vdev: xvde}}\n  - {{target: {ro}, vdev: xvdf, access: ro}}\n"
-        f"vifs:\n  - {{bridge: {bridge}, type: vif}}\n"
-    )
+    config, rw, _ = device_guest_config(
+        image_dir(lab), guests, "pvhvm", tag, "hvm", f"console=ttyS0 quiet xentool.rw=xvde xentool.ro=xvdf xentool.ip={guest_ip}/24 "
+        f"xentool.peer={DOM0_IP}", [], f"{{bridge: {bridge}, type: vif}}")
     before, before_devices = leftovers(lab), devices_left(lab)
     created = xentool(lab, "create", str(config))
     assert created.returncode == 0, created.err
     try:
         log = wait_for_console(lab, "pvhvm", "xentool-guest: devices done", timeout=HVM_BOOT_TIMEOUT)
-        assert "xentool-guest: rw-disk: wrote guest.txt" in log
-        assert f"xentool-guest: ro-disk: read-only data {tag}" in log
-        assert "xentool-guest: ro-disk: write refused" in log
-        assert f"xentool-guest: net: ping {DOM0_IP} ok" in log, log[-2000:]
+        assert_devices_used(log, tag, ["xvde"])
 
         domid = domains_json(lab)["pvhvm"]["domid"]
         pid = lab.exec(["xenstore-read", f"/local/domain/{domid}/image/device-model-pid"], capture=True).out.strip()
@@ -199,11 +247,15 @@ def test_an_hvm_guest_with_pv_drivers_then_its_device_model_dies(lab, guests, br
 
 
 def test_bad_device_input_is_one_line_and_leaves_nothing(lab, guests, bridge):
-    """A missing image and a missing bridge fail before anything exists, naming the device."""
-    before_state, before_devices = host_state(lab), devices_left(lab)
+    """A missing image and a missing bridge fail before anything exists, naming the device; an
+    image that is not the qcow2 it claims to be fails once QEMU tries it, and QEMU goes too."""
+    before_state, before_devices = leftovers(lab), devices_left(lab)
+    not_qcow2 = image_dir(lab) / f"not-qcow2-{uuid.uuid4().hex[:6]}.qcow2"
+    not_qcow2.write_bytes(bytes(1 << 20))
     cases = {
         "disks: [{target: /nonexistent/disk.img, vdev: xvdb}]": "device disk xvdb: /nonexistent/disk.img does not exist",
         "vifs: [{bridge: nosuchbr0}]": "device vif 0: bridge nosuchbr0 does not exist in dom0",
+        f"disks: [{{target: {not_qcow2}, vdev: xvdb, format: qcow2}}]": "device disk xvdb: QEMU did not take up the qcow2 image",
     }
     for line, expected in cases.items():
         config = lab.share_dir / f"bad-{uuid.uuid4().hex[:6]}.yaml"
@@ -213,4 +265,4 @@ def test_bad_device_input_is_one_line_and_leaves_nothing(lab, guests, bridge):
         assert expected in result.err, result.err
         assert len(result.err.strip().splitlines()) == 1, result.err
     assert devices_left(lab) == before_devices
-    assert host_state(lab) == before_state
+    assert leftovers(lab) == before_state

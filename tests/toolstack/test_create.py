@@ -186,14 +186,46 @@ def test_concurrent_creates_of_one_name_one_wins(sim_url, kernel):
         assert [d.name for d in toolstack.list_domains()] == ["Domain-0", "race"]
 
 
-def test_a_pv_guest_with_a_qcow2_disk_is_refused_before_anything_exists(xt, make_config, tmp_path):
+def test_a_pv_guest_s_qcow2_disk_is_a_qdisk_served_by_its_own_qemu(make_config):
+    from xentool.create import plan_creation
+
+    config = make_config(disks=[{"target": "/srv/a.qcow2", "vdev": "xvdb", "format": "qcow2"},
+                                {"target": "/srv/b.raw", "vdev": "xvdc"}])
+    plan = plan_creation(config, "u").to_json()
+    nodes = {n["path"]: n for step in plan["steps"] for op in step["ops"] if op["op"] == "XenstoreTransaction"
+             for n in op["nodes"]}
+    qdisk = "/local/domain/0/backend/qdisk/{domid}/51728"
+    assert nodes[f"{qdisk}/params"]["value"] == "qcow2:/srv/a.qcow2"
+    assert nodes[f"{qdisk}/type"]["value"] == "qdisk" and f"{qdisk}/script" not in nodes
+    # The guest sees a vbd whichever backend serves it; libxl keeps it under vbd too.
+    assert nodes["/local/domain/{domid}/device/vbd/51728/backend"]["value"] == qdisk
+    assert nodes["/libxl/{domid}/device/vbd/51728/backend"]["value"] == qdisk
+    assert nodes["/local/domain/0/backend/vbd/{domid}/51744/params"]["value"] == "/srv/b.raw"
+    steps = {step["name"]: [op["op"] for op in step["ops"]] for step in plan["steps"]}
+    assert steps["device model (qdisk backend)"] == ["StartPvBackend"]
+    assert [s["name"] for s in plan["steps"]].index("device model (qdisk backend)") > [s["name"] for s in plan["steps"]].index("devices")
+    assert "AttachDiskBackend" in steps["devices"] and steps["devices"].count("AttachDiskBackend") == 1  # blkback's only
+
+
+def test_a_pv_guest_without_qdisk_disks_has_no_qemu(make_config):
+    from xentool.create import plan_creation
+
+    config = make_config(disks=[{"target": "/srv/b.raw", "vdev": "xvdb"}])
+    assert not any("device model" in step["name"] for step in plan_creation(config, "u").to_json()["steps"])
+
+
+def test_disks_no_backend_can_serve_are_refused_before_anything_exists(xt, make_config, tmp_path):
     from xentool.errors import DeviceError
 
     image = tmp_path / "a.qcow2"
     image.write_bytes(b"QFI\xfb" + bytes(508))
     before = [d.name for d in xt.list_domains()]
-    with pytest.raises(DeviceError, match=r"disk xvdb: a qcow2 image needs QEMU's PV disk backend \(qdisk\)"):
-        xt.create(make_config(disks=[{"target": str(image), "vdev": "xvdb", "format": "qcow2"}]))
+    with pytest.raises(DeviceError, match=r"disk xvdb: backendtype tap needs blktap"):
+        xt.create(make_config(disks=[{"target": str(image), "vdev": "xvdb", "backendtype": "tap"}]))
+    with pytest.raises(DeviceError, match=r"disk xvdb: QEMU 7.2's qdisk cannot open a qcow2 image read-only"):
+        xt.create(make_config(disks=[{"target": str(image), "vdev": "xvdb", "format": "qcow2", "access": "ro"}]))
+    with pytest.raises(DeviceError, match=r"disk xvde: a qcow2 disk past hdd is for PV drivers only"):
+        xt.create(make_config(type="hvm", kernel=None, disks=[{"target": str(image), "vdev": "xvde", "format": "qcow2"}]))
     assert [d.name for d in xt.list_domains()] == before
 
 

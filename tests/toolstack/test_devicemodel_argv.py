@@ -392,3 +392,26 @@ def test_a_relative_disk_target_is_never_read_as_a_qemu_protocol():
     config = hvm(disks=[{"target": "nbd:evil.example:10809", "vdev": "hda"}])
     drives = values(device_model_argv(config, setup()), "-drive")
     assert drives[0].startswith("file=./nbd:evil.example:10809,")
+
+
+def test_a_pv_guest_s_qdisk_backend_is_libxl_s_xenpv_qemu():
+    """libxl's PV branch (docs/devices-facts.md, qdisk): xen-attach, machine xenpv, no emulated
+    devices, no restriction (Xen's restricted QEMU cannot serve qdisk), -m in MiB of maxmem."""
+    from xentool.devicemodel.argv import pv_backend_argv
+
+    config = config_from_dict({"name": "pv1", "type": "pv", "kernel": "/k", "memory": 128, "maxmem": 200,
+                               "disks": [{"target": "/srv/a.qcow2", "vdev": "xvdb", "format": "qcow2"}]})
+    argv = pv_backend_argv(config, 9)
+    assert argv == [QEMU_XEN, "-xen-domid", "9", "-no-shutdown",
+                    "-chardev", "socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-9,server=on,wait=off",
+                    "-mon", "chardev=libxl-cmd,mode=control", "-nodefaults", "-no-user-config", "-xen-attach",
+                    "-name", "pv1", "-vnc", "none", "-display", "none", "-nographic", "-machine", "xenpv", "-m", "200"]
+    with pytest.raises(ValueError, match="hvm guest"):
+        pv_backend_argv(hvm(), 9)
+
+
+def test_which_disks_an_hvm_guest_s_qemu_emulates():
+    from xentool.devicemodel.argv import emulated_by_qemu
+
+    disks = hvm(disks=["/a,raw,hda,rw", "/b,raw,xvdd,rw", "/c,raw,xvde,rw", "/d,raw,sdb,rw", "/e,raw,hdc,cdrom"]).disks
+    assert [emulated_by_qemu(d) for d in disks] == [True, True, False, True, True]

@@ -18,8 +18,10 @@ from hypercalls.interface import GuestType, Hypervisor, XenStore, perms
 from xentool.config import GuestConfig
 from xentool.config.model import Firmware, VifType
 from xentool.console.paths import RUN_DIR, serial_socket_path
-from xentool.create.devices import check_disk_target
+from xentool.create.devices import check_disk_target, disk_backend_path, qdisk_disks
 from xentool.create.plan import Bindings, Op, Step
+from xentool.devicemodel.privilege import Privilege
+from xentool.devicemodel.process import StartedDeviceModel
 from xentool.errors import DeviceError
 from xentool.hotplug import netdev
 
@@ -93,27 +95,19 @@ class StartDeviceModel(Op):
     uuid: str
 
     def describe(self) -> str:
-        from xentool.devicemodel.argv import QEMU_XEN
+        from xentool.devicemodel.argv import qemu_binary
         from xentool.devicemodel.process import device_model_log_path
 
-        binary = self.config.device_model.path if self.config.device_model and self.config.device_model.path else QEMU_XEN
+        binary = qemu_binary(self.config)
         return (f"start the device model {binary} for {{domid}} (QMP /var/run/xen/qmp-libxl-{{domid}}, "
                 f"log {device_model_log_path(self.uuid)}); wait for device-model/{{domid}}/state = running")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.runs_device_models:
             return
-        from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv, device_model_env
-        from xentool.devicemodel.process import (
-            DeviceModelFailed,
-            device_model_log_path,
-            dm_pid_path,
-            dm_state_path,
-            spawn,
-            wait_until_prelaunch,
-            wait_until_running,
-        )
-        from xentool.devicemodel.privilege import choose_privilege, prepare_chroot, restrict_this_process
+        from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv
+        from xentool.devicemodel.process import DeviceModelFailed, wait_until_prelaunch, wait_until_running
+        from xentool.devicemodel.privilege import choose_privilege
 
         domid = bound["domid"]
         config = self.config
@@ -122,29 +116,26 @@ class StartDeviceModel(Op):
         setup = DeviceModelSetup(domid=domid, serial_socket=serial, vnc_display=choose_vnc_display(config),
                                  uuid=self.uuid, privilege=privilege)
         argv = device_model_argv(config, setup)
-        Path("/var/run/xen").mkdir(parents=True, exist_ok=True)  # QMP's directory, libxl's run dir
         if serial:
             RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-        xs.mkdir(dm_state_path(domid))
-        xs.set_perms(dm_state_path(domid), perms(0))
+        # The executor undoes only the operations that completed: this one ends its own QEMU.
         try:
-            prepare_chroot(privilege)
-            started = spawn(argv, device_model_env(domid), device_model_log_path(self.uuid),
-                            preexec=restrict_this_process if privilege.restricted else None)
-            bound["dm_pid"] = started.pid
-            xs.write(dm_pid_path(domid), str(started.pid))
+            started = launch(xs, domid, self.uuid, argv, privilege, bound)
             post_config = self._post_config_commands(setup.vnc_display)
             if privilege.restricted:
                 results = wait_until_prelaunch(domid, started.pid, started.log_path, post_config)
             else:
                 wait_until_running(xs, domid, started.pid, started.log_path)
                 results = self._qmp(domid, post_config) if post_config else []
-        except DeviceModelFailed as e:
-            raise DeviceError(config.name, "device model", str(e)) from e
+            self._post_configure(xs, domid, setup.vnc_display, results)
+            self._bridge_taps(domid)
+        except BaseException as e:
+            self.undo(hv, xs, bound)
+            if isinstance(e, DeviceModelFailed):
+                raise DeviceError(config.name, "device model", str(e)) from e
+            raise
         if serial:
             bound["serial_socket"] = serial
-        self._post_configure(xs, domid, setup.vnc_display, results)
-        self._bridge_taps(domid)
 
     def _qmp(self, domid: int, commands: list[tuple[str, dict | None]]) -> list:
         from xentool.devicemodel.qmp import QmpFailed, qmp_execute
@@ -184,6 +175,69 @@ class StartDeviceModel(Op):
                 netdev.set_up(tap)
             except OSError as e:
                 raise DeviceError(self.config.name, f"vif {devid}", f"wiring {tap} to bridge {vif.bridge} failed: {e.strerror or e}") from e
+
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.runs_device_models or "domid" not in bound:
+            return
+        from xentool.devicemodel.process import stop_device_model
+
+        stop_device_model(xs, bound["domid"])
+
+
+def launch(xs: XenStore, domid: int, uuid: str, argv: list[str], privilege: Privilege, bound: Bindings) -> StartedDeviceModel:
+    """libxl__spawn_local_dm up to the wait: QEMU's xenstore directory (dom0's only), its chroot if
+    restricted, the process, and its pid where xl looks for it."""
+    from xentool.devicemodel.argv import device_model_env
+    from xentool.devicemodel.privilege import prepare_chroot, restrict_this_process
+    from xentool.devicemodel.process import device_model_log_path, dm_pid_path, dm_state_path, spawn
+
+    Path("/var/run/xen").mkdir(parents=True, exist_ok=True)  # QMP's directory, libxl's run dir
+    xs.mkdir(dm_state_path(domid))
+    xs.set_perms(dm_state_path(domid), perms(0))
+    prepare_chroot(privilege)
+    started = spawn(argv, device_model_env(domid), device_model_log_path(uuid),
+                    preexec=restrict_this_process if privilege.restricted else None)
+    bound["dm_pid"] = started.pid
+    xs.write(dm_pid_path(domid), str(started.pid))
+    return started
+
+
+@dataclass(frozen=True)
+class StartPvBackend(Op):
+    """A PV or PVH guest's QEMU, which serves its qdisk disks (images blkback cannot read, such as
+    qcow2): started after the disks' nodes are written, as libxl starts it, then each qdisk must
+    reach InitWait (QEMU opened the image and waits for the guest) before the guest runs."""
+
+    config: GuestConfig
+    uuid: str
+
+    def describe(self) -> str:
+        from xentool.devicemodel.argv import qemu_binary
+
+        binary = qemu_binary(self.config)
+        disks = ", ".join(d.vdev for d in qdisk_disks(self.config))
+        return (f"start {binary} -machine xenpv for {{domid}} as the qdisk backend of {disks}; wait for "
+                "device-model/{domid}/state = running, then for each qdisk's backend state InitWait")
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.runs_device_models:
+            return
+        from xentool.devicemodel.argv import pv_backend_argv
+        from xentool.devicemodel.process import DeviceModelFailed, wait_until_running
+        from xentool.hotplug.qdisk import wait_until_taken_up
+
+        domid = bound["domid"]
+        # The executor undoes only the operations that completed: this one ends its own QEMU.
+        try:
+            started = launch(xs, domid, self.uuid, pv_backend_argv(self.config, domid), Privilege(restricted=False), bound)
+            wait_until_running(xs, domid, started.pid, started.log_path)
+            for disk in qdisk_disks(self.config):
+                wait_until_taken_up(xs, self.config.name, disk, bound.fill(disk_backend_path(disk)), started.log_path)
+        except BaseException as e:
+            self.undo(hv, xs, bound)
+            if isinstance(e, DeviceModelFailed):
+                raise DeviceError(self.config.name, "qdisk backend (QEMU)", str(e)) from e
+            raise
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.runs_device_models or "domid" not in bound:
@@ -234,9 +288,13 @@ def hvm_platform_nodes(config: GuestConfig) -> list[tuple[str, str]]:
 
 
 def plan_device_model(config: GuestConfig, uuid: str) -> Step | None:
-    if config.type != GuestType.HVM:
-        return None
-    return Step("device model", (StartDeviceModel(config, uuid),))
+    """An HVM guest's QEMU; for a PV or PVH guest, a QEMU only if it has qdisk disks."""
+    if config.type == GuestType.HVM:
+        return Step("device model", (StartDeviceModel(config, uuid),))
+    if qdisk_disks(config):
+        return Step("device model (qdisk backend)", (StartPvBackend(config, uuid),))
+    return None
 
 
-__all__ = ["StartDeviceModel", "check_device_model_inputs", "hvm_platform_nodes", "plan_device_model"]
+__all__ = ["StartDeviceModel", "StartPvBackend", "check_device_model_inputs", "hvm_platform_nodes", "launch",
+           "plan_device_model"]

@@ -12,11 +12,11 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from hypercalls.interface import Hypervisor, XenStore, XsPerm, XsPermission, perms
+from hypercalls.interface import GuestType, Hypervisor, XenStore, XsPerm, XsPermission, perms
 from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState
 from xentool.config import GuestConfig
-from xentool.config.model import Access, Disk, DiskFormat, Vif
+from xentool.config.model import Access, BackendType, Disk, DiskFormat, Vif
 from xentool.create.plan import GUEST, Bindings, Op, Step, XenstoreTransaction, XsNode
 from xentool.errors import DeviceError
 
@@ -31,6 +31,16 @@ INITIALISING = str(int(XenbusState.INITIALISING))
 # does nothing: netback refuses a vif without the node, and xl, destroying a xentool guest, runs
 # it (Xen's own block script took 10 s to time out on our loop devices in the lab).
 NO_SCRIPT = "/bin/true"
+# A qdisk's params is FORMAT:PATH in libxl's words (libxl__device_disk_string_of_format), which
+# QEMU's xen-block reads back ("aio" is raw).
+QDISK_FORMATS = {
+    DiskFormat.RAW: "aio",
+    DiskFormat.QCOW: "qcow",
+    DiskFormat.QCOW2: "qcow2",
+    DiskFormat.VHD: "vhd",
+    DiskFormat.QED: "qed",
+    DiskFormat.EMPTY: "aio",
+}
 
 
 def _frontend_perms(backend_domid: int) -> tuple[XsPermission, ...]:
@@ -52,15 +62,17 @@ def device_nodes(
     back: dict[str, str],
     ro_front: dict[str, str] | None = None,
     frontend_path: str | None = None,
+    backend_kind: str | None = None,
 ) -> tuple[XsNode, ...]:
     """A split device's xenstore nodes, as libxl__device_generic_add writes them.
 
     ``front`` entries are the guest's, ``ro_front`` ones it may only read, ``back`` the backend's;
     a copy of the backend entries goes under /libxl/N/device so the toolstack need not trust what a
-    backend later writes in its own directory.
+    backend later writes in its own directory.  ``backend_kind`` names the backend's directory when
+    it is not ``kind``'s: a disk is a vbd to the guest whichever backend serves it (qdisk: QEMU).
     """
     frontend = frontend_path or f"/local/domain/{{domid}}/device/{kind}/{devid}"
-    backend = f"/local/domain/{backend_domid}/backend/{kind}/{{domid}}/{devid}"
+    backend = f"/local/domain/{backend_domid}/backend/{backend_kind or kind}/{{domid}}/{devid}"
     libxl = f"/libxl/{{domid}}/device/{kind}/{devid}"
     # Console 0 keeps other information in its frontend directory that the guest must not fiddle
     # with, so libxl gives the directory itself the read-only permissions.
@@ -201,8 +213,9 @@ def disk_nodes(disk: Disk) -> tuple[XsNode, ...]:
     devid = vdev_to_devid(disk.vdev)
     backend_domid = _backend_domid(disk.backend)
     devtype = disk.devtype.value
+    kind = disk_kind(disk)
     return device_nodes(
-        disk_kind(disk),
+        "vbd",
         devid,
         backend_domid,
         front={
@@ -215,15 +228,17 @@ def disk_nodes(disk: Disk) -> tuple[XsNode, ...]:
             "frontend-id": "{domid}",
             "online": "1",
             "state": INITIALISING,
-            "params": disk.target,
-            "type": disk.backendtype.value if disk.backendtype else "phy",
+            "params": disk.target if kind == "vbd" else f"{QDISK_FORMATS[disk.format]}:{disk.target}",
+            "type": "phy" if kind == "vbd" else "qdisk",
             "mode": "w" if disk.access.value == "rw" else "r",
             "device-type": devtype,
             "removable": "1" if devtype == "cdrom" else "0",
             "bootable": "1",
             "dev": disk.vdev,
-            **({"script": NO_SCRIPT} if disk_kind(disk) == "vbd" else {}),
+            # QEMU runs no hotplug script, so libxl gives a qdisk none.
+            **({"script": NO_SCRIPT} if kind == "vbd" else {}),
         },
+        backend_kind=kind,
     )
 
 
@@ -248,7 +263,14 @@ def vif_nodes(vif: Vif, devid: int, mac: str) -> tuple[XsNode, ...]:
 
 
 def disk_kind(disk: Disk) -> str:
-    return "qdisk" if disk.backendtype and disk.backendtype.value == "qdisk" else "vbd"
+    """Which backend serves the disk to the guest's blkfront: "vbd" (dom0's kernel blkback) for a
+    raw image or block device, "qdisk" (QEMU's PV disk backend) for the other formats, which
+    blkback cannot read, or when the config asks for it (libxl__device_disk_set_backend's choice)."""
+    if disk.backendtype == BackendType.QDISK:
+        return "qdisk"
+    if disk.backendtype is None and disk.format not in (DiskFormat.RAW, DiskFormat.EMPTY):
+        return "qdisk"
+    return "vbd"
 
 
 def disk_backend_path(disk: Disk) -> str:
@@ -266,26 +288,37 @@ def stable_mac(uuid: str, devid: int) -> str:
 
 
 def served_by_blkback(disk: Disk) -> bool:
-    """blkback serves a raw image or block device as it is; other formats need QEMU's PV disk
-    backend (qdisk), which xentool does not run yet: an HVM guest's QEMU emulates them, and a PV
-    guest cannot have them (xentool.create.preflight refuses)."""
-    return disk_kind(disk) == "vbd" and disk.format == DiskFormat.RAW
+    return disk_kind(disk) == "vbd"
+
+
+def pv_disks(config: GuestConfig) -> list[Disk]:
+    """The disks the guest's blkfront is offered.  A PV or PVH guest gets all of them, the qdisk
+    ones from a QEMU of their own (xentool.create.device_model).  An HVM guest gets blkback's only:
+    its QEMU runs restricted, and Xen's restricted QEMU cannot serve qdisk
+    (docs/features/qemu-deprivilege.pandoc), so it emulates the other formats instead."""
+    if config.type == GuestType.HVM:
+        return [disk for disk in config.disks if served_by_blkback(disk)]
+    return list(config.disks)
+
+
+def qdisk_disks(config: GuestConfig) -> list[Disk]:
+    return [disk for disk in pv_disks(config) if disk_kind(disk) == "qdisk"]
 
 
 def plan_devices(config: GuestConfig, uuid: str) -> Step:
     ops: list[Op] = []
-    pv_disks = [disk for disk in config.disks if served_by_blkback(disk)]
-    for disk in pv_disks:
+    disks = pv_disks(config)
+    for disk in disks:
         if disk.target:
             ops.append(CheckDiskTarget(config.name, disk.vdev, disk.target, disk.access.value == "rw"))
     nodes: list[XsNode] = list(console_nodes(config.name))
-    for disk in pv_disks:
+    for disk in disks:
         nodes += disk_nodes(disk)
     for devid, vif in enumerate(config.vifs):
         nodes += vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))
     ops.append(AwaitBackendRelease(config.name))
     ops.append(XenstoreTransaction("devices (console, vbd, vif)", tuple(nodes), cleanup=_backend_roots(config)))
-    ops += [AttachDiskBackend(config.name, disk) for disk in pv_disks if disk.target]
+    ops += [AttachDiskBackend(config.name, disk) for disk in disks if disk.target and served_by_blkback(disk)]
     ops += [AttachVifBackend(config.name, devid, vif) for devid, vif in enumerate(config.vifs)]
     return Step("devices", tuple(ops))
 
@@ -293,9 +326,8 @@ def plan_devices(config: GuestConfig, uuid: str) -> Step:
 def _backend_roots(config: GuestConfig) -> tuple[str, ...]:
     """Backend directories to remove on undo; the frontends go with /local/domain/N."""
     roots = {"/local/domain/0/backend/console/{domid}"}
-    for disk in config.disks:
-        if served_by_blkback(disk):
-            roots.add(f"/local/domain/{_backend_domid(disk.backend)}/backend/vbd/{{domid}}")
+    for disk in pv_disks(config):
+        roots.add(f"/local/domain/{_backend_domid(disk.backend)}/backend/{disk_kind(disk)}/{{domid}}")
     for vif in config.vifs:
         roots.add(f"/local/domain/{_backend_domid(vif.backend)}/backend/vif/{{domid}}")
     return tuple(sorted(roots))

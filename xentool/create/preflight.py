@@ -6,9 +6,11 @@ create may race us), and the builder fails with ENOMEM if memory went meanwhile.
 
 from __future__ import annotations
 
+import os
+
 from hypercalls.interface import GuestType, Hypervisor
 from xentool.config import GuestConfig
-from xentool.config.model import Access
+from xentool.config.model import Access, BackendType
 from xentool.errors import DeviceError, InsufficientMemory, NameInUse
 from xentool.hotplug import netdev
 
@@ -32,16 +34,37 @@ def check_memory_fits(hv: Hypervisor, config: GuestConfig) -> None:
 
 
 def check_disk_formats(config: GuestConfig) -> None:
-    """A PV or PVH guest's disks are blkback's, which serves raw images only (xentool runs no qdisk)."""
-    from xentool.create.devices import served_by_blkback
+    """Every disk has a backend that can serve it: blkback raw images and devices, QEMU the rest
+    (a PV guest's through qdisk, an HVM guest's by emulation)."""
+    from xentool.create.devices import disk_kind
+    from xentool.devicemodel.argv import emulated_by_qemu
+    from xentool.hotplug.qdisk import check_qdisk_supported
 
-    if config.type == GuestType.HVM:
-        return  # QEMU emulates the other formats
     for disk in config.disks:
-        if disk.target and not served_by_blkback(disk):
-            raise DeviceError(config.name, f"disk {disk.vdev}", f"a {disk.format.value} image needs QEMU's PV disk backend "
-                              "(qdisk), which xentool does not run for PV guests yet; convert it to raw "
-                              "(qemu-img convert -O raw IN OUT) and give format: raw")
+        where = f"disk {disk.vdev}"
+        if disk.backendtype == BackendType.TAP:
+            raise DeviceError(config.name, where, "backendtype tap needs blktap, which Xen 4.17 no longer has; "
+                              "use phy for raw images and devices, qdisk for the others, or leave backendtype unset")
+        if config.type != GuestType.HVM and disk_kind(disk) == "qdisk":
+            check_qdisk_supported(config.name, disk)
+        if config.type == GuestType.HVM and disk_kind(disk) == "qdisk" and not emulated_by_qemu(disk):
+            raise DeviceError(config.name, where, f"a {disk.format.value} disk past hdd is for PV drivers only, and an "
+                              "HVM guest's QEMU runs restricted, where Xen cannot serve it (qdisk); give it one of "
+                              "the first four vdevs (emulated), or convert it to raw (qemu-img convert -O raw IN OUT)")
+
+
+def check_pv_backend(config: GuestConfig) -> None:
+    """A PV or PVH guest with qdisk disks needs QEMU to serve them."""
+    from xentool.create.devices import qdisk_disks
+    from xentool.devicemodel.argv import qemu_binary
+
+    disks = qdisk_disks(config)
+    if config.type == GuestType.HVM or not disks:
+        return
+    binary = qemu_binary(config)
+    if not os.access(binary, os.X_OK):
+        raise DeviceError(config.name, f"disk {disks[0].vdev}", f"a {disks[0].format.value} disk is served by QEMU "
+                          f"(qdisk) and {binary} is not there; install qemu-system-xen, or convert the image to raw")
 
 
 def check_devices(config: GuestConfig) -> None:
@@ -64,6 +87,8 @@ def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_name_free(hv, config.name)
     check_memory_fits(hv, config)
     check_disk_formats(config)
+    if hv.runs_device_models:
+        check_pv_backend(config)
     # The config's own mistakes (a NIC model QEMU lacks) before the host's (a missing bridge).
     if config.type == GuestType.HVM and hv.runs_device_models:
         from xentool.create.device_model import check_device_model_inputs

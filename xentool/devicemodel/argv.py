@@ -26,6 +26,9 @@ __all__ = [
     "DeviceModelSetup",
     "device_model_argv",
     "device_model_env",
+    "emulated_by_qemu",
+    "pv_backend_argv",
+    "qemu_binary",
     "qemu_opt_value",
     "qmp_socket_path",
     "tap_ifname",
@@ -61,6 +64,12 @@ _QEMU_FORMATS = {
     DiskFormat.VHD: "vpc",
     DiskFormat.QED: "qed",
 }
+
+
+def qemu_binary(config: GuestConfig) -> str:
+    """The QEMU to run: the config's device_model.path, else Debian's."""
+    dm = config.device_model
+    return dm.path if dm and dm.path else QEMU_XEN
 
 
 def qmp_socket_path(domid: int) -> str:
@@ -119,7 +128,7 @@ def device_model_argv(config: GuestConfig, setup: DeviceModelSetup) -> list[str]
     domid = setup.domid
     qmp = qemu_opt_value(qmp_socket_path(domid))
 
-    argv = [dm.path if dm and dm.path else QEMU_XEN, "-xen-domid", str(domid)]
+    argv = [qemu_binary(config), "-xen-domid", str(domid)]
     # QEMU stays alive when the guest powers off, so that the toolstack sees it and destroys both.
     argv.append("-no-shutdown")
     argv += ["-chardev", f"socket,id=libxl-cmd,path={qmp},server=on,wait=off", "-mon", "chardev=libxl-cmd,mode=control"]
@@ -154,6 +163,33 @@ def device_model_argv(config: GuestConfig, setup: DeviceModelSetup) -> list[str]
     argv += _disk_args(config)
     argv += setup.privilege.argv() if setup.privilege else []
     return argv
+
+
+def pv_backend_argv(config: GuestConfig, domid: int) -> list[str]:
+    """QEMU's argv as the PV backend of a PV or PVH guest: no emulated machine (``xenpv``), only
+    its xen-bus serving the guest's qdisk disks, which it finds under backend/qdisk/DOMID
+    (libxl__build_device_model_args_new's PV branch, 4.17).  Like libxl, no -runas or
+    -xen-domid-restrict: Xen's restricted QEMU cannot serve qdisk (qemu-deprivilege.pandoc)."""
+    if config.type == GuestType.HVM:
+        raise ValueError(f"{config.name} is an hvm guest; its QEMU is built by device_model_argv")
+    dm = config.device_model
+    qmp = qemu_opt_value(qmp_socket_path(domid))
+    argv = [qemu_binary(config), "-xen-domid", str(domid), "-no-shutdown"]
+    argv += ["-chardev", f"socket,id=libxl-cmd,path={qmp},server=on,wait=off", "-mon", "chardev=libxl-cmd,mode=control"]
+    argv += ["-nodefaults", "-no-user-config", "-xen-attach", "-name", config.name]
+    argv += ["-vnc", "none", "-display", "none", "-nographic"]
+    if dm:
+        argv += dm.args
+    argv += ["-machine", "xenpv", "-m", str(-(-config.maxmem_kib // 1024))]
+    return argv
+
+
+def emulated_by_qemu(disk: Disk) -> bool:
+    """Whether an HVM guest's QEMU emulates ``disk`` (as :func:`_disk_args` gives it): cdroms, SCSI
+    disks, and the first four other disks; the rest are for the guest's PV drivers only."""
+    if disk.devtype == DevType.CDROM or _vdev_prefix(disk.vdev) == "sd":
+        return True
+    return _vdev_disk_index(disk.vdev) < IDE_SLOTS
 
 
 def _vnc_args(config: GuestConfig, setup: DeviceModelSetup) -> list[str]:

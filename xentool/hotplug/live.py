@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hypercalls.interface import Hypervisor, XenStore, retry_transaction
+from hypercalls.interface import GuestType, Hypervisor, XenStore, retry_transaction
 from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState, frontend_path
 from xentool.config.model import Access, Disk, Vif
@@ -76,15 +76,19 @@ def list_devices(xs: XenStore, domid: int, kind: str) -> list[DeviceStatus]:
     return devices
 
 
-def attach_disk(hv: Hypervisor, domid: int, domain: str, disk: Disk, timeout: float = CONNECT_TIMEOUT) -> DeviceStatus:
+def attach_disk(hv: Hypervisor, domid: int, domain: str, uuid: str, disk: Disk,
+                timeout: float = CONNECT_TIMEOUT) -> DeviceStatus:
     from xentool.create.devices import check_disk_target, disk_backend_path, disk_kind, disk_nodes
     from xentool.hotplug.block import VbdTarget, attach_vbd
 
     xs = hv.xenstore()
     label = f"disk {disk.vdev}"
     devid = vdev_to_devid(disk.vdev)
-    if disk_kind(disk) != "vbd":
-        raise DeviceError(domain, label, "only blkback (backendtype phy) disks can be attached to a running guest yet")
+    qdisk = disk_kind(disk) == "qdisk"
+    if qdisk and not _serves_qdisk(hv, domid):
+        raise DeviceError(domain, label, f"a {disk.format.value} disk needs QEMU's qdisk backend, and xentool starts that only "
+                          "with a PV guest that has a qdisk disk when it is created; convert the image to raw "
+                          "(qemu-img convert -O raw IN OUT), or give the guest its disk in its config")
     if not disk.target:
         raise DeviceError(domain, label, "an empty drive cannot be attached; give the disk a target")
     if xs.read_or(f"{_libxl_dir(domid, 'vbd', devid)}/backend") is not None:
@@ -92,8 +96,24 @@ def attach_disk(hv: Hypervisor, domid: int, domain: str, disk: Disk, timeout: fl
     check_disk_target(domain, disk.vdev, disk.target, writable=disk.access == Access.RW)
     backend = Bindings(domid=domid).fill(disk_backend_path(disk))
     target = VbdTarget(domain, domid, devid, disk.vdev, backend, int(disk.backend), disk.target, disk.access == Access.RO)
-    return _plug(hv, domid, domain, label, "vbd", devid, disk_nodes(disk), backend,
-                 lambda: attach_vbd(xs, target), "blkfront", timeout)
+    if qdisk:
+        from xentool.devicemodel.process import device_model_log_path
+        from xentool.hotplug.qdisk import check_qdisk_supported, wait_until_taken_up
+
+        check_qdisk_supported(domain, disk)
+        # QEMU watches its backend directory and takes the new disk up by itself.
+        hotplug = lambda: wait_until_taken_up(xs, domain, disk, backend, device_model_log_path(uuid))  # noqa: E731
+    else:
+        hotplug = lambda: attach_vbd(xs, target)  # noqa: E731
+    return _plug(hv, domid, domain, label, "vbd", devid, disk_nodes(disk), backend, hotplug, "blkfront", timeout)
+
+
+def _serves_qdisk(hv: Hypervisor, domid: int) -> bool:
+    """Whether the domain has a QEMU serving qdisk: a PV or PVH guest's (an HVM guest's runs
+    restricted, where Xen's QEMU cannot)."""
+    from xentool.lifecycle import has_device_model
+
+    return hv.runs_device_models and has_device_model(hv, domid) and hv.domain_getinfo(domid).guest_type != GuestType.HVM
 
 
 def attach_vif(hv: Hypervisor, domid: int, domain: str, uuid: str, vif: Vif,

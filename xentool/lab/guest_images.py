@@ -63,15 +63,17 @@ arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}";; 
 MARKER=$(arg xentool.marker)
 THEN=$(arg xentool.then)
 echo "xentool-guest: marker=${MARKER:-none} then=${THEN:-wait}"
-# then=devices: use the PV disks xvdb (rw) and xvdc (ro) (or xentool.rw=, xentool.ro=) and the PV
-# NIC (xentool.ip=ADDR/LEN, xentool.peer=ADDR to ping), saying what worked; then wait as usual.
+# then=devices: use the PV disks xvdb (rw) and xvdc (ro) (or xentool.rw=A,B,..., xentool.ro=) and
+# the PV NIC (xentool.ip=ADDR/LEN, xentool.peer=ADDR to ping), saying what worked; then wait.
 devices() {
   say() { echo "xentool-guest: $*"; }
-  RW=$(arg xentool.rw); RO=$(arg xentool.ro); RW=/dev/${RW:-xvdb}; RO=/dev/${RO:-xvdc}
+  RW=$(arg xentool.rw); RO=$(arg xentool.ro); RO=/dev/${RO:-xvdc}
   mkdir -p /mnt/rw /mnt/ro
-  if mount -t ext4 $RW /mnt/rw; then
-    echo "written by $MARKER" > /mnt/rw/guest.txt && sync && umount /mnt/rw && say "rw-disk: wrote guest.txt"
-  else say "rw-disk: mount failed"; fi
+  for d in $(echo "${RW:-xvdb}" | tr , ' '); do
+    if mount -t ext4 /dev/$d /mnt/rw; then
+      echo "written by $MARKER" > /mnt/rw/guest.txt && sync && umount /mnt/rw && say "rw-disk: wrote guest.txt on $d"
+    else say "rw-disk: mount of $d failed"; fi
+  done
   if mount -t ext4 -o ro $RO /mnt/ro; then say "ro-disk: $(cat /mnt/ro/hello.txt)"; umount /mnt/ro
   else say "ro-disk: mount failed"; fi
   if dd if=/dev/zero of=$RO bs=512 count=1 2>/dev/null; then say "ro-disk: write ALLOWED"

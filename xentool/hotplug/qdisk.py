@@ -1,0 +1,46 @@
+"""QEMU's PV disk backend (qdisk): the disks blkback cannot serve, such as qcow2 images.
+
+A QEMU started with ``-machine xenpv -xen-attach`` for a PV or PVH guest (xentool.create.device_model)
+watches dom0's backend/qdisk/DOMID directory and takes up each disk whose backend is online and in
+state Initialising: it opens the image, then moves the backend to InitWait for the guest's blkfront.
+If it cannot open the image it says why in its log and leaves the state as it was (trying again at
+the next change), so "still Initialising" plus QEMU's last log line is the error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypercalls.interface import XenStore
+from pvdrivers.xenbus import XenbusState
+from xentool.config.model import Access, Disk
+from xentool.errors import DeviceError
+from xentool.hotplug.backend import backend_state, wait_for
+
+READY_TIMEOUT = 10.0  # seconds for a running QEMU to take up a qdisk
+
+
+def check_qdisk_supported(name: str, disk: Disk) -> None:
+    """Refuse what this QEMU's qdisk cannot do.  Measured in the lab (QEMU 7.2, Debian bookworm): a
+    read-only qdisk fails with "failed to create drive: Block node is read-only" (xen-block marks
+    only the file layer read-only, and the format layer above it asks for write access)."""
+    if disk.access == Access.RO:
+        raise DeviceError(name, f"disk {disk.vdev}", f"QEMU 7.2's qdisk cannot open a {disk.format.value} image read-only "
+                          "(\"Block node is read-only\"); make it rw, or convert it to raw "
+                          "(qemu-img convert -O raw IN OUT) for a read-only blkback disk")
+
+
+def wait_until_taken_up(xs: XenStore, name: str, disk: Disk, backend: str, log_path: Path,
+                        timeout: float = READY_TIMEOUT) -> None:
+    """Return once QEMU has the disk open (backend past Initialising); else raise with QEMU's words."""
+    from xentool.devicemodel.process import last_log_line
+
+    wait_for(lambda: (backend_state(xs, backend) or XenbusState.INITIALISING) != XenbusState.INITIALISING, timeout)
+    state = backend_state(xs, backend)
+    if state is None or state in (XenbusState.INITIALISING, XenbusState.CLOSING, XenbusState.CLOSED):
+        seen = state.name.lower() if state is not None else "missing"
+        raise DeviceError(name, f"disk {disk.vdev}", f"QEMU did not take up the {disk.format.value} image {disk.target} "
+                          f"within {timeout:g} s (backend {seen}): {last_log_line(log_path)}")
+
+
+__all__ = ["READY_TIMEOUT", "check_qdisk_supported", "wait_until_taken_up"]
