@@ -29,6 +29,7 @@ pytestmark = pytest.mark.lab
 BRIDGE = "xentest0"
 DOM0_IP = "10.201.0.1"
 GUEST_IP = "10.201.0.2"
+ROUTED_IP = "10.203.0.2"  # the pvdev guest's eth1, behind a routed vif (dom0's address: DOM0_IP)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def read_from_qcow2(image: Path, name: str) -> str:
 
 
 def device_guest_config(images: Path, guests: GuestImages, name: str, tag: str, type_: str, cmdline: str,
-                        disks: list[str], vif: str) -> tuple[Path, Path, Path]:
+                        disks: list[str], vifs: list[str]) -> tuple[Path, Path, Path]:
     """A guest running then=devices with a fresh rw and ro ext4 image pair in ``images`` (and
     ``disks``, YAML flow mappings, after them); returns the config and the two images."""
     rw = ext4_image(images / f"{name}-rw-{tag}.img", {"empty.txt": ""})
@@ -113,7 +114,7 @@ def device_guest_config(images: Path, guests: GuestImages, name: str, tag: str, 
         f"name: {name}\ntype: {type_}\nmemory: {128 if type_ == 'pv' else 256}\n"
         f"kernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
         f'cmdline: "{cmdline} xentool.marker={name} xentool.then=devices"\n'
-        "disks:\n" + "".join(f"  - {d}\n" for d in listed) + f"vifs:\n  - {vif}\n"
+        "disks:\n" + "".join(f"  - {d}\n" for d in listed) + "vifs:\n" + "".join(f"  - {v}\n" for v in vifs)
     )
     return config, rw, ro
 
@@ -135,8 +136,9 @@ def test_pv_guest_uses_its_disks_and_network_and_hot_plug(lab, guests, bridge):
     images = image_dir(lab)
     qcow2 = qcow2_image(images / f"qdisk-{tag}.qcow2", {"empty.txt": ""})
     config, rw, ro = device_guest_config(
-        images, guests, "pvdev", tag, "pv", f"console=hvc0 xentool.rw=xvdb,xvde xentool.ip={GUEST_IP}/24 xentool.peer={DOM0_IP}",
-        [f"{{target: {qcow2}, vdev: xvde, format: qcow2}}"], f"{{bridge: {bridge}}}")
+        images, guests, "pvdev", tag, "pv", f"console=hvc0 xentool.rw=xvdb,xvde xentool.ip={GUEST_IP}/24 xentool.peer={DOM0_IP} "
+        f"xentool.ip1={ROUTED_IP}/32 xentool.peer1={DOM0_IP}", [f"{{target: {qcow2}, vdev: xvde, format: qcow2}}"],
+        [f"{{bridge: {bridge}}}", f"{{mode: route, ip: {ROUTED_IP}, gatewaydev: {bridge}}}"])
     before_state, before_devices = leftovers(lab), devices_left(lab)
 
     created = xentool(lab, "create", str(config))
@@ -147,7 +149,9 @@ def test_pv_guest_uses_its_disks_and_network_and_hot_plug(lab, guests, bridge):
         # and a QEMU serving the qcow2 image.
         running = devices_left(lab)
         assert str(rw) in running["loops"] and str(ro) in running["loops"]
-        assert f"vif{domid}.0" in running["ports"]
+        assert f"vif{domid}.0" in running["ports"] and f"vif{domid}.1" not in running["ports"]
+        route = lab.exec(["ip", "route", "show", ROUTED_IP], capture=True).out
+        assert f"dev vif{domid}.1 " in route and f"src {DOM0_IP}" in route, route
         qemu = [line for line in lab.exec(["pgrep", "-af", "xen-qemu"], capture=True).out.splitlines()
                 if f" -xen-domid {domid} " in line]
         assert len(qemu) == 1 and "-machine xenpv" in qemu[0] and "-xen-attach" in qemu[0], qemu
@@ -155,14 +159,17 @@ def test_pv_guest_uses_its_disks_and_network_and_hot_plug(lab, guests, bridge):
         assert_devices_used(log, tag, ["xvdb", "xvde"])
         mac = log.split("xentool-guest: net: eth0 ")[1].split()[1]
         assert mac.startswith("00:16:3e:")
-        pinged = lab.exec(["busybox", "ping", "-c", "3", "-W", "5", GUEST_IP], capture=True, timeout=60)
-        assert pinged.returncode == 0, pinged.out + pinged.err
+        assert f"xentool-guest: net: eth1 {ROUTED_IP}/32" in log and log.count(f"net: ping {DOM0_IP} ok") == 2, log[-2000:]
+        for address in (GUEST_IP, ROUTED_IP):
+            pinged = lab.exec(["busybox", "ping", "-c", "3", "-W", "5", address], capture=True, timeout=60)
+            assert pinged.returncode == 0, pinged.out + pinged.err
         hot_plug_while_running(lab, images, tag, domid)
     finally:
         destroyed = xentool(lab, "destroy", "pvdev")
     assert destroyed.returncode == 0, destroyed.err
     assert devices_left(lab) == before_devices
     assert leftovers(lab) == before_state
+    assert lab.exec(["ip", "route", "show", ROUTED_IP], capture=True).out == ""
     assert read_from_image(rw, "guest.txt") == "written by pvdev\n"
     assert read_from_image(ro, "hello.txt") == f"read-only data {tag}"
     assert read_from_qcow2(qcow2, "guest.txt") == "written by pvdev\n"
@@ -200,12 +207,13 @@ def hot_plug_while_running(lab: Lab, images: Path, tag: str, domid: str) -> None
     added = xentool(lab, "network-attach", "pvdev", f"bridge={BRIDGE}")
     assert added.returncode == 0, added.err
     vifs = json_out(xentool(lab, "network-list", "--json", "pvdev"))
-    assert [(v["devid"], v["backend_state"], v["frontend_state"]) for v in vifs] == [(0, "connected", "connected"), (1, "connected", "connected")]
-    assert f"vif{domid}.1" in devices_left(lab)["ports"]
-    removed = xentool(lab, "network-detach", "pvdev", vifs[1]["mac"])
+    assert [(v["devid"], v["mode"], v["backend_state"], v["frontend_state"]) for v in vifs] == [
+        (0, "bridge", "connected", "connected"), (1, "route", "connected", "connected"), (2, "bridge", "connected", "connected")]
+    assert f"vif{domid}.2" in devices_left(lab)["ports"]
+    removed = xentool(lab, "network-detach", "pvdev", vifs[2]["mac"])
     assert removed.returncode == 0, removed.err
-    assert f"vif{domid}.1" not in devices_left(lab)["vifs"]
-    assert len(json_out(xentool(lab, "network-list", "--json", "pvdev"))) == 1
+    assert f"vif{domid}.2" not in devices_left(lab)["vifs"]
+    assert len(json_out(xentool(lab, "network-list", "--json", "pvdev"))) == 2
 
 
 def json_out(result) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -222,7 +230,7 @@ def test_an_hvm_guest_with_pv_drivers_then_its_device_model_dies(lab, guests, br
     guest_ip = "10.201.0.3"
     config, rw, _ = device_guest_config(
         image_dir(lab), guests, "pvhvm", tag, "hvm", f"console=ttyS0 quiet xentool.rw=xvde xentool.ro=xvdf xentool.ip={guest_ip}/24 "
-        f"xentool.peer={DOM0_IP}", [], f"{{bridge: {bridge}, type: vif}}")
+        f"xentool.peer={DOM0_IP}", [], [f"{{bridge: {bridge}, type: vif}}"])
     before, before_devices = leftovers(lab), devices_left(lab)
     created = xentool(lab, "create", str(config))
     assert created.returncode == 0, created.err
@@ -255,6 +263,7 @@ def test_bad_device_input_is_one_line_and_leaves_nothing(lab, guests, bridge):
     cases = {
         "disks: [{target: /nonexistent/disk.img, vdev: xvdb}]": "device disk xvdb: /nonexistent/disk.img does not exist",
         "vifs: [{bridge: nosuchbr0}]": "device vif 0: bridge nosuchbr0 does not exist in dom0",
+        "vifs: [{mode: route, ip: 10.203.0.9}]": "device vif 0: dom0 has no default route to take a routed vif's address from",
         f"disks: [{{target: {not_qcow2}, vdev: xvdb, format: qcow2}}]": "device disk xvdb: QEMU did not take up the qcow2 image",
     }
     for line, expected in cases.items():

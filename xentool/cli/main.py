@@ -312,8 +312,9 @@ def network_attach(
     """Give a running guest another network interface; returns once the guest has connected it."""
     with _toolstack() as xt:
         status = xt.network_attach(domain, ",".join(settings or []))
-    out().print(f"domain {domain}: {status.name} attached ({status.details['mac']} as {status.details['interface']} "
-                f"on {status.details['bridge']})")
+    d = status.details
+    wired = f"routing {d['ip']}" if d["mode"] == "route" else f"on {d['bridge']}"
+    out().print(f"domain {domain}: {status.name} attached ({d['mac']} as {d['interface']} {wired})")
 
 
 @app.command("network-detach")
@@ -334,7 +335,7 @@ def network_list(
 ) -> None:
     """List a domain's network interfaces and the state of both halves of each."""
     with _toolstack() as xt:
-        _print_devices(xt.network_list(domain), as_json, ("mac", "bridge", "interface"))
+        _print_devices(xt.network_list(domain), as_json, ("mac", "mode", "bridge", "ip", "interface"))
 
 
 @app.command()

@@ -119,6 +119,11 @@ class VifType(str, enum.Enum):
     VIF = "vif"
 
 
+class VifMode(str, enum.Enum):
+    BRIDGE = "bridge"  # xl's script=vif-bridge
+    ROUTE = "route"  # xl's script=vif-route
+
+
 class Firmware(str, enum.Enum):
     BIOS = "bios"
     UEFI = "uefi"
@@ -306,7 +311,17 @@ class Vif(_Section):
         None, description="HVM only: ioemu (an emulated NIC plus the PV one) or vif (PV only). Unset: ioemu for hvm guests."
     )
     backend: BackendDomid = Field("0", description="The domain id of the backend domain (0 is dom0).")
-    ip: str | None = Field(None, description="IP addresses (space-separated) the backend's scripts may use for filtering.")
+    mode: VifMode = Field(
+        VifMode.BRIDGE,
+        description="bridge: the backend interface joins `bridge`. route: dom0 routes the guest's `ip` addresses to it "
+        "and answers ARP there (proxy ARP), the interface taking dom0's address on `gatewaydev` (xl's script=vif-route).",
+    )
+    ip: str | None = Field(
+        None, description="The guest's IP addresses (space-separated): routed to it in route mode (IPv4), recorded otherwise."
+    )
+    gatewaydev: str | None = Field(
+        None, description="Route mode: the dom0 interface whose IPv4 address the guest reaches dom0 by. Unset: the interface of dom0's default route."
+    )
     vifname: str | None = Field(None, description="The backend interface's name in the backend domain. Unset: vifDOMID.DEVID.")
 
     @field_validator("mac")
@@ -325,10 +340,23 @@ class Vif(_Section):
     def _bridge_name(cls, bridge: str) -> str:
         return _ifname(bridge, "bridge name")
 
-    @field_validator("vifname")
+    @field_validator("vifname", "gatewaydev")
     @classmethod
-    def _vif_name(cls, vifname: str | None) -> str | None:
-        return None if vifname is None else _ifname(vifname, "interface name")
+    def _vif_name(cls, name: str | None) -> str | None:
+        return None if name is None else _ifname(name, "interface name")
+
+    @model_validator(mode="after")
+    def _routed_addresses(self) -> Vif:
+        if self.mode == VifMode.ROUTE:
+            if not self.ip:
+                raise FieldProblems([(("ip",), "missing; a routed vif needs the guest's IPv4 address(es) to route to it")])
+            v6 = [a for a in self.ip.split() if ipaddress.ip_address(a).version != 4]
+            if v6:
+                raise FieldProblems([(("ip",), f"{v6[0]} is IPv6; route mode routes IPv4 addresses (as Xen's vif-route); "
+                                      "use mode: bridge for IPv6")])
+        elif self.gatewaydev:
+            raise FieldProblems([(("gatewaydev",), "only a routed vif has one; set mode: route, or leave gatewaydev out")])
+        return self
 
     @field_validator("model")
     @classmethod
@@ -582,6 +610,9 @@ class GuestConfig(BaseModel):
                 problems.append((("vifs", index, "mac"), f'"{vif.mac}" is already used by vifs[{macs[vif.mac]}]; every vif needs its own MAC'))
             elif vif.mac:
                 macs[vif.mac] = index
+            if self.type == GuestType.HVM and vif.mode == VifMode.ROUTE and vif.type != VifType.VIF:
+                problems.append((("vifs", index, "mode"), "an emulated NIC's tap joins a bridge; a routed vif of an hvm guest "
+                                 "must be PV only (type: vif), or use mode: bridge"))
         if problems:
             raise FieldProblems(problems)
         # Fill in what defaults to another field, so the dump (and the record) says what was built.

@@ -18,7 +18,7 @@ import yaml
 
 from xentool.config.loader import config_from_dict
 from xentool.config.model import GuestConfig
-from xentool.config.xlspec import VIF_KEYS
+from xentool.config.xlspec import VIF_KEYS, VIF_SCRIPTS
 from xentool.errors import ConfigError, ConfigIssue
 
 
@@ -193,7 +193,7 @@ _IGNORED = {
     "opengl": "xentool shows HVM displays over VNC only",
 }
 _FIRMWARE = {"bios": "bios", "seabios": "bios", "rombios": "bios", "uefi": "uefi", "ovmf": "uefi"}
-_VIF_DROPPED = ("script", "rate", "gatewaydev", "accel", "powerto", "devid", "mtu")
+_VIF_DROPPED = ("rate", "accel", "powerto", "devid", "mtu")
 
 
 def _flag(value: Any) -> Any:
@@ -209,9 +209,8 @@ def _vif_spec(spec: Any, warnings: list[str], line: int) -> Any:
     kept = []
     for item in spec.split(","):
         key = item.partition("=")[0].strip()
-        if key in _VIF_DROPPED:
-            if key != "script" or item.partition("=")[2].strip() not in ("vif-bridge", "/etc/xen/scripts/vif-bridge"):
-                warnings.append(f"line {line}: vif option {item.strip()!r} is not supported; left out")
+        if key in _VIF_DROPPED or (key == "script" and item.partition("=")[2].strip() not in VIF_SCRIPTS):
+            warnings.append(f"line {line}: vif option {item.strip()!r} is not supported; left out")
             continue
         if key and key not in VIF_KEYS:
             warnings.append(f"line {line}: vif option {item.strip()!r} is not supported; left out")

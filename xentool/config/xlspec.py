@@ -12,10 +12,13 @@ from typing import Any
 
 DISK_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "empty")
 DISK_KEYS = ("target", "format", "vdev", "access", "devtype", "backendtype", "backend")
-VIF_KEYS = ("mac", "bridge", "model", "type", "backend", "ip", "vifname")
+VIF_KEYS = ("mac", "bridge", "model", "type", "backend", "ip", "vifname", "script", "gatewaydev")
+# xl's script= names the hotplug script; xentool does those two scripts' work itself.
+VIF_SCRIPTS = {"vif-bridge": "bridge", "/etc/xen/scripts/vif-bridge": "bridge",
+               "vif-route": "route", "/etc/xen/scripts/vif-route": "route"}
 # Keys xl knows that xentool does not implement: named, so the message is not "unknown".
 _DISK_UNSUPPORTED = ("script", "direct-io-safe", "discard", "no-discard", "colo", "trusted", "specification")
-_VIF_UNSUPPORTED = ("script", "rate", "gatewaydev", "accel", "powerto", "devid", "mtu")
+_VIF_UNSUPPORTED = ("rate", "accel", "powerto", "devid", "mtu")
 
 _ACCESS = {"r": "ro", "ro": "ro", "w": "rw", "rw": "rw", "w!": "rw", "rw!": "rw"}
 # Deprecated target prefixes: what each says about the backend and the format.
@@ -143,6 +146,11 @@ def parse_vif_spec(spec: str) -> dict[str, Any]:
             raise ValueError(f"vif option {_quoted(key)} is one xentool does not support")
         if key not in VIF_KEYS:
             raise ValueError(f"{_quoted(key)} is not a vif option; use {', '.join(VIF_KEYS)}")
+        if key == "script":
+            if value.strip() not in VIF_SCRIPTS:
+                raise ValueError(f"vif script {_quoted(value.strip())} is not one xentool does; use vif-bridge or vif-route")
+            out["mode"] = VIF_SCRIPTS[value.strip()]
+            continue
         out[key] = value.strip()
     return out
 

@@ -16,7 +16,7 @@ from hypercalls.interface import GuestType, Hypervisor, XenStore, XsPerm, XsPerm
 from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState
 from xentool.config import GuestConfig
-from xentool.config.model import Access, BackendType, Disk, DiskFormat, Vif
+from xentool.config.model import Access, BackendType, Disk, DiskFormat, Vif, VifMode
 from xentool.create.plan import GUEST, Bindings, Op, Step, XenstoreTransaction, XsNode
 from xentool.errors import DeviceError
 
@@ -171,17 +171,19 @@ class AttachVifBackend(Op):
     vif: Vif
 
     def describe(self) -> str:
-        return (f"hotplug vif {self.devid}: vif{{domid}}.{self.devid}{f' as {self.vif.vifname}' if self.vif.vifname else ''} "
-                f"joins bridge {self.vif.bridge}, up; {vif_backend_path(self.vif, self.devid)}/hotplug-status = 'connected'")
+        v = self.vif
+        wiring = (f"up with dom0's address on {v.gatewaydev or 'the default route interface'}, proxy ARP, routes to {v.ip}"
+                  if v.mode == VifMode.ROUTE else f"joins bridge {v.bridge}, up")
+        return (f"hotplug vif {self.devid}: vif{{domid}}.{self.devid}{f' as {v.vifname}' if v.vifname else ''} "
+                f"{wiring}; {vif_backend_path(v, self.devid)}/hotplug-status = 'connected'")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.has_kernel_backends:
             return
         from xentool.hotplug.network import VifTarget, attach_vif
 
-        v = self.vif
-        attach_vif(xs, VifTarget(self.name, bound["domid"], self.devid, bound.fill(vif_backend_path(v, self.devid)),
-                                 _backend_domid(v.backend), v.bridge, v.vifname))
+        backend = bound.fill(vif_backend_path(self.vif, self.devid))
+        attach_vif(xs, VifTarget.of(self.name, bound["domid"], self.devid, backend, self.vif))
 
 
 def _backend_domid(backend: str) -> int:
@@ -255,7 +257,9 @@ def vif_nodes(vif: Vif, devid: int, mac: str) -> tuple[XsNode, ...]:
             "state": INITIALISING,
             "handle": str(devid),
             "mac": mac,
-            "bridge": vif.bridge,
+            **({"bridge": vif.bridge} if vif.mode == VifMode.BRIDGE else {}),
+            **({"ip": vif.ip} if vif.ip else {}),
+            **({"gatewaydev": vif.gatewaydev} if vif.gatewaydev else {}),
             "type": "vif",
             "script": NO_SCRIPT,
         },

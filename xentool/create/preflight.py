@@ -71,13 +71,13 @@ def check_devices(config: GuestConfig) -> None:
     """What dom0's backends will open: disk images and block devices, and the vifs' bridges (the
     PV vif's, and an HVM guest's emulated NIC's tap)."""
     from xentool.create.devices import check_disk_target
-    from xentool.hotplug.network import check_bridge
+    from xentool.hotplug.network import check_network
 
     for disk in config.disks:
         if disk.target:
             check_disk_target(config.name, disk.vdev, disk.target, writable=disk.access == Access.RW)
     for devid, vif in enumerate(config.vifs):
-        check_bridge(config.name, devid, vif.bridge)
+        check_network(config.name, devid, vif)
         if vif.vifname and netdev.exists(vif.vifname):
             raise DeviceError(config.name, f"vif {devid}", f"an interface named {vif.vifname} already exists in dom0; "
                               "pick another vifname or leave it unset")

@@ -41,7 +41,7 @@ class DeviceStatus:
     backend: str
     backend_state: str  # XenbusState names, lower case; "missing" when the node is gone
     frontend_state: str
-    details: dict[str, str]  # disk: target, mode, device; vif: mac, bridge, interface
+    details: dict[str, str]  # disk: target, mode, device; vif: mac, mode, bridge, ip, interface
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "devid": self.devid, "name": self.name, "backend": self.backend,
@@ -70,7 +70,8 @@ def list_devices(xs: XenStore, domid: int, kind: str) -> list[DeviceStatus]:
             details = {"target": read("params"), "mode": read("mode"), "device": read("node")}
         else:
             name = f"vif {devid}"
-            details = {"mac": read("mac"), "bridge": read("bridge"), "interface": read("vifname") or f"vif{domid}.{devid}"}
+            details = {"mac": read("mac"), "mode": "bridge" if read("bridge") else "route", "bridge": read("bridge"),
+                       "ip": read("ip"), "interface": read("vifname") or f"vif{domid}.{devid}"}
         devices.append(DeviceStatus(kind, devid, name, backend, _state_name(xs, backend),
                                     _state_name(xs, frontend_path(domid, kind, devid)), details))
     return devices
@@ -125,9 +126,9 @@ def attach_vif(hv: Hypervisor, domid: int, domain: str, uuid: str, vif: Vif,
     # libxl__device_nextid: one past the highest, so a devid the guest may still remember is not reused
     devid = max((int(d) for d in xs.list_or_empty(f"/libxl/{domid}/device/vif") if d.isdigit()), default=-1) + 1
     label = f"vif {devid}"
-    network.check_bridge(domain, devid, vif.bridge)
+    network.check_network(domain, devid, vif)
     backend = Bindings(domid=domid).fill(vif_backend_path(vif, devid))
-    target = network.VifTarget(domain, domid, devid, backend, int(vif.backend), vif.bridge, vif.vifname)
+    target = network.VifTarget.of(domain, domid, devid, backend, vif)
     nodes = vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))
     return _plug(hv, domid, domain, label, "vif", devid, nodes, backend,
                  lambda: network.attach_vif(xs, target), "netfront", timeout)

@@ -72,3 +72,35 @@ def add_to_bridge(bridge: str, name: str) -> None:
 
 def remove_from_bridge(bridge: str, name: str) -> None:
     _ioctl(SIOCBRDELIF, _ifreq(bridge, struct.pack("i", socket.if_nametoindex(name))))
+
+
+SIOCGIFADDR = 0x8915
+
+
+def ipv4_address(name: str) -> str | None:
+    """The interface's (primary) IPv4 address, or None if it has none."""
+    try:
+        reply = _ioctl(SIOCGIFADDR, _ifreq(name))
+    except OSError:
+        return None
+    # struct sockaddr_in in the union: family (2), port (2), then the address.
+    return socket.inet_ntoa(reply[IFNAMSIZ + 4:IFNAMSIZ + 8])
+
+
+def default_route_interface() -> str | None:
+    """The interface of dom0's IPv4 default route (/proc/net/route: destination and mask 0)."""
+    try:
+        lines = open("/proc/net/route").read().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
+            return fields[0]
+    return None
+
+
+def set_proxy_arp(name: str) -> None:
+    """Answer ARP on ``name`` for addresses dom0 routes elsewhere (vif-route does it)."""
+    with open(f"/proc/sys/net/ipv4/conf/{name}/proxy_arp", "w") as knob:
+        knob.write("1")

@@ -64,7 +64,8 @@ MARKER=$(arg xentool.marker)
 THEN=$(arg xentool.then)
 echo "xentool-guest: marker=${MARKER:-none} then=${THEN:-wait}"
 # then=devices: use the PV disks xvdb (rw) and xvdc (ro) (or xentool.rw=A,B,..., xentool.ro=) and
-# the PV NIC (xentool.ip=ADDR/LEN, xentool.peer=ADDR to ping), saying what worked; then wait.
+# the PV NICs (xentool.ip=ADDR/LEN, xentool.peer=ADDR to ping; ip1= and peer1= for eth1), saying
+# what worked; then wait.
 devices() {
   say() { echo "xentool-guest: $*"; }
   RW=$(arg xentool.rw); RO=$(arg xentool.ro); RO=/dev/${RO:-xvdc}
@@ -78,11 +79,15 @@ devices() {
   else say "ro-disk: mount failed"; fi
   if dd if=/dev/zero of=$RO bs=512 count=1 2>/dev/null; then say "ro-disk: write ALLOWED"
   else say "ro-disk: write refused"; fi
-  IP=$(arg xentool.ip); PEER=$(arg xentool.peer)
-  if [ -n "$IP" ]; then
-    ip link set eth0 up && ip addr add "$IP" dev eth0 && say "net: eth0 $IP $(cat /sys/class/net/eth0/address)"
-    if ping -c 3 -W 5 "$PEER" >/dev/null 2>&1; then say "net: ping $PEER ok"; else say "net: ping $PEER failed"; fi
-  fi
+  # net IFACE ADDR/LEN PEER: up, addressed, ping the peer; a peer outside ADDR/LEN is reached
+  # on-link (a host route), as a guest behind a routed vif reaches dom0.
+  net() {
+    ip link set $1 up && ip addr add "$2" dev $1 && say "net: $1 $2 $(cat /sys/class/net/$1/address)"
+    ip route get "$3" 2>/dev/null | grep -q "dev $1" || ip route add "$3" dev $1
+    if ping -c 3 -W 5 "$3" >/dev/null 2>&1; then say "net: ping $3 ok"; else say "net: ping $3 failed"; fi
+  }
+  IP=$(arg xentool.ip); [ -z "$IP" ] || net eth0 "$IP" "$(arg xentool.peer)"
+  IP=$(arg xentool.ip1); [ -z "$IP" ] || net eth1 "$IP" "$(arg xentool.peer1)"
   say "devices done"
 }
 # The PV front ends, ext4 and the ACPI button: whatever fails to load (button on a PV guest) is
