@@ -265,7 +265,7 @@ def _print_devices(devices: list, as_json: bool, columns: tuple[str, ...]) -> No
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for column in ("Dev", "DevId", "BE-state", "FE-state", *(c.capitalize() for c in columns)):
+    for column in ("Dev", "DevId", "BE-state", "FE-state", *(c.replace("_", " ").capitalize() for c in columns)):
         table.add_column(column)
     for d in devices:
         table.add_row(d.name, str(d.devid), d.backend_state, d.frontend_state, *(d.details.get(c, "") for c in columns))
@@ -280,7 +280,9 @@ def block_attach(
     """Give a running guest another disk; returns once the guest has connected it."""
     with _toolstack() as xt:
         status = xt.block_attach(domain, disk)
-    out().print(f"domain {domain}: {status.name} attached ({status.details['target']} as {status.details['device'] or 'device'})")
+    d = status.details
+    served = d["device"] if d["served_by"] == "blkback" else "qdisk"
+    out().print(f"domain {domain}: {status.name} attached ({d['target']} as {served or 'device'})")
 
 
 @app.command("block-detach")
@@ -301,7 +303,7 @@ def block_list(
 ) -> None:
     """List a domain's disks and the state of both halves of each."""
     with _toolstack() as xt:
-        _print_devices(xt.block_list(domain), as_json, ("target", "mode", "device"))
+        _print_devices(xt.block_list(domain), as_json, ("target", "mode", "served_by", "device"))
 
 
 @app.command("network-attach")

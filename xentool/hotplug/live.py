@@ -41,7 +41,7 @@ class DeviceStatus:
     backend: str
     backend_state: str  # XenbusState names, lower case; "missing" when the node is gone
     frontend_state: str
-    details: dict[str, str]  # disk: target, mode, device; vif: mac, mode, bridge, ip, interface
+    details: dict[str, str]  # disk: target, mode, served_by, device; vif: mac, mode, bridge, ip, interface
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "devid": self.devid, "name": self.name, "backend": self.backend,
@@ -67,7 +67,10 @@ def list_devices(xs: XenStore, domid: int, kind: str) -> list[DeviceStatus]:
         read = lambda key: xs.read_or(f"{backend}/{key}") or ""  # noqa: E731
         if kind == "vbd":
             name = read("dev") or str(devid)
-            details = {"target": read("params"), "mode": read("mode"), "device": read("node")}
+            served_by = "qdisk" if "/backend/qdisk/" in backend else "blkback"
+            # A qdisk's params is FORMAT:PATH.
+            target = read("params").partition(":")[2] if served_by == "qdisk" else read("params")
+            details = {"target": target, "mode": read("mode"), "served_by": served_by, "device": read("node")}
         else:
             name = f"vif {devid}"
             details = {"mac": read("mac"), "mode": "bridge" if read("bridge") else "route", "bridge": read("bridge"),
