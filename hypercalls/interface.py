@@ -468,9 +468,11 @@ class Hypervisor(abc.ABC):
         """Write the domain's memory and vcpu state to ``path`` as an ELF core (xc_domain_dumpcore)."""
         raise self._unsupported("domain_dumpcore", domid, "guest memory to dump")
 
-    def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool]) -> None:
+    def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool],
+                    switch_logdirty: Callable[[bool], None] | None = None) -> None:
         """Write the domain's state to ``fd`` as Xen's migration stream (xc_domain_save), after
-        ``suspend`` has had the guest suspend itself (it returns whether it did)."""
+        ``suspend`` has had the guest suspend itself (it returns whether it did).  An HVM guest's
+        save also turns its device model's dirty-page logging on and off (``switch_logdirty``)."""
         raise self._unsupported("domain_save", domid, "saving a guest's memory")
 
     def domain_restore(self, domid: int, fd: int, spec: BuildSpec) -> BuildResult:

@@ -274,7 +274,8 @@ class Toolstack:
 
         saved = savefile.read(path)
         config = config_from_dict(saved.config, source=f"{path} (the saved config)")
-        domain = self._create(config, saved.uuid, paused, restore=RestoreSource(str(path), saved.stream_offset))
+        source = RestoreSource(str(path), saved.stream_offset, saved.dm_state_offset)
+        domain = self._create(config, saved.uuid, paused, restore=source)
         if self.hv.needs_console_backend:
             from xentool import supervisor
 

@@ -3,10 +3,13 @@
     XENTOOL-SAVE 1\\n
     {"name": ..., "uuid": ..., "config": {...}, ...}\\n      one line of JSON: the guest and its config
     <Xen's migration stream, as xc_domain_save wrote it>
+    [<QEMU's device state> XENTOOL-DM-STATE <its length>\\n]      HVM guests only
     XENTOOL-SAVE-END <sha256 of the stream> <length of the stream>\\n
 
 The stream is libxenguest's own format, untouched; around it, the config the guest was built from
-(so restore needs no other file) and a trailer.  The trailer is written last, after the stream is on
+(so restore needs no other file) and a trailer.  An HVM guest's emulated devices live in QEMU, not
+in Xen: their state follows the stream, with its length after it (so it is found from the end, and
+the header need not know it), and counts as part of the stream for the trailer.  The trailer is written last, after the stream is on
 disk, so a file that lacks it was never finished; its checksum catches a file damaged since.  Both
 are checked before restore creates anything: a bad file costs nothing to undo.
 """
@@ -25,6 +28,8 @@ MAGIC = b"XENTOOL-SAVE 1\n"
 END_MAGIC = b"XENTOOL-SAVE-END "
 TRAILER_SIZE = len(END_MAGIC) + 64 + 1 + 16 + 1  # the hex digest, a space, 16 digits, a newline
 MAX_HEADER = 1 << 20  # the JSON line: a config is a few KiB
+DM_MAGIC = b"XENTOOL-DM-STATE "
+DM_FOOTER_SIZE = len(DM_MAGIC) + 16 + 1
 CHUNK = 1 << 20
 
 
@@ -49,6 +54,7 @@ class SavedGuest:
     saved_at: float
     stream_offset: int
     stream_length: int
+    dm_state_offset: int | None = None  # where QEMU's device state starts (HVM guests)
 
 
 def write_header(fd: int, name: str, uuid: str, guest_type: str, config: dict[str, Any], saved_at: float) -> int:
@@ -57,6 +63,18 @@ def write_header(fd: int, name: str, uuid: str, guest_type: str, config: dict[st
                       sort_keys=True).encode() + b"\n"
     os.write(fd, MAGIC + line)
     return len(MAGIC) + len(line)
+
+
+def append_device_model_state(fd: int, state: bytes) -> None:
+    """After the migration stream: QEMU's device state, then its length."""
+    os.lseek(fd, 0, os.SEEK_END)
+    _write_all(fd, state + DM_MAGIC + f"{len(state):016d}\n".encode())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def finish(fd: int, stream_offset: int) -> None:
@@ -112,9 +130,23 @@ def read(path: str | os.PathLike[str]) -> SavedGuest:
                                 "the file was cut or added to")
         if _digest(fd, offset, length) != digest:
             raise SaveFileError(path, "the stream's checksum does not match: the file is damaged")
-        return SavedGuest(guest.name, guest.uuid, guest.type, guest.config, guest.saved_at, offset, length)
+        return SavedGuest(guest.name, guest.uuid, guest.type, guest.config, guest.saved_at, offset, length,
+                          _dm_state_offset(path, fd, guest.type, offset, length))
     finally:
         os.close(fd)
 
 
-__all__ = ["SaveFileError", "SavedGuest", "finish", "read", "write_header"]
+def _dm_state_offset(path: str | os.PathLike[str], fd: int, guest_type: str, offset: int, length: int) -> int | None:
+    footer = os.pread(fd, DM_FOOTER_SIZE, offset + length - DM_FOOTER_SIZE) if length >= DM_FOOTER_SIZE else b""
+    if not footer.startswith(DM_MAGIC):
+        if guest_type == "hvm":
+            raise SaveFileError(path, "it holds an HVM guest without its device model's state")
+        return None
+    size_text = footer[len(DM_MAGIC):].strip()
+    size = int(size_text) if size_text.isdigit() else -1
+    if not 0 <= size <= length - DM_FOOTER_SIZE:
+        raise SaveFileError(path, "the device model's state has a damaged length")
+    return offset + length - DM_FOOTER_SIZE - size
+
+
+__all__ = ["SaveFileError", "SavedGuest", "append_device_model_state", "finish", "read", "write_header"]

@@ -41,26 +41,32 @@ def save_guest(xt: Toolstack, domain: DomainSummary, path: str | os.PathLike[str
         raise UsageError(f"domain {domain.name} was not created by xentool, so there is no config to save with it; "
                          "use the toolstack that created it (xl save)")
     config = record.guest_config()
-    if config.type == GuestType.HVM:
-        raise UsageError(f"domain {domain.name} is an HVM guest: saving it needs its device model's state too, "
-                         "which xentool cannot save yet")
+    hvm = config.type == GuestType.HVM
     target = Path(path)
     if target.exists() and target.is_dir():
         raise UsageError(f"{target} is a directory; give the save file's path")
     started = time.monotonic()
     suspended = False
+    dm_state = b""
 
     def suspend() -> bool:
-        nonlocal suspended
+        # libxl's domain_suspend_callback_common, then (HVM) libxl__domain_suspend_device_model.
+        nonlocal suspended, dm_state
         _suspend(xt, domain)
         suspended = True
+        if hvm:
+            from xentool.devicemodel.state import save_device_state
+
+            dm_state = save_device_state(domain.domid)
         return True
 
     # read-write: the trailer's checksum reads the stream back
     fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # a guest's memory
     try:
         offset = savefile.write_header(fd, domain.name, domain.uuid, config.type.value, record.config, time.time())
-        xt.hv.domain_save(domain.domid, fd, suspend)
+        xt.hv.domain_save(domain.domid, fd, suspend, (lambda on: _switch_logdirty(domain.domid, on)) if hvm else None)
+        if hvm:
+            savefile.append_device_model_state(fd, dm_state)
         savefile.finish(fd, offset)
         size = os.fstat(fd).st_size
     except BaseException as e:
@@ -68,23 +74,43 @@ def save_guest(xt: Toolstack, domain: DomainSummary, path: str | os.PathLike[str
         target.unlink(missing_ok=True)
         if suspended:
             _resume_quietly(xt, domain)
-        if isinstance(e, (XenError, OSError)):
+        from xentool.devicemodel.qmp import QmpFailed
+
+        if isinstance(e, (XenError, OSError, QmpFailed)):
             raise DomainOperationError("save", domain.name, e) from e
         raise
     os.close(fd)
     if checkpoint:
-        lifecycle.checked("resume", domain.name, lambda: xt.hv.domain_resume(domain.domid))
+        lifecycle.checked("resume", domain.name, lambda: _resume(xt, domain.domid, hvm))
     else:
         lifecycle.destroy(xt.hv, domain.domid)
         xt.records.remove(domain.uuid)
     return SaveResult(str(target), size, round(time.monotonic() - started, 1), checkpoint)
 
 
+def _switch_logdirty(domid: int, enable: bool) -> None:
+    """libxl's switch_qemu_xen_logdirty: QEMU tells Xen which guest pages it wrote."""
+    from xentool.devicemodel.qmp import qmp_execute
+
+    qmp_execute(domid, [("xen-set-global-dirty-log", {"enable": enable})])
+
+
+def _resume(xt: Toolstack, domid: int, hvm: bool) -> None:
+    """libxl__domain_resume: QEMU goes on (HVM), then the guest."""
+    if hvm:
+        lifecycle.resume_device_model(domid)
+    xt.hv.domain_resume(domid)
+
+
 def _suspend(xt: Toolstack, domain: DomainSummary) -> None:
-    """Ask the guest to suspend itself and wait until it has (shut down, reason suspend)."""
+    """Ask the guest to suspend itself and wait until it has (shut down, reason suspend).  An HVM
+    guest without PV drivers cannot be asked: Xen suspends it (libxl: xc_domain_shutdown)."""
     xs = xt.hv.xenstore()
     control = f"{lifecycle.dom_path(domain.domid)}/control/shutdown"
-    lifecycle.request_shutdown(xt.hv, domain.domid, ShutdownReason.SUSPEND)
+    if domain.type == GuestType.HVM.value and not xt.hv.hvm_pv_callback_set(domain.domid):
+        xt.hv.domain_shutdown(domain.domid, ShutdownReason.SUSPEND)
+    else:
+        lifecycle.request_shutdown(xt.hv, domain.domid, ShutdownReason.SUSPEND)
 
     def suspended(info) -> bool:  # type: ignore[no-untyped-def]
         return info is None or (info.shutdown and info.shutdown_reason == ShutdownReason.SUSPEND)
@@ -101,7 +127,9 @@ def _suspend(xt: Toolstack, domain: DomainSummary) -> None:
 
 
 def _resume_quietly(xt: Toolstack, domain: DomainSummary) -> None:
+    from xentool.devicemodel.qmp import QmpFailed
+
     try:
-        xt.hv.domain_resume(domain.domid)
-    except XenError:
+        _resume(xt, domain.domid, domain.type == GuestType.HVM.value)
+    except (XenError, QmpFailed):
         pass  # the save's own error is the one to report; the guest stays suspended, `destroy` ends it

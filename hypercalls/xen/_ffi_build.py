@@ -473,6 +473,7 @@ struct save_callbacks {
     int (*postcopy)(void *data);
     int (*checkpoint)(void *data);
     int (*wait_checkpoint)(void *data);
+    int (*switch_qemu_logdirty)(uint32_t domid, unsigned enable, void *data); /* HVM only */
     void *data;
     ...;
 };
@@ -494,6 +495,8 @@ int xc_domain_resume(xc_interface *xch, uint32_t domid, int fast);
    callable (ffi.new_handle). */
 extern "Python" int xentool_save_suspend(void *data);
 extern "Python" int xentool_restore_static_data_done(unsigned int missing, void *data);
+/* QEMU's dirty-page logging, which only a live save switches on: xentool's saves are not live. */
+extern "Python" int xentool_save_switch_qemu_logdirty(uint32_t domid, unsigned enable, void *data);
 
 /* ---- libxenstore ---- */
 struct xs_handle;

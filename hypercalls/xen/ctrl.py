@@ -181,8 +181,9 @@ class XenHypervisor(Hypervisor):
         self.xc.call("xc_domain_dumpcore", self.lib.xc_domain_dumpcore, self.xc.xch, domid, os.fsencode(path),
                      domid=domid, failed=failed_nonzero)
 
-    def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool]) -> None:
-        saverestore.save(self.xc, domid, fd, suspend)
+    def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool],
+                    switch_logdirty: Callable[[bool], None] | None = None) -> None:
+        saverestore.save(self.xc, domid, fd, suspend, switch_logdirty)
 
     def domain_restore(self, domid: int, fd: int, spec: BuildSpec) -> BuildResult:
         max_vcpus = self.domain_getinfo(domid).max_vcpu_id + 1

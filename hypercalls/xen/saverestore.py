@@ -10,6 +10,7 @@ MSR policy) is in, to fill in what an old stream lacked, as libxl__srm_callout_c
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,14 @@ class _Callback:
 
     call: Callable[..., Any]
     error: BaseException | None = field(default=None)
+
+
+@dataclass
+class _SaveCallbacks(_Callback):
+    """xc_domain_save's: ``call`` suspends the guest; ``switch_logdirty`` (HVM) turns QEMU's
+    dirty-page logging on or off, which libxenguest does around every HVM save, live or not."""
+
+    switch_logdirty: Callable[[bool], None] | None = None
 
 
 def _register(module: Any) -> None:
@@ -52,17 +61,31 @@ def _register(module: Any) -> None:
             callback.error = e
             return -1
 
+    @ffi.def_extern(name="xentool_save_switch_qemu_logdirty")
+    def _switch_qemu_logdirty(domid: int, enable: int, data: Any) -> int:  # 0: done
+        callback: _SaveCallbacks = ffi.from_handle(data)
+        try:
+            if callback.switch_logdirty is None:
+                raise XenError("xc_domain_save", errno.EOPNOTSUPP, domid, "no way to switch the device model's dirty-page logging")
+            callback.switch_logdirty(bool(enable))
+            return 0
+        except BaseException as e:  # noqa: BLE001
+            callback.error = e
+            return -1
+
     _registered.add(id(module))
 
 
-def save(xc: XcHandle, domid: int, fd: int, suspend: Callable[[], bool]) -> None:
+def save(xc: XcHandle, domid: int, fd: int, suspend: Callable[[], bool],
+         switch_logdirty: Callable[[bool], None] | None = None) -> None:
     """Write ``domid``'s state to ``fd`` (not live: the guest is suspended first, by ``suspend``)."""
     _register(xc.module)
     ffi, lib = xc.ffi, xc.lib
-    callback = _Callback(suspend)
+    callback = _SaveCallbacks(suspend, switch_logdirty=switch_logdirty)
     handle = ffi.new_handle(callback)
     callbacks = ffi.new("struct save_callbacks *")
     callbacks.suspend = lib.xentool_save_suspend
+    callbacks.switch_qemu_logdirty = lib.xentool_save_switch_qemu_logdirty
     callbacks.data = handle
     try:
         xc.call("xc_domain_save", lib.xc_domain_save, xc.xch, fd, domid, 0, callbacks, lib.XC_STREAM_PLAIN, -1,

@@ -39,7 +39,7 @@ def hvm_media(lab: Lab) -> GuestImages:
     guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
                                   boot_iso=False, modules_dir=lab.artifacts.modules_dir)
     iso = install_boot_media(guests.kernel, guests.initrd, guests_dir() / "hvm-test.iso",
-                             "console=ttyS0 quiet xen_nopv xentool.marker=hvm-cdrom xentool.then=wait")
+                             "console=ttyS0 quiet xen_nopv xentool.marker=hvm-cdrom xentool.then=count")
     return GuestImages(guests.kernel, guests.initrd, iso)
 
 
@@ -75,8 +75,9 @@ def leftovers(lab: Lab) -> dict[str, object]:
 
 def test_hvm_guest_boots_from_a_cdrom_through_seabios_and_shuts_down_by_acpi(lab, hvm_media):
     """The whole life of an unmodified-OS-style guest: SeaBIOS boots the ISO, the marker shows on
-    the serial console, xl sees the guest and its QEMU, `shutdown -w` presses the ACPI power button
-    (the guest has no PV drivers), and nothing is left behind."""
+    the serial console, xl sees the guest and its QEMU; it is saved (Xen suspends it, as it has no
+    PV drivers, and QEMU's device state goes into the file) and restored into a new QEMU, counting
+    on where it was; `shutdown -w` presses the ACPI power button, and nothing is left behind."""
     before = leftovers(lab)
     created = xentool(lab, "create", str(hvm_config(lab, "hvm-cd", disks=cdrom(hvm_media.iso), hvm="{boot: [cdrom]}")))
     assert created.returncode == 0, created.err
@@ -96,6 +97,7 @@ def test_hvm_guest_boots_from_a_cdrom_through_seabios_and_shuts_down_by_acpi(lab
         assert paused.returncode == 0 and domains_json(lab)["hvm-cd"]["state"] == "paused", paused.err
         unpaused = xentool(lab, "unpause", "hvm-cd")  # QMP cont, then the vcpus
         assert unpaused.returncode == 0 and domains_json(lab)["hvm-cd"]["state"] != "paused", unpaused.err
+        save_and_restore(lab, "hvm-cd", listed["uuid"])
         stopped = xentool(lab, "shutdown", "-w", "hvm-cd", timeout=420)
         assert stopped.returncode == 0, stopped.err + lab.exec(["xl", "dmesg"], capture=True).out[-3000:]
         # The guest's acpid ran its power-button handler: the button, not a forced stop, ended it.
@@ -104,6 +106,30 @@ def test_hvm_guest_boots_from_a_cdrom_through_seabios_and_shuts_down_by_acpi(lab
     finally:
         xentool(lab, "destroy", "hvm-cd")
     assert leftovers(lab) == before
+
+
+def save_and_restore(lab: Lab, name: str, uuid: str) -> None:
+    """Save the counting guest (it and its QEMU go), restore it: the count goes on from where it
+    was, with no second boot."""
+    from .test_save_restore import SAVE_DIR, counts, wait_for_count_above
+
+    wait_for_count_above(lab, uuid, 2)
+    path = f"{SAVE_DIR}/{name}.save"
+    assert lab.exec(["mkdir", "-p", SAVE_DIR], capture=True).returncode == 0
+    try:
+        saved = xentool(lab, "save", name, path)
+        assert saved.returncode == 0, saved.err
+        assert name not in domains_json(lab) and f" -name {name} " not in device_models(lab)
+        last = counts(lab, uuid)[-1]
+        log = f"/var/log/xentool/console/{uuid}.log"
+        boots = lab.exec(["grep", "-c", "xentool-guest: marker=", log], capture=True).out
+        restored = xentool(lab, "restore", path)
+        assert restored.returncode == 0, restored.err
+        assert domains_json(lab)[name]["uuid"] == uuid
+        assert wait_for_count_above(lab, uuid, last, timeout=180) <= last + 60
+        assert lab.exec(["grep", "-c", "xentool-guest: marker=", log], capture=True).out == boots
+    finally:
+        lab.exec(["rm", "-rf", SAVE_DIR], capture=True)
 
 
 def test_hvm_guest_boots_from_a_hard_disk_image(lab, hvm_media):

@@ -1,6 +1,7 @@
 """Save and restore on real Xen: a PV guest that counts on its console is checkpointed (and goes
 on), saved (and is gone), restored (and counts on from where it was, without booting again); a cut
-save file is refused before anything is created.
+save file is refused before anything is created.  An HVM guest's save and restore (with its device
+model's state) is part of tests/lab/test_hvm.py's CD-ROM guest, to spare an HVM boot.
 """
 
 from __future__ import annotations
@@ -75,3 +76,4 @@ def test_save_checkpoint_restore_and_a_cut_file(lab, guests):
     finally:
         xentool(lab, "destroy", "counter")
         lab.exec(["rm", "-rf", SAVE_DIR], capture=True)
+

@@ -28,7 +28,7 @@ def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore:
         plan_build(config, restore=restore),
         plan_xenstore_layout(config),
         plan_devices(config, uuid),
-        plan_device_model(config, uuid),
+        plan_device_model(config, uuid, restore),
         plan_console(config.name, uuid),
     ]
     if not paused:

@@ -28,6 +28,7 @@ class RestoreSource:
 
     path: str
     offset: int
+    dm_state_offset: int | None = None  # an HVM guest's QEMU state, which its device model loads
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ removes all of it; destroying the domain does the same (xentool.lifecycle).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypercalls.interface import GuestType, Hypervisor, XenStore, perms
 from xentool.config import GuestConfig
 from xentool.config.model import Firmware, VifType
 from xentool.console.paths import RUN_DIR, serial_socket_path
+from xentool.create.build import RestoreSource
 from xentool.create.devices import check_disk_target, disk_backend_path, qdisk_disks
 from xentool.create.plan import Bindings, Op, Step
 from xentool.devicemodel.privilege import Privilege
@@ -93,13 +95,16 @@ def serial_to_console(config: GuestConfig) -> bool:
 class StartDeviceModel(Op):
     config: GuestConfig
     uuid: str
+    # A restored guest's QEMU loads its device state from the save file (-incoming fd:N).
+    incoming: RestoreSource | None = None
 
     def describe(self) -> str:
         from xentool.devicemodel.argv import qemu_binary
         from xentool.devicemodel.process import device_model_log_path
 
         binary = qemu_binary(self.config)
-        return (f"start the device model {binary} for {{domid}} (QMP /var/run/xen/qmp-libxl-{{domid}}, "
+        incoming = " with its device state from the save file (-incoming)" if self.incoming else ""
+        return (f"start the device model {binary} for {{domid}}{incoming} (QMP /var/run/xen/qmp-libxl-{{domid}}, "
                 f"log {device_model_log_path(self.uuid)}); wait for device-model/{{domid}}/state = running")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
@@ -118,9 +123,15 @@ class StartDeviceModel(Op):
         argv = device_model_argv(config, setup)
         if serial:
             RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from xentool.devicemodel.state import INCOMING_FD
+
+        state_fd = self._open_incoming()
+        if state_fd is not None:
+            argv += ["-incoming", f"fd:{INCOMING_FD}"]
         # The executor undoes only the operations that completed: this one ends its own QEMU.
         try:
-            started = launch(xs, domid, self.uuid, argv, privilege, bound)
+            started = launch(xs, domid, self.uuid, argv, privilege, bound,
+                             pass_fd=(state_fd, INCOMING_FD) if state_fd is not None else None)
             post_config = self._post_config_commands(setup.vnc_display)
             if privilege.restricted:
                 results = wait_until_prelaunch(domid, started.pid, started.log_path, post_config)
@@ -134,8 +145,19 @@ class StartDeviceModel(Op):
             if isinstance(e, DeviceModelFailed):
                 raise DeviceError(config.name, "device model", str(e)) from e
             raise
+        finally:
+            if state_fd is not None:
+                os.close(state_fd)
         if serial:
             bound["serial_socket"] = serial
+
+    def _open_incoming(self) -> int | None:
+        """The save file, at QEMU's device state, for QEMU to read."""
+        if self.incoming is None or self.incoming.dm_state_offset is None:
+            return None
+        fd = os.open(self.incoming.path, os.O_RDONLY | os.O_CLOEXEC)
+        os.lseek(fd, self.incoming.dm_state_offset, os.SEEK_SET)
+        return fd
 
     def _qmp(self, domid: int, commands: list[tuple[str, dict | None]]) -> list:
         from xentool.devicemodel.qmp import QmpFailed, qmp_execute
@@ -184,7 +206,8 @@ class StartDeviceModel(Op):
         stop_device_model(xs, bound["domid"])
 
 
-def launch(xs: XenStore, domid: int, uuid: str, argv: list[str], privilege: Privilege, bound: Bindings) -> StartedDeviceModel:
+def launch(xs: XenStore, domid: int, uuid: str, argv: list[str], privilege: Privilege, bound: Bindings,
+           pass_fd: tuple[int, int] | None = None) -> StartedDeviceModel:
     """libxl__spawn_local_dm up to the wait: QEMU's xenstore directory (dom0's only), its chroot if
     restricted, the process, and its pid where xl looks for it."""
     from xentool.devicemodel.argv import device_model_env
@@ -196,7 +219,7 @@ def launch(xs: XenStore, domid: int, uuid: str, argv: list[str], privilege: Priv
     xs.set_perms(dm_state_path(domid), perms(0))
     prepare_chroot(privilege)
     started = spawn(argv, device_model_env(domid), device_model_log_path(uuid),
-                    preexec=restrict_this_process if privilege.restricted else None)
+                    preexec=restrict_this_process if privilege.restricted else None, pass_fd=pass_fd)
     bound["dm_pid"] = started.pid
     xs.write(dm_pid_path(domid), str(started.pid))
     return started
@@ -287,10 +310,10 @@ def hvm_platform_nodes(config: GuestConfig) -> list[tuple[str, str]]:
     ]
 
 
-def plan_device_model(config: GuestConfig, uuid: str) -> Step | None:
+def plan_device_model(config: GuestConfig, uuid: str, restore: RestoreSource | None = None) -> Step | None:
     """An HVM guest's QEMU; for a PV or PVH guest, a QEMU only if it has qdisk disks."""
     if config.type == GuestType.HVM:
-        return Step("device model", (StartDeviceModel(config, uuid),))
+        return Step("device model", (StartDeviceModel(config, uuid, restore),))
     if qdisk_disks(config):
         return Step("device model (qdisk backend)", (StartPvBackend(config, uuid),))
     return None

@@ -58,9 +58,10 @@ LOG_ROTATE_BYTES = 128 * 1024  # a restricted QEMU may not grow a file past 256 
 
 
 def spawn(argv: list[str], env: dict[str, str], log_path: Path,
-          preexec: Callable[[], None] | None = None) -> StartedDeviceModel:
+          preexec: Callable[[], None] | None = None, pass_fd: tuple[int, int] | None = None) -> StartedDeviceModel:
     """Start ``argv`` detached, ``preexec`` run in the child just before exec; returns once it has
-    exec'd (or raises with why it could not)."""
+    exec'd (or raises with why it could not).  ``pass_fd`` (ours, its number in QEMU) is the one
+    descriptor QEMU inherits beyond stdin, stdout and stderr."""
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if log_path.exists() and log_path.stat().st_size > LOG_ROTATE_BYTES:
         log_path.replace(log_path.with_name(log_path.name + ".1"))  # as libxl rotates qemu-dm-NAME.log
@@ -70,7 +71,7 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path,
     try:
         middle = os.fork()
         if middle == 0:  # pragma: no cover - the forked middle process
-            _middle(argv, {"PATH": QEMU_PATH, **env}, log_fd, report_w, preexec)
+            _middle(argv, {"PATH": QEMU_PATH, **env}, log_fd, report_w, preexec, pass_fd)
         os.close(report_w)
         report_w = -1
         os.waitpid(middle, 0)
@@ -88,7 +89,7 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path,
 
 
 def _middle(argv: list[str], env: dict[str, str], log_fd: int, report_w: int,
-            preexec: Callable[[], None] | None) -> None:  # pragma: no cover
+            preexec: Callable[[], None] | None, pass_fd: tuple[int, int] | None) -> None:  # pragma: no cover
     code = 0
     try:
         os.setsid()
@@ -99,8 +100,15 @@ def _middle(argv: list[str], env: dict[str, str], log_fd: int, report_w: int,
                 os.dup2(devnull, 0)
                 os.dup2(log_fd, 1)
                 os.dup2(log_fd, 2)
-                os.closerange(3, report_w)
-                os.closerange(report_w + 1, os.sysconf("SC_OPEN_MAX"))
+                keep = {report_w}
+                if pass_fd is not None:
+                    os.dup2(pass_fd[0], pass_fd[1])  # inheritable, unlike ours
+                    keep.add(pass_fd[1])
+                low = 3
+                for fd in sorted(keep):
+                    os.closerange(low, fd)
+                    low = fd + 1
+                os.closerange(low, os.sysconf("SC_OPEN_MAX"))
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
                 if preexec is not None:
@@ -176,6 +184,9 @@ def wait_until_prelaunch(domid: int, pid: int, log_path: Path, commands: list[tu
                 time.sleep(0.1)  # the socket is there but not yet listening
                 continue
             status = results[0].get("status")
+            if status == "inmigrate":  # a restored guest's QEMU still loading its device state
+                time.sleep(0.1)
+                continue
             if status not in ("prelaunch", "paused", "running"):
                 raise DeviceModelFailed(f"QEMU (pid {pid}) reports status {status!r} after starting")
             return results[1:]

@@ -22,12 +22,16 @@ class QmpFailed(Exception):
     """A QMP command failed or QEMU did not answer; the message names the command."""
 
 
-def qmp_execute(domid: int, commands: list[tuple[str, dict[str, Any] | None]], timeout: float = QMP_TIMEOUT) -> list[Any]:
-    """Run ``commands`` in order on ``domid``'s QEMU; returns their results."""
-    return asyncio.run(_execute(qmp_socket_path(domid), commands, timeout))
+def qmp_execute(domid: int, commands: list[tuple[str, dict[str, Any] | None]], timeout: float = QMP_TIMEOUT,
+                pass_fd: int | None = None) -> list[Any]:
+    """Run ``commands`` in order on ``domid``'s QEMU; returns their results.  ``pass_fd`` goes to
+    QEMU (SCM_RIGHTS) just before the first ``add-fd``, which files it in an fdset: how a QEMU in
+    an empty chroot is given a file to write (libxl's dm_restrict saves QEMU's state so)."""
+    return asyncio.run(_execute(qmp_socket_path(domid), commands, timeout, pass_fd))
 
 
-async def _execute(path: str, commands: list[tuple[str, dict[str, Any] | None]], timeout: float) -> list[Any]:
+async def _execute(path: str, commands: list[tuple[str, dict[str, Any] | None]], timeout: float,
+                   pass_fd: int | None = None) -> list[Any]:
     from qemu.qmp import QMPClient  # imported here: only HVM operations need it
     from qemu.qmp.error import QMPError
 
@@ -38,6 +42,9 @@ async def _execute(path: str, commands: list[tuple[str, dict[str, Any] | None]],
         results = []
         for name, arguments in commands:
             current = name
+            if name == "add-fd" and pass_fd is not None:
+                client.send_fd_scm(pass_fd)
+                pass_fd = None
             results.append(await asyncio.wait_for(client.execute(name, arguments), timeout))
         return results
     except asyncio.TimeoutError:
