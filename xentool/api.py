@@ -251,10 +251,7 @@ class Toolstack:
     ) -> DomainSummary:
         config = self.load(source, overrides)
         domain = self._create(config, str(config.uuid) if config.uuid else str(uuid_module.uuid4()), paused)
-        if self.hv.needs_console_backend:  # a real host: somebody must keep the on_* promises from now on
-            from xentool import supervisor
-
-            supervisor.ensure_running(self.reconnect)
+        self._ensure_supervised()
         return domain
 
     # -- save and restore -------------------------------------------------------------------------
@@ -276,11 +273,17 @@ class Toolstack:
         config = config_from_dict(saved.config, source=f"{path} (the saved config)")
         source = RestoreSource(str(path), saved.stream_offset, saved.dm_state_offset)
         domain = self._create(config, saved.uuid, paused, restore=source)
+        self._ensure_supervised()
+        return domain
+
+    def _ensure_supervised(self) -> None:
+        """On a real host, somebody must keep a new guest's on_* promises from now on: the
+        supervisor, started if it is not running.  (Not in _create: the supervisor's own restarts
+        go through _create.)"""
         if self.hv.needs_console_backend:
             from xentool import supervisor
 
             supervisor.ensure_running(self.reconnect)
-        return domain
 
     def reconnect(self) -> "Toolstack":
         """A new Toolstack on the same hypervisor and records, with a connection of its own (for a

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hypercalls.interface import ShutdownReason
+from xentool.daemon import become_daemon
 from xentool.errors import XentoolError
 
 if TYPE_CHECKING:
@@ -146,16 +147,7 @@ def ensure_running(connect: Callable[[], Toolstack]) -> int:
 def _daemonize(connect: Callable[[], Toolstack], ready_fd: int) -> None:  # pragma: no cover - forked
     code = 1
     try:
-        os.setsid()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        if os.fork() > 0:
-            os._exit(0)
-        # The caller's descriptors (its xenstore connection above all) are not ours to keep.
-        os.closerange(3, ready_fd)
-        os.closerange(ready_fd + 1, os.sysconf("SC_OPEN_MAX"))
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ready_fd = become_daemon(ready_fd)
         try:
             lock_fd = _take_lock()
         except SupervisorRunning as e:

@@ -55,3 +55,35 @@ def test_a_cut_damaged_or_foreign_file_is_refused(tmp_path, damage, words):
 def test_a_missing_file_is_one_line(tmp_path):
     with pytest.raises(SaveFileError, match="cannot open it: No such file"):
         savefile.read(tmp_path / "nope.save")
+
+
+def write_hvm(path, dm_state: bytes | None) -> None:  # type: ignore[no-untyped-def]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        offset = savefile.write_header(fd, "win", "1b4e28ba-2fa1-11d2-883f-0016d3cca428", "hvm", {"name": "win"}, 1.5)
+        os.write(fd, STREAM)
+        if dm_state is not None:
+            savefile.append_device_model_state(fd, dm_state)
+        savefile.finish(fd, offset)
+    finally:
+        os.close(fd)
+
+
+def test_an_hvm_guest_s_device_model_state_follows_the_stream(tmp_path):
+    path = tmp_path / "win.save"
+    state = b"QEVM" + bytes(5000)
+    write_hvm(path, state)
+    saved = savefile.read(path)
+    assert saved.dm_state_offset == saved.stream_offset + len(STREAM)
+    with open(path, "rb") as f:
+        f.seek(saved.dm_state_offset)
+        assert f.read(len(state)) == state
+    write(tmp_path / "web.save")
+    assert savefile.read(tmp_path / "web.save").dm_state_offset is None  # a PV guest has none
+
+
+def test_an_hvm_save_without_its_device_model_state_is_refused(tmp_path):
+    path = tmp_path / "win.save"
+    write_hvm(path, None)
+    with pytest.raises(SaveFileError, match="an HVM guest without its device model's state"):
+        savefile.read(path)

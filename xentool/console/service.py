@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import select
 import signal
@@ -26,6 +25,7 @@ from pvdrivers.console import ConsoleBackend
 from pvdrivers.console_ring import ConsoleRing
 from xentool.console.serial import SerialStream
 from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pid_path, console_socket_path
+from xentool.daemon import become_daemon
 from xentool.errors import DeviceError
 
 READY_TIMEOUT = 30.0  # seconds; generous for a loaded lab
@@ -98,20 +98,8 @@ def _daemonize_and_serve(reopen: Callable[[], Hypervisor], domid: int, uuid: str
                          serial: DeviceModelWatch | None) -> None:  # pragma: no cover - forked process
     code = 1
     try:
-        os.setsid()
-        if ready_fd < 3:  # a caller started without stdio got the pipe as fd 0-2, which we replace
-            ready_fd = fcntl.fcntl(ready_fd, fcntl.F_DUPFD, 3)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # let go of the caller's terminal or pipes (the lab agent waits on them)
-            os.dup2(devnull, fd)
-        if os.fork() > 0:
-            os._exit(0)
-        # Drop every other inherited descriptor, the caller's xenstore connection above all: kept
-        # open here, it would keep the caller's watches alive in xenstored for the guest's lifetime.
-        os.closerange(3, ready_fd)
-        os.closerange(ready_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        ready_fd = become_daemon(ready_fd)
         signal.signal(signal.SIGTERM, _exit_cleanly)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if serial is None:
             serve_console(reopen(), domid, uuid, ring_ref, remote_port, ready_fd)
         else:
