@@ -13,11 +13,13 @@ from xentool.savefile import SaveFileError
 STREAM = bytes(range(256)) * 4096  # stands in for Xen's migration stream
 
 
-def write(path, stream: bytes = STREAM) -> None:  # type: ignore[no-untyped-def]
+def write(path, stream: bytes = STREAM, guest_type: str = "pv", dm_state: bytes | None = None) -> None:  # type: ignore[no-untyped-def]
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        offset = savefile.write_header(fd, "web", "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "pv", {"name": "web"}, 1.5)
+        offset = savefile.write_header(fd, "web", "1b4e28ba-2fa1-11d2-883f-0016d3cca427", guest_type, {"name": "web"}, 1.5)
         os.write(fd, stream)
+        if dm_state is not None:
+            savefile.append_device_model_state(fd, dm_state)
         savefile.finish(fd, offset)
     finally:
         os.close(fd)
@@ -57,22 +59,10 @@ def test_a_missing_file_is_one_line(tmp_path):
         savefile.read(tmp_path / "nope.save")
 
 
-def write_hvm(path, dm_state: bytes | None) -> None:  # type: ignore[no-untyped-def]
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        offset = savefile.write_header(fd, "win", "1b4e28ba-2fa1-11d2-883f-0016d3cca428", "hvm", {"name": "win"}, 1.5)
-        os.write(fd, STREAM)
-        if dm_state is not None:
-            savefile.append_device_model_state(fd, dm_state)
-        savefile.finish(fd, offset)
-    finally:
-        os.close(fd)
-
-
 def test_an_hvm_guest_s_device_model_state_follows_the_stream(tmp_path):
     path = tmp_path / "win.save"
     state = b"QEVM" + bytes(5000)
-    write_hvm(path, state)
+    write(path, guest_type="hvm", dm_state=state)
     saved = savefile.read(path)
     assert saved.dm_state_offset == saved.stream_offset + len(STREAM)
     with open(path, "rb") as f:
@@ -84,6 +74,6 @@ def test_an_hvm_guest_s_device_model_state_follows_the_stream(tmp_path):
 
 def test_an_hvm_save_without_its_device_model_state_is_refused(tmp_path):
     path = tmp_path / "win.save"
-    write_hvm(path, None)
+    write(path, guest_type="hvm")
     with pytest.raises(SaveFileError, match="an HVM guest without its device model's state"):
         savefile.read(path)
