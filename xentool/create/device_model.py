@@ -1,10 +1,12 @@
-"""Step 5 (HVM only): QEMU, the guest's device model, running before the guest's first instruction.
+"""Step 5: QEMU, running before the guest's first instruction: an HVM guest's device model, or a
+PV or PVH guest's PV disk backend when it has qdisk disks (StartPvBackend).
 
 libxl__spawn_local_dm in order: the nodes hvmloader and QEMU read, QEMU's xenstore directory, the
 process (xentool.devicemodel.process), its pid where xl looks for it, then the wait for QEMU's
 ``running``; after that, over QMP, what libxl's post-configuration does (VNC address and port into
-xenstore, the VNC password), and the emulated NICs' taps join their bridges.  Undo stops QEMU and
-removes all of it; destroying the domain does the same (xentool.lifecycle).
+xenstore, the VNC password), and the emulated NICs' taps join their bridges.  A restored HVM
+guest's QEMU loads its device state from the save file.  Undo stops QEMU and removes all of it;
+destroying the domain does the same (xentool.lifecycle).
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class StartDeviceModel(Op):
         from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv
         from xentool.devicemodel.process import DeviceModelFailed, wait_until_prelaunch, wait_until_running
         from xentool.devicemodel.privilege import choose_privilege
+        from xentool.devicemodel.state import INCOMING_FD
 
         domid = bound["domid"]
         config = self.config
@@ -123,8 +126,6 @@ class StartDeviceModel(Op):
         argv = device_model_argv(config, setup)
         if serial:
             RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-        from xentool.devicemodel.state import INCOMING_FD
-
         state_fd = self._open_incoming()
         if state_fd is not None:
             argv += ["-incoming", f"fd:{INCOMING_FD}"]
