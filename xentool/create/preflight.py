@@ -10,7 +10,7 @@ import os
 
 from hypercalls.interface import GuestType, Hypervisor
 from xentool.config import GuestConfig
-from xentool.config.model import Access, BackendType
+from xentool.config.model import Access, BackendType, Disk
 from xentool.errors import DeviceError, InsufficientMemory, NameInUse
 from xentool.hotplug import netdev
 
@@ -42,15 +42,19 @@ def check_disk_formats(config: GuestConfig) -> None:
 
     for disk in config.disks:
         where = f"disk {disk.vdev}"
-        if disk.backendtype == BackendType.TAP:
-            raise DeviceError(config.name, where, "backendtype tap needs blktap, which Xen 4.17 no longer has; "
-                              "use phy for raw images and devices, qdisk for the others, or leave backendtype unset")
+        check_not_tap(config.name, disk)
         if config.type != GuestType.HVM and disk_kind(disk) == "qdisk":
             check_qdisk_supported(config.name, disk)
         if config.type == GuestType.HVM and disk_kind(disk) == "qdisk" and not emulated_by_qemu(disk):
             raise DeviceError(config.name, where, f"a {disk.format.value} disk past hdd is for PV drivers only, and an "
                               "HVM guest's QEMU runs restricted, where Xen cannot serve it (qdisk); give it one of "
                               "the first four vdevs (emulated), or convert it to raw (qemu-img convert -O raw IN OUT)")
+
+
+def check_not_tap(name: str, disk: Disk) -> None:
+    if disk.backendtype == BackendType.TAP:
+        raise DeviceError(name, f"disk {disk.vdev}", "backendtype tap needs blktap, which Xen 4.17 no longer has; "
+                          "use phy for raw images and devices, qdisk for the others, or leave backendtype unset")
 
 
 def check_pv_backend(config: GuestConfig) -> None:

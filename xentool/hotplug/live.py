@@ -83,11 +83,13 @@ def list_devices(xs: XenStore, domid: int, kind: str) -> list[DeviceStatus]:
 def attach_disk(hv: Hypervisor, domid: int, domain: str, uuid: str, disk: Disk,
                 timeout: float = CONNECT_TIMEOUT) -> DeviceStatus:
     from xentool.create.devices import check_disk_target, disk_backend_path, disk_kind, disk_nodes
+    from xentool.create.preflight import check_not_tap
     from xentool.hotplug.block import VbdTarget, attach_vbd
 
     xs = hv.xenstore()
     label = f"disk {disk.vdev}"
     devid = vdev_to_devid(disk.vdev)
+    check_not_tap(domain, disk)
     qdisk = disk_kind(disk) == "qdisk"
     if qdisk and not _serves_qdisk(hv, domid):
         raise DeviceError(domain, label, f"a {disk.format.value} disk needs QEMU's qdisk backend, and xentool starts that only "
