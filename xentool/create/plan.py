@@ -12,12 +12,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-import errno
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypercalls.errors import XenError
 from hypercalls.interface import (
     BuildSpec,
     DomainCreateSpec,
@@ -30,7 +27,6 @@ from hypercalls.interface import (
 
 #: Stands for the new domain's id in permission lists, which are built before the domid exists.
 GUEST = -1
-DYING_TIMEOUT = 10.0  # seconds for a destroyed domain to be gone (its last mappings released)
 
 
 class Bindings(dict[str, Any]):
@@ -96,22 +92,19 @@ class CreateDomain(Op):
         bound["domid"] = hv.domain_create(self.spec)
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        from xentool.console.service import DYING_TIMEOUT
+        from xentool.errors import WaitTimeout
+        from xentool.lifecycle import wait_until  # only a failed create needs it
+
         domid = bound["domid"]
         hv.domain_destroy(domid)
-        # Measured in the lab: xenconsoled, reading a console's nodes while the undo removed
-        # /local/domain/N, found no "type" node, took the console for its own, mapped its ring
-        # (keeping the domain dying) and wrote console/tty back under the removed directory.  Once
-        # the domain is gone, whatever a dom0 daemon wrote there meanwhile goes too.
-        deadline = time.monotonic() + DYING_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                hv.domain_getinfo(domid)
-            except XenError as e:
-                if e.errno != errno.ESRCH:
-                    raise
-                xs.rm(f"/local/domain/{domid}")
-                return
-            time.sleep(0.1)
+        # Once the domain is gone, whatever a dom0 daemon wrote under /local/domain/N meanwhile
+        # goes too (xenconsoled did, in the lab: xentool.create.devices.CONSOLE_RING_NODES).
+        try:
+            wait_until(hv, domid, lambda info: info is None, f"domain {domid} to be gone", DYING_TIMEOUT)
+        except WaitTimeout:
+            return
+        xs.rm(f"/local/domain/{domid}")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import fcntl
 import os
 import socket
 import struct
+from pathlib import Path
 
 # <linux/sockios.h>
 SIOCGIFFLAGS = 0x8913
@@ -90,7 +91,7 @@ def ipv4_address(name: str) -> str | None:
 def default_route_interface() -> str | None:
     """The interface of dom0's IPv4 default route (/proc/net/route: destination and mask 0)."""
     try:
-        lines = open("/proc/net/route").read().splitlines()[1:]
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
     except OSError:
         return None
     for line in lines:
