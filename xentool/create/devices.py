@@ -321,10 +321,18 @@ def plan_devices(config: GuestConfig, uuid: str) -> Step:
     for devid, vif in enumerate(config.vifs):
         nodes += vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))
     ops.append(AwaitBackendRelease(config.name))
-    ops.append(XenstoreTransaction("devices (console, vbd, vif)", tuple(nodes), cleanup=_backend_roots(config)))
+    ops.append(XenstoreTransaction("devices (console, vbd, vif)", tuple(nodes),
+                                   cleanup=CONSOLE_RING_NODES + _backend_roots(config)))
     ops += [AttachDiskBackend(config.name, disk) for disk in disks if disk.target and served_by_blkback(disk)]
     ops += [AttachVifBackend(config.name, devid, vif) for devid, vif in enumerate(config.vifs)]
     return Step("devices", tuple(ops))
+
+
+# Undone first, before the rest of /local/domain/N goes: xenconsoled reads a console's ring-ref and
+# port, then its type, and one that found the first two but no type (the directory removed in
+# between) took our console for its own in the lab, mapping its ring (the domain stayed dying) and
+# writing console/tty back.  Without ring-ref and port it leaves the console alone.
+CONSOLE_RING_NODES = ("/local/domain/{domid}/console/ring-ref", "/local/domain/{domid}/console/port")
 
 
 def _backend_roots(config: GuestConfig) -> tuple[str, ...]:
