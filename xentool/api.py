@@ -14,6 +14,7 @@ Domains are named by a *ref*: a domid ("3" or 3), a name, or a uuid.  Errors are
 from __future__ import annotations
 
 import os
+import time
 import uuid as uuid_module
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from xentool.config.model import Disk, Vif
     from xentool.create import BuildPlan
     from xentool.create import RestoreSource
+    from xentool.create.executor import OpTiming
     from xentool.hotplug.live import DeviceStatus
     from xentool.saving import SaveResult
 
@@ -248,9 +250,12 @@ class Toolstack:
         source: GuestConfig | str | Path | Mapping[str, Any],
         overrides: Sequence[str] = (),
         paused: bool = False,
+        timings: list[OpTiming] | None = None,
     ) -> DomainSummary:
+        """``timings``, if given, receives how long each step took (`create --timings`)."""
         config = self.load(source, overrides)
-        domain = self._create(config, str(config.uuid) if config.uuid else str(uuid_module.uuid4()), paused)
+        uuid = str(config.uuid) if config.uuid else str(uuid_module.uuid4())
+        domain = self._create(config, uuid, paused, timings=timings)
         self._ensure_supervised()
         return domain
 
@@ -262,7 +267,7 @@ class Toolstack:
 
         return save_guest(self, self._guest(ref), path, checkpoint)
 
-    def restore(self, path: str | Path, paused: bool = False) -> DomainSummary:
+    def restore(self, path: str | Path, paused: bool = False, timings: list[OpTiming] | None = None) -> DomainSummary:
         """Bring back a guest saved by :meth:`save`, with its uuid, config and devices; it goes on
         where it stopped.  The file is checked whole before anything is created."""
         from xentool import savefile
@@ -272,7 +277,7 @@ class Toolstack:
         saved = savefile.read(path)
         config = config_from_dict(saved.config, source=f"{path} (the saved config)")
         source = RestoreSource(str(path), saved.stream_offset, saved.dm_state_offset)
-        domain = self._create(config, saved.uuid, paused, restore=source)
+        domain = self._create(config, saved.uuid, paused, restore=source, timings=timings)
         self._ensure_supervised()
         return domain
 
@@ -291,13 +296,16 @@ class Toolstack:
         return Toolstack(self.hv.reopen(), RecordStore(self.records.directory))
 
     def _create(self, config: GuestConfig, uuid: str, paused: bool, restarts: tuple[float, ...] = (),
-                restore: RestoreSource | None = None) -> DomainSummary:
+                restore: RestoreSource | None = None, timings: list[OpTiming] | None = None) -> DomainSummary:
         from xentool.create import plan_creation
-        from xentool.create.executor import execute
+        from xentool.create.executor import OpTiming, execute
         from xentool.create.preflight import preflight
 
+        started = time.monotonic()
         preflight(self.hv, config)
-        bound = execute(plan_creation(config, uuid, paused, restore), self.hv)
+        if timings is not None:
+            timings.append(OpTiming("preflight", "check the config against this host", time.monotonic() - started))
+        bound = execute(plan_creation(config, uuid, paused, restore), self.hv, timings)
         if self.hv.runs_device_models:
             from xentool import obituaries
 

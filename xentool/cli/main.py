@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
@@ -25,6 +26,8 @@ from xentool.errors import XentoolError  # noqa: E402
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from xentool.create.executor import OpTiming
 
 # Only what a command runs is imported: rich where rich output is printed, the lab in `lab`
 # commands, the toolstack in commands that reach a hypervisor.  Python in the lab's dom0 runs
@@ -71,6 +74,14 @@ def _toolstack():  # type: ignore[no-untyped-def]
     return connect(options.connect)
 
 
+def _print_timings(timings: list[OpTiming], config_seconds: float | None, total: float) -> None:
+    """`--timings`: each step's operations with their seconds, on stderr (stdout stays the result)."""
+    lines = [] if config_seconds is None else [f"{config_seconds:8.3f} s  config: read and check the file"]
+    lines += [f"{t.seconds:8.3f} s  {t.step}: {t.op}" for t in timings]
+    lines.append(f"{total:8.3f} s  in all (from the command's start here, the interpreter's start-up not counted)")
+    _say("\n".join(lines), stderr=True)
+
+
 def _print_json(data: Any) -> None:
     out().print_json(json.dumps(data), indent=2) if sys.stdout.isatty() else print(json.dumps(data, indent=2))
 
@@ -100,11 +111,14 @@ def create(
     console: bool = typer.Option(False, "-c", "--console", help="Attach to the console after creating."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the build plan; create nothing."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    timings: bool = typer.Option(False, "--timings", help="Say on stderr how long each step took."),
 ) -> None:
     """Create a domain from a config file."""
     from xentool.config import load_config
 
+    started = time.monotonic()
     config = load_config(config_file, overrides or [])
+    loaded = time.monotonic()
     if dry_run:
         from xentool.create import plan_creation
 
@@ -115,7 +129,10 @@ def create(
             print(plan.describe())
         return
     with _toolstack() as xt:
-        domain = xt.create(config, paused=paused)
+        times: list[OpTiming] | None = [] if timings else None
+        domain = xt.create(config, paused=paused, timings=times)
+        if times is not None:
+            _print_timings(times, loaded - started, time.monotonic() - started)
         if as_json:
             _print_json(domain.to_json())
         else:
@@ -357,10 +374,15 @@ def save(
 def restore(
     file: Path = typer.Argument(..., help="A file written by `xentool save`."),
     paused: bool = typer.Option(False, "-p", "--paused", help="Leave the domain paused."),
+    timings: bool = typer.Option(False, "--timings", help="Say on stderr how long each step took."),
 ) -> None:
     """Bring back a saved guest: it goes on where it stopped."""
+    started = time.monotonic()
     with _toolstack() as xt:
-        domain = xt.restore(file, paused)
+        times: list[OpTiming] | None = [] if timings else None
+        domain = xt.restore(file, paused, timings=times)
+    if times is not None:
+        _print_timings(times, None, time.monotonic() - started)
     _say(f"restored domain {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
 
 
@@ -471,7 +493,7 @@ def config_import(
 # Typer needs the `lab` commands to parse any command line; xentool.cli.lab defines them without
 # importing xentool.lab, which only a `lab` command (or --lab) loads.
 from xentool.cli.lab import lab_app  # noqa: E402
-from xentool.cli.launch import first_command_index  # noqa: E402
+from xentool.cli.protocol import first_command_index  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
 
@@ -514,6 +536,13 @@ def _lab_argv(argv: list[str]) -> list[str] | None:
     return kept + tail
 
 
+@cache
+def click_command() -> Any:
+    """The click group typer makes of ``app``, made once: making it inspects every command's
+    signature (a second in the lab's dom0), so the command server makes it before it forks."""
+    return typer.main.get_command(app)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[: first_command_index(argv)]
@@ -524,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
 
             raise SystemExit(run_in_lab(lab_argv))
         # Without standalone mode, click returns (not raises) the code of a typer.Exit.
-        code = app(args=argv, prog_name="xentool", standalone_mode=False)
+        code = click_command()(args=argv, prog_name="xentool", standalone_mode=False)
         if isinstance(code, int) and code:
             raise SystemExit(code)
     except typer.Exit as e:

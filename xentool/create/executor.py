@@ -8,6 +8,8 @@ attached to the raised error so the user is told, never left guessing.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 from hypercalls.interface import Hypervisor
 from xentool.create.plan import Bindings, BuildPlan, Op
@@ -23,20 +25,41 @@ class FailedUndo(XentoolError):
         super().__init__(f"could not undo {op.describe().splitlines()[0]}: {cause}")
 
 
-def execute(plan: BuildPlan, hv: Hypervisor) -> Bindings:
-    """Run ``plan``; return the bindings (domid, ports, frames).  Raises :class:`CreationError`."""
+@dataclass(frozen=True)
+class OpTiming:
+    """How long one operation took (`create --timings`): where a create's time goes."""
+
+    step: str
+    op: str  # the first line of its description, with the domid filled in
+    seconds: float
+
+
+def execute(plan: BuildPlan, hv: Hypervisor, timings: list[OpTiming] | None = None) -> Bindings:
+    """Run ``plan``; return the bindings (domid, ports, frames).  Raises :class:`CreationError`.
+    Each completed operation's time is appended to ``timings`` if given."""
     xs = hv.xenstore()
     bound = Bindings(name=plan.name, uuid=plan.uuid)
     done: list[Op] = []
     for step in plan.steps:
         for op in step.ops:
+            started = time.monotonic()
             try:
                 op.apply(hv, xs, bound)
             except Exception as cause:
                 leftovers = _undo(done, hv, bound)
                 raise CreationError(plan.name, step.name, cause, [str(f) for f in leftovers]) from cause
             done.append(op)
+            if timings is not None:
+                timings.append(OpTiming(step.name, _first_line(op, bound), time.monotonic() - started))
     return bound
+
+
+def _first_line(op: Op, bound: Bindings) -> str:
+    line = op.describe().splitlines()[0]
+    try:
+        return bound.fill(line)
+    except (KeyError, ValueError, IndexError):  # a placeholder no operation bound (or literal braces)
+        return line
 
 
 def _undo(done: list[Op], hv: Hypervisor, bound: Bindings) -> list[FailedUndo]:
