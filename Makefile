@@ -35,6 +35,7 @@ $(BIN)/xentool: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/python -m hypercalls.xen.build || echo "note: Xen bindings not compiled (see above); the simulator works without them"
+	$(BIN)/python -m xentool.cli.native_launcher || echo "note: the Python launcher stays (see above); it works, it starts slower"
 	@touch $@
 
 # The lab's dom0 runs this checkout's Python under QEMU TCG, where compiling a module costs ~50x

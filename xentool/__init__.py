@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself costs an import where dom0's Python starts slowly
+if TYPE_CHECKING:
+    from typing import Any
 
 # Imported on first use, so that `xentool lab ...` and `--help` do not pay for the whole toolstack
 # (Python in the lab's dom0 starts slowly: every module counts).

@@ -1,5 +1,7 @@
 """The command server: commands run by a warm server give what they give in-process, the launcher
-then imports none of the toolstack, and a server whose code changed on disk steps aside."""
+then imports none of the toolstack, and a server whose code changed on disk steps aside.  Each
+test runs with both launchers: the Python one (xentool.cli.launch) and the native one
+(launcher.c), which execs a wrapper of the interpreter here that says when it ran."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import xentool.cli.server as server_cli
+from xentool.cli import native_launcher
+from xentool.cli.protocol import LOCAL, decode_reply, decode_request, encode_request, forwardable
 
 LAUNCH = ("import sys\nfrom xentool.cli import launch\ncode = 0\ntry:\n    launch.main()\n"
           "except SystemExit as e:\n    code = e.code\n"
@@ -20,8 +24,26 @@ LAUNCH = ("import sys\nfrom xentool.cli import launch\ncode = 0\ntry:\n    launc
           "sys.exit(code)\n")
 
 
+MARK = "IN-PROCESS"
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory) -> Path:
+    """The native launcher, built for a wrapper that marks the runs that did not go to a server."""
+    where = tmp_path_factory.mktemp("native")
+    wrapper = where / "python"
+    wrapper.write_text(f"#!/bin/sh\necho {MARK} >&2\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return native_launcher.build(where / "xentool", python=str(wrapper))
+
+
+@pytest.fixture(params=["python", "native"])
+def launcher(request, native) -> list[str]:
+    return [sys.executable, "-c", LAUNCH] if request.param == "python" else [str(native)]
+
+
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, launcher):
     env = {**os.environ, "XENTOOL_COMMAND_SOCKET": str(tmp_path / "run" / "command.sock"),
            "XENTOOL_CONNECT": f"sim://{tmp_path / 'sim'}"}
     env.pop("XENTOOL_NO_SERVER", None)
@@ -33,14 +55,19 @@ def served(tmp_path):
         assert server.poll() is None, server.stderr.read().decode()
         assert time.monotonic() < deadline, "the command server did not start"
         time.sleep(0.05)
-    yield env, server
+    yield {**env, "TEST_LAUNCHER": json.dumps(launcher)}, server
     server.terminate()
     server.wait(10)
 
 
 def xentool(env, *args, local=False):
+    """The launcher's result, its stderr ending with where the command ran (SERVED or IN-PROCESS)."""
     env = {**env, "XENTOOL_NO_SERVER": "1"} if local else env
-    return subprocess.run([sys.executable, "-c", LAUNCH, *args], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*json.loads(env["TEST_LAUNCHER"]), *args], env=env, capture_output=True, text=True, timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line not in (MARK, "SERVED")]
+    where = MARK if MARK in result.stderr.splitlines() else "SERVED"
+    result.stderr = "".join(line + "\n" for line in lines) + where
+    return result
 
 
 def test_a_served_command_gives_what_it_gives_in_process(served):
@@ -86,3 +113,20 @@ def test_a_second_server_is_refused_and_the_first_keeps_its_socket(served):
     assert second.returncode != 0 and "already serves" in second.stderr
     assert server.poll() is None and Path(env["XENTOOL_COMMAND_SOCKET"]).exists()
     assert xentool(env, "list", "--json").stderr.strip() == "SERVED"
+
+
+def test_the_protocol_carries_arguments_directory_and_environment_as_they_are():
+    argv, env = ["create", "a b", "", "x=ü"], {"A": "1", "B": "with=equals", "EMPTY": ""}
+    request = encode_request(argv, "/some dir", env)
+    decoded = decode_request(request[4:])
+    assert (decoded.argv, decoded.cwd, decoded.env) == (argv, "/some dir", env)
+    with pytest.raises(ValueError):
+        decode_request(b"/cwd\x009\x00only-one\x00")
+    assert decode_reply(LOCAL) is None and decode_reply((3).to_bytes(4, "big")) == 3
+
+
+def test_the_server_runs_only_commands_that_need_no_terminal_and_no_lab():
+    assert forwardable(["create", "g.yaml"], {}) and forwardable(["--connect", "xen", "list"], {})
+    assert not forwardable(["create", "-c", "g.yaml"], {}) and not forwardable(["console", "g"], {})
+    assert not forwardable(["--connect", "lab", "list"], {}) and not forwardable(["list"], {"XENTOOL_CONNECT": "lab"})
+    assert not forwardable(["list"], {"XENTOOL_NO_SERVER": "1"}) and not forwardable(["list", "-h"], {})

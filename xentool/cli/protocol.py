@@ -1,0 +1,90 @@
+"""What a launcher and the command server (xentool.cli.command_server) say to each other, and
+which commands the server runs.
+
+Simple enough for C (xentool/cli/launcher.c speaks it too).  The request is a 4-byte big-endian
+length, then NUL-terminated strings: the working directory, the number of arguments, the
+arguments, then every ``KEY=VALUE`` of the environment; the launcher's stdin, stdout and stderr
+ride along (SCM_RIGHTS).  The reply is 4 bytes: the command's exit status (big-endian int32), or
+``STAL`` / ``LOCL``: run the command yourself.
+
+The server decides what it runs (:func:`forwardable`), so a launcher needs no knowledge of the
+commands.  Only os and struct are imported: the Python launcher imports this module, and in the
+lab's dom0 every module costs start-up time.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+SOCKET_ENV = "XENTOOL_COMMAND_SOCKET"
+DEFAULT_SOCKET = "/run/xentool/command.sock"
+NO_SERVER_ENV = "XENTOOL_NO_SERVER"
+STALE = b"STAL"  # the server's code changed on disk: the launcher runs the command itself
+LOCAL = b"LOCL"  # a command the server does not run (it reads the terminal, or drives the lab)
+# Commands that neither read the terminal nor drive the lab: the server runs them as they are.
+FORWARDED = frozenset({
+    "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "rename",
+    "mem-set", "vcpu-set", "block-attach", "block-detach", "block-list", "network-attach", "network-detach",
+    "network-list", "save", "restore",
+})
+LOCAL_FLAGS = frozenset({"-c", "--console", "--lab", "--connect=lab", "--help", "-h"})
+LENGTH = struct.Struct("!I")
+CODE = struct.Struct("!i")
+
+
+def socket_path(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    return env.get(SOCKET_ENV) or DEFAULT_SOCKET
+
+
+def first_command_index(argv: list[str]) -> int:
+    """Where the subcommand starts: the first word that is not an option or --connect's value."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-") and not (i > 0 and argv[i - 1] == "--connect"):
+            return i
+    return len(argv)
+
+
+def forwardable(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether the server runs ``argv`` (given the launcher's environment) or the launcher does."""
+    if env.get(NO_SERVER_ENV) or env.get("XENTOOL_CONNECT") == "lab":
+        return False
+    if LOCAL_FLAGS.intersection(argv) or any(a == "--connect" and b == "lab" for a, b in zip(argv, argv[1:])):
+        return False
+    command = first_command_index(argv)
+    return command < len(argv) and argv[command] in FORWARDED
+
+
+class Request:
+    """A launcher's command: its arguments, working directory and environment."""
+
+    __slots__ = ("argv", "cwd", "env")
+
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str]) -> None:
+        self.argv, self.cwd, self.env = argv, cwd, env
+
+
+def encode_request(argv: list[str], cwd: str, env: dict[str, str]) -> bytes:
+    strings = [cwd, str(len(argv)), *argv, *(f"{key}={value}" for key, value in env.items())]
+    body = b"".join(os.fsencode(text) + b"\0" for text in strings)
+    return LENGTH.pack(len(body)) + body
+
+
+def decode_request(body: bytes) -> Request:
+    """The request's strings (after the length); ValueError if they are not what a launcher sends."""
+    strings = [os.fsdecode(part) for part in body.split(b"\0")]
+    if len(strings) < 3 or strings.pop() != "" or not strings[1].isdigit() or int(strings[1]) > len(strings) - 2:
+        raise ValueError("a request's strings are its directory, its argument count and arguments, its environment")
+    count = int(strings[1])
+    argv, env_entries = strings[2:2 + count], strings[2 + count:]
+    env = dict(entry.split("=", 1) for entry in env_entries if "=" in entry)
+    return Request(argv, strings[0], env)
+
+
+def decode_reply(data: bytes) -> int | None:
+    """The command's exit status, or None when the launcher is to run the command itself."""
+    if data in (STALE, LOCAL):
+        return None
+    if len(data) != CODE.size:
+        raise ValueError("the command server ended without an exit status")
+    return CODE.unpack(data)[0]
