@@ -28,11 +28,11 @@ def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore:
         plan_build(config, restore=restore),
         plan_xenstore_layout(config),
         plan_devices(config, uuid),
-        plan_device_model(config, uuid, restore),
+        plan_device_model(config, uuid, restore, paused),
         plan_console(config.name, uuid),
     ]
     if not paused:
-        steps.append(plan_unpause(config))
+        steps.append(plan_unpause())
     return BuildPlan(name=config.name, uuid=uuid, steps=tuple(step for step in steps if step is not None))
 
 

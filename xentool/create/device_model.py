@@ -99,6 +99,10 @@ class StartDeviceModel(Op):
     uuid: str
     # A restored guest's QEMU loads its device state from the save file (-incoming fd:N).
     incoming: RestoreSource | None = None
+    # QMP cont once QEMU is ready, in the same QMP session (a connection costs a third of a second
+    # in the lab's dom0), for a guest that is not to stay paused: libxl__domain_unpause's first half.
+    # The vCPUs stay paused until the unpause step.
+    resume: bool = False
 
     def describe(self) -> str:
         from xentool.devicemodel.argv import qemu_binary
@@ -106,8 +110,9 @@ class StartDeviceModel(Op):
 
         binary = qemu_binary(self.config)
         incoming = " with its device state from the save file (-incoming)" if self.incoming else ""
+        cont = "; QMP cont" if self.resume else ""
         return (f"start the device model {binary} for {{domid}}{incoming} (QMP /var/run/xen/qmp-libxl-{{domid}}, "
-                f"log {device_model_log_path(self.uuid)}); wait for device-model/{{domid}}/state = running")
+                f"log {device_model_log_path(self.uuid)}); wait for device-model/{{domid}}/state = running{cont}")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.runs_device_models:
@@ -133,7 +138,7 @@ class StartDeviceModel(Op):
         try:
             started = launch(xs, domid, self.uuid, argv, privilege, bound,
                              pass_fd=(state_fd, INCOMING_FD) if state_fd is not None else None)
-            post_config = self._post_config_commands(setup.vnc_display)
+            post_config = self._post_config_commands(setup.vnc_display) + ([("cont", None)] if self.resume else [])
             if privilege.restricted:
                 results = wait_until_prelaunch(domid, started.pid, started.log_path, post_config)
             else:
@@ -311,10 +316,12 @@ def hvm_platform_nodes(config: GuestConfig) -> list[tuple[str, str]]:
     ]
 
 
-def plan_device_model(config: GuestConfig, uuid: str, restore: RestoreSource | None = None) -> Step | None:
-    """An HVM guest's QEMU; for a PV or PVH guest, a QEMU only if it has qdisk disks."""
+def plan_device_model(config: GuestConfig, uuid: str, restore: RestoreSource | None = None,
+                      paused: bool = False) -> Step | None:
+    """An HVM guest's QEMU (continued at once unless the guest is to stay paused); for a PV or
+    PVH guest, a QEMU only if it has qdisk disks."""
     if config.type == GuestType.HVM:
-        return Step("device model", (StartDeviceModel(config, uuid, restore),))
+        return Step("device model", (StartDeviceModel(config, uuid, restore, resume=not paused),))
     if qdisk_disks(config):
         return Step("device model (qdisk backend)", (StartPvBackend(config, uuid),))
     return None

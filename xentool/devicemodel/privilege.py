@@ -14,6 +14,7 @@ Only ``device_model.privileged: true`` runs QEMU as root with all of Xen: the co
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import resource
@@ -109,14 +110,13 @@ def remove_chroot(domid: int) -> None:
 
 CLONE_NEWNS = 0x00020000  # <sched.h>; os.unshare arrives only with Python 3.12
 CLONE_NEWIPC = 0x08000000
+# Loaded here, not in the child: importing ctypes after the fork would cost each QEMU start.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def restrict_this_process() -> None:  # pragma: no cover - runs in QEMU's child before exec
     """What libxl does in the child before exec'ing a restricted QEMU."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
+    if _LIBC.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
     for limit, value in RLIMITS.items():
         resource.setrlimit(limit, (value, value))
