@@ -13,7 +13,9 @@ includes the Python interpreter's start-up in dom0, which the `python3 -c pass` 
 in the lab it is most of xentool's time.  The lab is fresh, so xentool's first create unpacks the
 kernel (and fills its kernel cache) and the later ones do not: both figures are printed.  Then
 the same creates again with `xentool server` running, which takes Python's start-up and imports
-out of each command (xentool/cli/command_server.py).
+out of each command (xentool/cli/command_server.py); `bin/xentool` is then the native launcher
+(xentool/cli/launcher.c) when `make setup` could build it, else the Python one.  The last served
+create is run again with --timings, whose lines say where its time went.
 """
 
 from __future__ import annotations
@@ -82,10 +84,15 @@ def main() -> None:
             served_times.append(timed(lab, [XENTOOL, "create", str(yaml)]))
             timed(lab, [XENTOOL, "destroy", "bench"])
             print(f"run {run}: xentool create with `xentool server` running {served_times[-1]:.2f} s", flush=True)
+        where = lab.exec([XENTOOL, "create", "--timings", str(yaml)], capture=True, timeout=600)
+        timed(lab, [XENTOOL, "destroy", "bench"])
+        print(f"one more served create, with --timings:\n{where.err.rstrip()}")
         timed(lab, [XENTOOL, "server", "stop"])
         ours, theirs = statistics.median(xentool_times), statistics.median(xl_times)
         served = statistics.median(served_times)
         print(f"python3 -c pass in dom0: {python_start:.2f} s")
+        native = Path(XENTOOL).read_bytes()[:4] == b"\x7fELF"
+        print(f"launcher: {'native (xentool/cli/launcher.c)' if native else 'Python (xentool/cli/launch.py)'}")
         # Run 1 unpacks the kernel as xl does every time; later runs load the unpacked image
         # from xentool's kernel cache (hypercalls/xen/kernel_cache.py).
         print(f"first xentool create (kernel not yet cached): {xentool_times[0]:.2f} s, "

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+
+
+class SerialGone(Exception):
+    """QEMU exited before its serial socket took a connection."""
 
 
 class SerialStream:
@@ -19,8 +24,9 @@ class SerialStream:
         self.ended = False  # QEMU closed the socket: the device model is gone
 
     @classmethod
-    def connect(cls, path: str, timeout: float = 10.0) -> "SerialStream":
-        """Connect to QEMU's serial socket, which exists once QEMU reports running."""
+    def connect(cls, path: str, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> "SerialStream":
+        """Connect to QEMU's serial socket, which QEMU makes early in its start (xentool connects
+        while QEMU is still starting); SerialGone once ``alive`` says QEMU is not."""
         deadline = time.monotonic() + timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -29,9 +35,11 @@ class SerialStream:
                 return cls(sock)
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
+                if not alive():
+                    raise SerialGone(path) from None
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
+                time.sleep(0.02)
 
     # -- the ring's face ------------------------------------------------------------------------
     def output_pending(self) -> bool:

@@ -23,7 +23,7 @@ from hypercalls.errors import XenError
 from hypercalls.interface import DomainInfo, Hypervisor, ShutdownReason
 from pvdrivers.console import ConsoleBackend
 from pvdrivers.console_ring import ConsoleRing
-from xentool.console.serial import SerialStream
+from xentool.console.serial import SerialGone, SerialStream
 from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pid_path, console_socket_path
 from xentool.daemon import become_daemon
 from xentool.errors import DeviceError
@@ -47,7 +47,7 @@ def start_console_backend(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, 
     os.close(write_fd)
     try:
         os.waitpid(child, 0)  # the first child exits as soon as it has forked the service
-        line = _read_line(read_fd, READY_TIMEOUT)
+        line = _read_line(read_fd, _ready_timeout(serial))
     finally:
         os.close(read_fd)
     who = name or f"domain {domid}"
@@ -57,6 +57,14 @@ def start_console_backend(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, 
         raise DeviceError(who, "console", "the console backend did not start within "
                           f"{READY_TIMEOUT:.0f} s; see the host's load and try again")
     raise DeviceError(who, "console", line.removeprefix("error ").strip())
+
+
+def _ready_timeout(serial: DeviceModelWatch | None) -> float:
+    if serial is None:
+        return READY_TIMEOUT
+    from xentool.devicemodel.process import START_TIMEOUT  # (it imports the config model)
+
+    return READY_TIMEOUT + START_TIMEOUT  # an HVM guest's service first waits for its starting QEMU
 
 
 def stop_console_backend(domid: int, timeout: float = 5.0) -> None:
@@ -134,6 +142,10 @@ def serve_console(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, remote_p
         hv.close()
 
 
+class DeviceModelGone(Exception):
+    """An HVM guest's QEMU exited before its serial port could be served."""
+
+
 @dataclass(frozen=True)
 class DeviceModelWatch:
     """An HVM guest's console: QEMU's serial socket, and QEMU itself, whose death ends the guest."""
@@ -171,8 +183,20 @@ def serve_serial(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch,
     gone and the next I/O it makes hangs it.  libxl leaves it so; xentool destroys it, logs why in
     the console log and leaves a note `xentool info` shows (:mod:`xentool.obituaries`).
     """
-    stream = SerialStream.connect(watch.socket_path)
+    from xentool.devicemodel.process import START_TIMEOUT, device_model_log_path, last_log_line
+
     pidfd = os.pidfd_open(watch.dm_pid)
+    try:
+        # QEMU is still starting (xentool.create waits for it after this service is up).
+        stream = SerialStream.connect(watch.socket_path, START_TIMEOUT,
+                                      alive=lambda: not select.select([pidfd], [], [], 0)[0])
+    except SerialGone:
+        os.close(pidfd)
+        raise DeviceModelGone(f"its device model (QEMU, pid {watch.dm_pid}) exited while starting: "
+                              f"{last_log_line(device_model_log_path(uuid))}") from None
+    except BaseException:
+        os.close(pidfd)
+        raise
     try:
         with _console_listener(domid) as listener, open(console_log_path(uuid), "ab") as log:
             if ready_fd is not None:

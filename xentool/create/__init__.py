@@ -1,7 +1,10 @@
 """Creating a domain: the steps in order, each in its own module.
 
-    create domain -> build -> xenstore layout -> devices -> device model (HVM) -> console backend
-    -> unpause
+    create domain -> build -> xenstore layout -> device model launch (HVM) -> devices
+    -> console backend -> device model ready (HVM; a PV guest's qdisk QEMU) -> unpause
+
+An HVM guest's QEMU is started as soon as the domain is built and waited for only after the
+devices and the console are set up: it takes seconds to get ready, and those steps fit in them.
 
 :func:`plan_creation` turns a validated :class:`GuestConfig` into a :class:`BuildPlan` (what
 ``--dry-run`` prints); :func:`xentool.create.executor.execute` runs it, undoing every completed
@@ -13,7 +16,7 @@ from __future__ import annotations
 from xentool.config import GuestConfig
 from xentool.create.build import RestoreSource, plan_build
 from xentool.create.console import plan_console
-from xentool.create.device_model import plan_device_model
+from xentool.create.device_model import plan_device_model, plan_device_model_launch
 from xentool.create.devices import plan_devices
 from xentool.create.domain import plan_domain
 from xentool.create.plan import BuildPlan
@@ -27,9 +30,10 @@ def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore:
         plan_domain(config, uuid),
         plan_build(config, restore=restore),
         plan_xenstore_layout(config),
+        plan_device_model_launch(config, uuid, restore),
         plan_devices(config, uuid),
-        plan_device_model(config, uuid, restore, paused),
         plan_console(config.name, uuid),
+        plan_device_model(config, uuid, paused),
     ]
     if not paused:
         steps.append(plan_unpause())

@@ -94,15 +94,15 @@ def serial_to_console(config: GuestConfig) -> bool:
 
 
 @dataclass(frozen=True)
-class StartDeviceModel(Op):
+class LaunchDeviceModel(Op):
+    """An HVM guest's QEMU, started as soon as the domain is built: it takes seconds to become
+    ready (in the lab's dom0, longer than all the rest of a create), so the devices and the console
+    backend are set up meanwhile and AwaitDeviceModel waits for it afterwards."""
+
     config: GuestConfig
     uuid: str
     # A restored guest's QEMU loads its device state from the save file (-incoming fd:N).
     incoming: RestoreSource | None = None
-    # QMP cont once QEMU is ready, in the same QMP session (a connection costs a third of a second
-    # in the lab's dom0), for a guest that is not to stay paused: libxl__domain_unpause's first half.
-    # The vCPUs stay paused until the unpause step.
-    resume: bool = False
 
     def describe(self) -> str:
         from xentool.devicemodel.argv import qemu_binary
@@ -110,15 +110,13 @@ class StartDeviceModel(Op):
 
         binary = qemu_binary(self.config)
         incoming = " with its device state from the save file (-incoming)" if self.incoming else ""
-        cont = "; QMP cont" if self.resume else ""
         return (f"start the device model {binary} for {{domid}}{incoming} (QMP /var/run/xen/qmp-libxl-{{domid}}, "
-                f"log {device_model_log_path(self.uuid)}); wait for device-model/{{domid}}/state = running{cont}")
+                f"log {device_model_log_path(self.uuid)})")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not hv.runs_device_models:
             return
         from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv
-        from xentool.devicemodel.process import DeviceModelFailed, wait_until_prelaunch, wait_until_running
         from xentool.devicemodel.privilege import choose_privilege
         from xentool.devicemodel.state import INCOMING_FD
 
@@ -136,24 +134,16 @@ class StartDeviceModel(Op):
             argv += ["-incoming", f"fd:{INCOMING_FD}"]
         # The executor undoes only the operations that completed: this one ends its own QEMU.
         try:
-            started = launch(xs, domid, self.uuid, argv, privilege, bound,
-                             pass_fd=(state_fd, INCOMING_FD) if state_fd is not None else None)
-            post_config = self._post_config_commands(setup.vnc_display) + ([("cont", None)] if self.resume else [])
-            if privilege.restricted:
-                results = wait_until_prelaunch(domid, started.pid, started.log_path, post_config)
-            else:
-                wait_until_running(xs, domid, started.pid, started.log_path)
-                results = self._qmp(domid, post_config) if post_config else []
-            self._post_configure(xs, domid, setup.vnc_display, results)
-            self._bridge_taps(domid)
-        except BaseException as e:
+            launch(xs, domid, self.uuid, argv, privilege, bound,
+                   pass_fd=(state_fd, INCOMING_FD) if state_fd is not None else None)
+        except BaseException:
             self.undo(hv, xs, bound)
-            if isinstance(e, DeviceModelFailed):
-                raise DeviceError(config.name, "device model", str(e)) from e
             raise
         finally:
             if state_fd is not None:
-                os.close(state_fd)
+                os.close(state_fd)  # QEMU has its own copy
+        bound["dm_restricted"] = privilege.restricted
+        bound["vnc_display"] = setup.vnc_display
         if serial:
             bound["serial_socket"] = serial
 
@@ -164,6 +154,51 @@ class StartDeviceModel(Op):
         fd = os.open(self.incoming.path, os.O_RDONLY | os.O_CLOEXEC)
         os.lseek(fd, self.incoming.dm_state_offset, os.SEEK_SET)
         return fd
+
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.runs_device_models or "domid" not in bound:
+            return
+        from xentool.devicemodel.process import stop_device_model
+
+        stop_device_model(xs, bound["domid"])
+
+
+
+@dataclass(frozen=True)
+class AwaitDeviceModel(Op):
+    """Wait until LaunchDeviceModel's QEMU is ready; then what libxl's post-configuration does
+    (VNC address and port into xenstore, the VNC password), the emulated NICs' taps join their
+    bridges, and, for a guest that is not to stay paused, QMP cont in the same session (the first
+    half of libxl__domain_unpause; a connection costs a third of a second in the lab's dom0).  The
+    vCPUs stay paused until the unpause step.  If this fails, undoing the launch ends QEMU."""
+
+    config: GuestConfig
+    uuid: str
+    resume: bool = False
+
+    def describe(self) -> str:
+        cont = "; QMP cont" if self.resume else ""
+        return f"wait for the device model of {{domid}} to be ready (QMP, or device-model/{{domid}}/state = running){cont}"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not hv.runs_device_models:
+            return
+        from xentool.devicemodel.process import (DeviceModelFailed, device_model_log_path, wait_until_prelaunch,
+                                                 wait_until_running)
+
+        domid, pid, display = bound["domid"], bound["dm_pid"], bound["vnc_display"]
+        log_path = device_model_log_path(self.uuid)
+        post_config = self._post_config_commands(display) + ([("cont", None)] if self.resume else [])
+        try:
+            if bound["dm_restricted"]:
+                results = wait_until_prelaunch(domid, pid, log_path, post_config)
+            else:
+                wait_until_running(xs, domid, pid, log_path)
+                results = self._qmp(domid, post_config) if post_config else []
+        except DeviceModelFailed as e:
+            raise DeviceError(self.config.name, "device model", str(e)) from e
+        self._post_configure(xs, domid, display, results)
+        self._bridge_taps(domid)
 
     def _qmp(self, domid: int, commands: list[tuple[str, dict | None]]) -> list:
         from xentool.devicemodel.qmp import QmpFailed, qmp_execute
@@ -203,13 +238,6 @@ class StartDeviceModel(Op):
                 netdev.set_up(tap)
             except OSError as e:
                 raise DeviceError(self.config.name, f"vif {devid}", f"wiring {tap} to bridge {vif.bridge} failed: {e.strerror or e}") from e
-
-    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        if not hv.runs_device_models or "domid" not in bound:
-            return
-        from xentool.devicemodel.process import stop_device_model
-
-        stop_device_model(xs, bound["domid"])
 
 
 def launch(xs: XenStore, domid: int, uuid: str, argv: list[str], privilege: Privilege, bound: Bindings,
@@ -316,16 +344,22 @@ def hvm_platform_nodes(config: GuestConfig) -> list[tuple[str, str]]:
     ]
 
 
-def plan_device_model(config: GuestConfig, uuid: str, restore: RestoreSource | None = None,
-                      paused: bool = False) -> Step | None:
-    """An HVM guest's QEMU (continued at once unless the guest is to stay paused); for a PV or
-    PVH guest, a QEMU only if it has qdisk disks."""
+def plan_device_model_launch(config: GuestConfig, uuid: str, restore: RestoreSource | None = None) -> Step | None:
+    """An HVM guest's QEMU, started right after the build (see LaunchDeviceModel)."""
     if config.type == GuestType.HVM:
-        return Step("device model", (StartDeviceModel(config, uuid, restore, resume=not paused),))
+        return Step("device model", (LaunchDeviceModel(config, uuid, restore),))
+    return None
+
+
+def plan_device_model(config: GuestConfig, uuid: str, paused: bool = False) -> Step | None:
+    """After the devices: the wait for an HVM guest's QEMU (continued at once unless the guest is
+    to stay paused); for a PV or PVH guest, a QEMU only if it has qdisk disks."""
+    if config.type == GuestType.HVM:
+        return Step("device model ready", (AwaitDeviceModel(config, uuid, resume=not paused),))
     if qdisk_disks(config):
         return Step("device model (qdisk backend)", (StartPvBackend(config, uuid),))
     return None
 
 
-__all__ = ["StartDeviceModel", "StartPvBackend", "check_device_model_inputs", "hvm_platform_nodes", "launch",
-           "plan_device_model"]
+__all__ = ["AwaitDeviceModel", "LaunchDeviceModel", "StartPvBackend", "check_device_model_inputs",
+           "hvm_platform_nodes", "launch", "plan_device_model", "plan_device_model_launch"]
