@@ -2,10 +2,11 @@
 
 Python is slow to start where dom0 is slow (the lab's dom0 runs under QEMU TCG: the interpreter,
 typer, pydantic and the toolstack's modules cost more than xl's whole create).  The server imports
-all of that once; for each command the launcher (``xentool.cli.launch``) connects, passes its
-stdin, stdout and stderr (SCM_RIGHTS), its argv, working directory and environment, and the server
-forks a child that runs the command exactly as ``xentool`` would, on those descriptors, then sends
-back the exit status.  This is Mercurial's chg pattern.
+all of that once; for each command the launcher (``xentool.cli.launch``, or the native
+launcher.c) connects, passes its stdin, stdout and stderr (SCM_RIGHTS), its argv, working
+directory and environment, and a child the server forked in advance runs the command exactly as
+``xentool`` would, on those descriptors, then sends back the exit status.  This is Mercurial's
+chg pattern.
 
 - Opt-in: nothing changes until ``xentool server start`` (or ``server run`` under a supervisor).
 - Same code as on disk: every request first compares the modification times of the modules the
@@ -27,6 +28,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 from xentool.cli import protocol
@@ -148,40 +150,83 @@ def serve(sock: Path) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    idle: int | None = None
     try:
         while True:
-            conn, _ = listener.accept()
+            # A child is forked before the request comes and accepts it itself: the fork (a
+            # fifth of a second in the lab's PV dom0) is off the command's path.  While it takes
+            # the request in, this process checks the code on disk (a stat per module); the
+            # child runs the command only on this process's word.
+            idle, taken_r, verdict_w = _fork_waiting_child(listener)
+            try:
+                taken = os.read(taken_r, 1)
+            finally:
+                os.close(taken_r)
+            idle = None  # it has a request: no longer idle
             _reap()
-            # The child takes the request in while this process checks the code on disk (a
-            # stat per module, a quarter of a second in the lab's dom0); it runs the command
-            # only on this process's word.
-            verdict_r, verdict_w = os.pipe()
-            child = os.fork()
-            if child == 0:  # pragma: no cover - runs in the forked child
-                # Whatever happens, the child ends here: returning into this loop (or its
-                # finally, which removes the socket) is the server's business only.
-                code = 70
-                try:
-                    listener.close()
-                    os.close(verdict_w)
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    code = _run_request(conn, verdict_r)
-                finally:
-                    os._exit(code)
-            os.close(verdict_r)
-            conn.close()
+            if not taken:  # it died waiting: the next one takes over
+                os.close(verdict_w)
+                time.sleep(0.1)
+                continue
             stale = source_stamps() != stamps
-            os.write(verdict_w, STALE if stale else GO)
-            os.close(verdict_w)
+            try:
+                os.write(verdict_w, STALE if stale else GO)
+            except BrokenPipeError:
+                pass  # the child is gone already (its launcher hung up)
+            finally:
+                os.close(verdict_w)
             if stale:
                 return
     finally:
+        if idle is not None:  # waiting in accept(): it goes with the server
+            os.kill(idle, signal.SIGTERM)
         listener.close()
         # Only the server the pid file names takes the socket away: not a process forked deeper
         # down that unwinds through here, nor a server whose socket a later one has taken over.
         if running_pid(sock) == os.getpid():
             for path in (sock, pid_path(sock)):
                 path.unlink(missing_ok=True)
+
+
+def _fork_waiting_child(listener: socket.socket) -> tuple[int, int, int]:
+    """A child that accepts the next connection, says so on the first pipe and waits for the
+    verdict on the second; returns its pid and this end of both pipes."""
+    taken_r, taken_w = os.pipe()
+    verdict_r, verdict_w = os.pipe()
+    server = os.getpid()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        # Whatever happens, the child ends here: returning into the server's loop (or its
+        # finally, which removes the socket) is the server's business only.
+        code = 70
+        try:
+            os.close(taken_r)
+            os.close(verdict_w)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with(server)
+            conn, _ = listener.accept()
+            _die_with(None)  # from here on it runs a command, which finishes even if the server goes
+            listener.close()
+            os.write(taken_w, b"T")
+            os.close(taken_w)
+            code = _run_request(conn, verdict_r)
+        finally:
+            os._exit(code)
+    os.close(taken_w)
+    os.close(verdict_r)
+    return child, taken_r, verdict_w
+
+
+_PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+
+
+def _die_with(server: int | None) -> None:  # pragma: no cover - runs in the forked child
+    """While it waits for a connection, a child ends with its server (even a SIGKILLed one)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM if server else 0)
+    if server is not None and os.getppid() != server:
+        os._exit(0)  # the server went before the request could be asked for
 
 
 def _reap() -> None:

@@ -1,9 +1,10 @@
-"""Step 5: QEMU, running before the guest's first instruction: an HVM guest's device model, or a
-PV or PVH guest's PV disk backend when it has qdisk disks (StartPvBackend).
+"""QEMU, running before the guest's first instruction: an HVM guest's device model, or a PV or
+PVH guest's PV disk backend when it has qdisk disks (StartPvBackend).
 
 libxl__spawn_local_dm in order: the nodes hvmloader and QEMU read, QEMU's xenstore directory, the
-process (xentool.devicemodel.process), its pid where xl looks for it, then the wait for QEMU's
-``running``; after that, over QMP, what libxl's post-configuration does (VNC address and port into
+process (xentool.devicemodel.process), its pid where xl looks for it (LaunchDeviceModel, right
+after the build), then, once the devices and the console are set up, the wait for QEMU's
+``running`` (AwaitDeviceModel); after that, over QMP, what libxl's post-configuration does (VNC address and port into
 xenstore, the VNC password), and the emulated NICs' taps join their bridges.  A restored HVM
 guest's QEMU loads its device state from the save file.  Undo stops QEMU and removes all of it;
 destroying the domain does the same (xentool.lifecycle).
@@ -161,7 +162,6 @@ class LaunchDeviceModel(Op):
         from xentool.devicemodel.process import stop_device_model
 
         stop_device_model(xs, bound["domid"])
-
 
 
 @dataclass(frozen=True)
