@@ -123,7 +123,7 @@ class _TooBig(Exception):
 class _Builder:
     """Turns composed YAML nodes into plain Python data, recording positions and soft issues."""
 
-    def __init__(self, loader: yaml.SafeLoader, positions: _Positions) -> None:
+    def __init__(self, loader: yaml.SafeLoader | yaml.CSafeLoader, positions: _Positions) -> None:
         self.loader = loader
         self.positions = positions
         self.issues: list[ConfigIssue] = []
