@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 DOM0_NAME = "Domain-0"
 REAL_RECORDS_DIR = Path("/var/lib/xentool/domains")
+# How long a command naming a guest waits for a restart of it (the supervisor acting on its
+# on_reboot, say) to finish: a create, which takes a minute on the lab's emulated CPU at worst.
+RESTART_WAIT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -162,19 +165,37 @@ class Toolstack:
         return [self._summary(info) for info in self.hv.domain_list()]
 
     def lookup(self, ref: str | int) -> DomainSummary:
-        """The domain that ``ref`` names: a domid, a name, or a uuid."""
+        """The domain that ``ref`` names: a domid, a name, or a uuid.  A guest that is being
+        restarted (its old domain gone, its new one not yet named) is waited for."""
         text = str(ref).strip()
-        domains = self.list_domains()
-        if text.isdigit():
-            matches = [d for d in domains if d.domid == int(text)]
-        else:
-            matches = [d for d in domains if d.name == text] or [d for d in domains if d.uuid == text.lower()]
+        matches = self._matching(text)
+        if not matches and not text.isdigit() and self._waited_for_restart(text):
+            matches = self._matching(text)
         if not matches:
             from xentool import obituaries
 
             note = obituaries.find(text) if self.hv.runs_device_models else None
             raise DomainNotFound(text, str(note) if note else None)
         return matches[0]
+
+    def _matching(self, text: str) -> list[DomainSummary]:
+        domains = self.list_domains()
+        if text.isdigit():
+            return [d for d in domains if d.domid == int(text)]
+        return [d for d in domains if d.name == text] or [d for d in domains if d.uuid == text.lower()]
+
+    def _waited_for_restart(self, text: str) -> bool:
+        """Whether a guest called (or with the uuid) ``text`` was being restarted: its record's
+        lock is held from the old domain's destruction until the new one is built."""
+        try:
+            records = [self.records.load(str(uuid_module.UUID(text)))]
+        except ValueError:
+            records = self.records.named(text)
+        waited = False
+        for record in records:
+            if record is not None and self.records.wait_while_locked(record.uuid, RESTART_WAIT_SECONDS):
+                waited = True
+        return waited
 
     def info(self, ref: str | int) -> DomainDetails:
         summary = self.lookup(ref)
@@ -322,8 +343,13 @@ class Toolstack:
 
     def destroy(self, ref: str | int) -> None:
         domain = self._guest(ref)
-        lifecycle.checked("destroy", domain.name, lambda: lifecycle.destroy(self.hv, domain.domid))
-        self.records.remove(domain.uuid)
+        # Under the guest's lock: a supervisor restarting it meanwhile would otherwise build it
+        # again after this destroy.  Once the lock is ours the guest may have a new domid.
+        with self.records.lock(domain.uuid):
+            current = next((d for d in self.list_domains() if d.uuid == domain.uuid), None)
+            if current is not None:
+                lifecycle.checked("destroy", current.name, lambda: lifecycle.destroy(self.hv, current.domid))
+            self.records.remove(domain.uuid)
 
     def pause(self, ref: str | int) -> None:
         domain = self._guest(ref)

@@ -72,14 +72,44 @@ class RecordStore:
         data["restarts"] = tuple(data.get("restarts", ()))
         return DomainRecord(**data)
 
+    def named(self, name: str) -> list[DomainRecord]:
+        """The records of the guests called ``name`` (one, unless a rename-restart kept the old)."""
+        found = []
+        for path in sorted(self.directory.glob("*.json")):
+            record = self.load(path.stem)
+            if record is not None and record.name == name:
+                found.append(record)
+        return found
+
     @contextlib.contextmanager
     def lock(self, uuid: str) -> Iterator[None]:
-        """Held while a shutdown action runs, so the supervisor and a command (shutdown -w) that
-        both saw the guest go down do not both act on it."""
+        """Held while a shutdown action runs (the supervisor restarting a guest, say) and while a
+        command destroys the guest, so that no two of them act on it at once."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.directory / f"{uuid}.lock", "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
+
+    def wait_while_locked(self, uuid: str, timeout: float) -> bool:
+        """Wait until nobody holds ``uuid``'s lock (at most ``timeout`` seconds); True if somebody
+        did.  A command that names a guest the supervisor is restarting waits here rather than
+        finding the guest absent for the moment between the old domain and the new."""
+        try:
+            f = open(self.directory / f"{uuid}.lock", "r")
+        except FileNotFoundError:
+            return False
+        with f:
+            deadline = time.monotonic() + timeout
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    return waited
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        return True
+                    waited = True
+                    time.sleep(0.1)
 
     def renamed(self, uuid: str, new_name: str) -> None:
         record = self.load(uuid)
