@@ -235,6 +235,6 @@ def test_an_hvm_guest_s_qcow2_disk_is_emulated_only(make_config, tmp_path):
     config = make_config(type="hvm", kernel=None, disks=[
         {"target": "/srv/a.qcow2", "vdev": "hda", "format": "qcow2"}, {"target": "/srv/b.raw", "vdev": "hdb"}])
     text = plan_creation(config, "u").describe()
-    devices = text.split("5. devices")[1].split("6. console")[0]
+    devices = text.split(". devices\n")[1].split(". console")[0]
     assert "backend/vbd/{domid}/832 " in devices and "hotplug vbd hdb" in devices  # the raw one: PV too (PVHVM)
     assert "/768" not in devices and "/srv/a.qcow2" not in devices  # the qcow2 one: QEMU's only

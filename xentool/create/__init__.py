@@ -1,6 +1,6 @@
 """Creating a domain: the steps in order, each in its own module.
 
-    create domain -> build -> xenstore layout -> device model launch (HVM) -> devices
+    create domain -> xenstore skeleton -> build -> xenstore layout -> device model launch (HVM) -> devices
     -> console backend -> device model ready (HVM; a PV guest's qdisk QEMU) -> unpause
 
 An HVM guest's QEMU is started as soon as the domain is built and waited for only after the
@@ -21,13 +21,14 @@ from xentool.create.devices import plan_devices
 from xentool.create.domain import plan_domain
 from xentool.create.plan import BuildPlan
 from xentool.create.unpause import plan_unpause
-from xentool.create.xenstore_layout import plan_xenstore_layout
+from xentool.create.xenstore_layout import plan_domain_skeleton, plan_xenstore_layout
 
 
 def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore: RestoreSource | None = None) -> BuildPlan:
     """``restore``: the guest's memory comes from a save file's stream instead of the builder."""
     steps = [
         plan_domain(config, uuid),
+        plan_domain_skeleton(config),
         plan_build(config, restore=restore),
         plan_xenstore_layout(config),
         plan_device_model_launch(config, uuid, restore),

@@ -1,4 +1,4 @@
-"""Step 2: the two event channels for xenstored and the console, then the domain builder.
+"""The two event channels for xenstored and the console, then the domain builder.
 
 libxl__build_pre allocates both ports before building, because the builder writes them into the
 guest's start info (PV) or HVM params (PVH/HVM), where the guest finds them at boot.

@@ -1,4 +1,4 @@
-"""Step 5: the guest's primary console gets its backend process before the guest runs, so the
+"""The guest's primary console gets its backend process before the guest runs, so the
 console log starts with the guest's first line (``xentool.console``)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Step 4: the guest's devices in xenstore: the primary console, disks (vbd) and network (vif).
+"""The guest's devices in xenstore: the primary console, disks (vbd) and network (vif).
 
 Each device is a frontend directory (the guest's, readable by the backend domain) and a backend
 directory (the backend domain's, readable by the guest), both in state Initialising, as

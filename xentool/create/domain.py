@@ -1,4 +1,4 @@
-"""Step 1: the empty domain, its memory cap and vcpu pinning (libxl__domain_make, libxl__build_pre)."""
+"""The empty domain, its memory cap and vcpu pinning (libxl__domain_make, libxl__build_pre)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Step 3: the domain's xenstore layout, as Xen's own toolstack writes it, then xs_introduce_domain.
+"""The domain's xenstore layout, as Xen's own toolstack writes it: its skeleton as soon as the
+domain exists, what the builder yields after the build, then xs_introduce_domain.
 
 Paths and permissions follow libxl (libxl__domain_make and libxl__build_post in libxl_create.c and
 libxl_dom.c) so that xl and other tools see xentool's domains as their own:
@@ -148,9 +149,12 @@ class StampStartTime(XenstoreTransaction):
         super().apply(hv, xs, bound)
 
 
-def plan_xenstore_layout(config: GuestConfig) -> Step:
+def plan_domain_skeleton(config: GuestConfig) -> Step:
+    """Right after the domain exists, as libxl__domain_make does: the name is claimed before the
+    build (seconds for a big kernel), so xl and `xentool list` show it meanwhile and a second
+    create of the same name fails before it builds anything."""
     return Step(
-        "xenstore layout",
+        "xenstore skeleton",
         (
             XenstoreTransaction(
                 "domain skeleton (libxl__domain_make)",
@@ -158,6 +162,14 @@ def plan_xenstore_layout(config: GuestConfig) -> Step:
                 cleanup=(DOM, VM, LIBXL),
                 guard=UniqueName(config.name),
             ),
+        ),
+    )
+
+
+def plan_xenstore_layout(config: GuestConfig) -> Step:
+    return Step(
+        "xenstore layout",
+        (
             StampStartTime("build results (libxl__build_post)", build_nodes(config)),
             IntroduceDomain(),
         ),
