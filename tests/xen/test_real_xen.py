@@ -38,6 +38,7 @@ pytestmark = [
 ]
 
 MARKER = "XENTOOL-GUEST-UP"
+LAB_TRIPLE_FAULT_TRIES = 4  # boots of a PVH guest, see test_a_pvh_guest_boots_prints_and_powers_off
 INIT = f"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
@@ -338,9 +339,16 @@ def test_a_pvh_guest_boots_prints_and_powers_off(hv, domains, initramfs):
     from xentool.create.acpi_tables import build_pvh_acpi
 
     tables = tuple(FirmwareModule(m.guest_addr, m.data) for m in build_pvh_acpi(1, 1).modules())
-    domid = create(hv, domains, guest_type=GuestType.PVH)
-    spec = build_spec(hv, domid, GuestType.PVH, ramdisk=initramfs, acpi_modules=tables)
-    console, info = boot_and_collect_console(hv, domid, spec, done=lambda out: False)
+    # In the lab, about one PVH boot in five triple-faults in the kernel's PIT calibration loop
+    # (nested SVM under TCG; xl's PVH guests do the same: docs/devices-facts.md).  Xen reports a
+    # triple fault as a reboot; such a boot is tried again, any other outcome is the test's.
+    for attempt in range(1, LAB_TRIPLE_FAULT_TRIES + 1):
+        domid = create(hv, domains, guest_type=GuestType.PVH)
+        spec = build_spec(hv, domid, GuestType.PVH, ramdisk=initramfs, acpi_modules=tables)
+        console, info = boot_and_collect_console(hv, domid, spec, done=lambda out: False)
+        if not (info.shutdown and info.shutdown_reason == ShutdownReason.REBOOT
+                and f"d{domid}v0 Triple fault" in hv.dmesg()) or attempt == LAB_TRIPLE_FAULT_TRIES:
+            break
     assert f"{MARKER} type=PVH" in console, console[-2000:]
     assert info.shutdown and info.shutdown_reason == ShutdownReason.POWEROFF, console[-2000:]
     assert hv.domain_getinfo(domid).guest_type == GuestType.PVH
