@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import pytest
 
@@ -177,50 +179,48 @@ def test_rename_restart_keeps_the_old_domain_and_starts_a_new_one(xt, make_confi
     assert new.uuid != first.uuid and new.state in ("running", "blocked")
 
 
-def _restart_slowly(sim_url: str, uuid: str, old_gone) -> None:  # type: ignore[no-untyped-def]
-    """What the supervisor does for on_reboot=restart, with time between the old domain's
-    destruction and the new one's creation (a create takes seconds on a slow host)."""
+@contextlib.contextmanager
+def restart_under_way(sim_url: str, uuid: str) -> Iterator[None]:
+    """What the supervisor does for on_reboot=restart, in another thread and with time between the
+    old domain's destruction and the new one's creation (a create takes seconds on a slow host):
+    the body runs in that gap."""
+    import threading
     import time
 
     import xentool
     from xentool import lifecycle
 
-    with xentool.connect(sim_url) as supervisor:
-        with supervisor.records.lock(uuid):
-            lifecycle.destroy(supervisor.hv, supervisor.lookup(uuid).domid)
-            old_gone.set()
-            time.sleep(0.5)
-            supervisor._create(supervisor.records.load(uuid).guest_config(), uuid, paused=False)
+    old_gone = threading.Event()
+
+    def restart() -> None:
+        with xentool.connect(sim_url) as supervisor:
+            with supervisor.records.lock(uuid):
+                lifecycle.destroy(supervisor.hv, supervisor.lookup(uuid).domid)
+                old_gone.set()
+                time.sleep(0.5)
+                supervisor._create(supervisor.records.load(uuid).guest_config(), uuid, paused=False)
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    try:
+        assert old_gone.wait(10)
+        yield
+    finally:
+        thread.join()
 
 
 def test_a_guest_being_restarted_is_found_once_its_new_domain_is_built(xt, make_config, sim_url):
-    import threading
-
     first = xt.create(make_config())
-    old_gone = threading.Event()
-    restart = threading.Thread(target=_restart_slowly, args=(sim_url, first.uuid, old_gone))
-    restart.start()
-    try:
-        assert old_gone.wait(10)
+    with restart_under_way(sim_url, first.uuid):
         again = xt.lookup("web")  # neither domain is there at this moment: it waits for the new one
-        assert again.uuid == first.uuid and again.domid != first.domid
-    finally:
-        restart.join()
+    assert again.uuid == first.uuid and again.domid != first.domid
 
 
 def test_destroy_during_a_restart_destroys_the_new_domain(xt, make_config, sim_url):
-    import threading
-
     before = host_snapshot(xt)
     first = xt.create(make_config())
-    old_gone = threading.Event()
-    restart = threading.Thread(target=_restart_slowly, args=(sim_url, first.uuid, old_gone))
-    restart.start()
-    try:
-        assert old_gone.wait(10)
+    with restart_under_way(sim_url, first.uuid):
         xt.destroy("web")
-    finally:
-        restart.join()
     assert "web" not in [d.name for d in xt.list_domains()]
     assert xt.records.load(first.uuid) is None
     assert host_snapshot(xt) == before
