@@ -344,8 +344,9 @@ class Toolstack:
     def destroy(self, ref: str | int) -> None:
         domain = self._guest(ref)
         # Under the guest's lock: a supervisor restarting it meanwhile would otherwise build it
-        # again after this destroy.  Once the lock is ours the guest may have a new domid.
-        with self.records.lock(domain.uuid):
+        # again after this destroy.  Once the lock is ours the guest may have a new domid.  A
+        # restart that does not end in RESTART_WAIT_SECONDS does not keep the guest alive.
+        with self.records.lock(domain.uuid, timeout=RESTART_WAIT_SECONDS):
             current = next((d for d in self.list_domains() if d.uuid == domain.uuid), None)
             if current is not None:
                 lifecycle.checked("destroy", current.name, lambda: lifecycle.destroy(self.hv, current.domid))

@@ -82,13 +82,28 @@ class RecordStore:
         return found
 
     @contextlib.contextmanager
-    def lock(self, uuid: str) -> Iterator[None]:
+    def lock(self, uuid: str, timeout: float | None = None) -> Iterator[bool]:
         """Held while a shutdown action runs (the supervisor restarting a guest, say) and while a
-        command destroys the guest, so that no two of them act on it at once."""
+        command destroys the guest, so that no two of them act on it at once.  Yields whether it
+        is held: with a ``timeout``, the body runs without it once that is over (destroy must
+        work even beside a restart that hangs)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.directory / f"{uuid}.lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            yield
+            if timeout is None:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                yield True
+                return
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.1)
+            yield True
 
     def wait_while_locked(self, uuid: str, timeout: float) -> bool:
         """Wait until nobody holds ``uuid``'s lock (at most ``timeout`` seconds); True if somebody

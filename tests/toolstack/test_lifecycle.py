@@ -226,6 +226,19 @@ def test_destroy_during_a_restart_destroys_the_new_domain(xt, make_config, sim_u
     assert host_snapshot(xt) == before
 
 
+def test_destroy_beside_a_restart_that_hangs_still_destroys(xt, make_config, monkeypatch):
+    import fcntl
+
+    import xentool.api
+
+    monkeypatch.setattr(xentool.api, "RESTART_WAIT_SECONDS", 0.3)
+    first = xt.create(make_config())
+    with open(xt.records.directory / f"{first.uuid}.lock", "w") as hung:  # a restart that never ends
+        fcntl.flock(hung, fcntl.LOCK_EX)
+        xt.destroy("web")
+    assert "web" not in [d.name for d in xt.list_domains()]
+
+
 def test_a_second_party_finds_the_action_done(xt, make_config):
     """The supervisor and a waiting command may both see the guest go down: only one acts."""
     first = xt.create(make_config(on_poweroff="destroy"))
