@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xentool.config import GuestConfig
@@ -89,21 +89,7 @@ class RecordStore:
         work even beside a restart that hangs)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.directory / f"{uuid}.lock", "w") as f:
-            if timeout is None:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                yield True
-                return
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        yield False
-                        return
-                    time.sleep(0.1)
-            yield True
+            yield _flock_within(f, fcntl.LOCK_EX, timeout)
 
     def wait_while_locked(self, uuid: str, timeout: float) -> bool:
         """Wait until nobody holds ``uuid``'s lock (at most ``timeout`` seconds); True if somebody
@@ -114,17 +100,10 @@ class RecordStore:
         except FileNotFoundError:
             return False
         with f:
-            deadline = time.monotonic() + timeout
-            waited = False
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    return waited
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        return True
-                    waited = True
-                    time.sleep(0.1)
+            if _flock_within(f, fcntl.LOCK_SH, 0):
+                return False
+            _flock_within(f, fcntl.LOCK_SH, timeout)
+            return True
 
     def renamed(self, uuid: str, new_name: str) -> None:
         record = self.load(uuid)
@@ -148,3 +127,20 @@ class RecordStore:
     def remove(self, uuid: str) -> None:
         for path in (self._path(uuid), self.directory / f"{uuid}.lock"):
             path.unlink(missing_ok=True)
+
+
+def _flock_within(f: IO[str], operation: int, timeout: float | None) -> bool:
+    """flock(``operation``) on ``f``, waiting at most ``timeout`` seconds (None: as long as it
+    takes); whether it was had."""
+    if timeout is None:
+        fcntl.flock(f, operation)
+        return True
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(f, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
