@@ -116,3 +116,61 @@ def test_append_and_semicolons():
     settings = parse_xl_cfg('extra = "a"; extra += " b"\ndisk = ["x"]\ndisk += ["y"]\n')
     assert [(s.key, s.value) for s in settings][-1] == ("disk", ["x", "y"])
     assert ("extra", "a b") in [(s.key, s.value) for s in settings]
+
+
+def test_older_spellings_map_onto_the_same_keys():
+    data, warnings = import_xl_cfg(
+        'name = "a"\ninitrd = "/i"\nmaxcpus = 4\ntype = "pvh"\nbuilder = "hvm"\nuuid = "u"\non_watchdog = "destroy"\n'
+    )
+    assert data == {"name": "a", "ramdisk": "/i", "maxvcpus": 4, "type": "pvh", "uuid": "u", "on_watchdog": "destroy"}
+    assert warnings == []
+    assert import_xl_cfg('builder = "generic"\n')[0] == {"type": "pv"}
+
+
+def test_root_cmdline_and_extra_make_one_command_line():
+    data, warnings = import_xl_cfg('extra = "quiet"\ncmdline = "console=hvc0"\nroot = "/dev/xvda1"\n')
+    assert data["cmdline"] == "root=/dev/xvda1 console=hvc0 quiet"
+    assert warnings == ["line 1: both cmdline and extra are set; xentool joins them"]
+
+
+def test_lists_xentool_takes_only_part_of_are_warned_about():
+    data, warnings = import_xl_cfg(
+        'cpus = ["0-1", "2"]\nserial = ["pty", "file:/tmp/s"]\nvif = ["bridge=xenbr0,rate=10Mb/s,foo=1"]\n'
+    )
+    assert data == {"cpus": "0-1,2", "serial": "pty", "vifs": ["bridge=xenbr0"]}
+    assert warnings == [
+        "line 1: per-vcpu cpus lists are not supported; every vcpu may run on any cpu listed",
+        "line 2: only the first serial port is supported; ['file:/tmp/s'] left out",
+        "line 3: vif option 'rate=10Mb/s' is not supported; left out",
+        "line 3: vif option 'foo=1' is not supported; left out",
+    ]
+    assert "serial" not in import_xl_cfg("serial = []\n")[0]
+
+
+def test_hvm_firmware_usb_and_device_model_settings():
+    data, warnings = import_xl_cfg(
+        'type = "hvm"\nfirmware = "rombios"\nusb = 0\nusbdevice = ["tablet", "mouse"]\n'
+        'device_model_override = "/q"\ndevice_model_args = ["-a"]\ndevice_model_args_hvm = "-b"\ndevice_model_user = "qemu"\n'
+    )
+    assert data["hvm"] == {"firmware": "bios", "usb_tablet": True}
+    assert data["device_model"] == {"path": "/q", "args": ["-a", "-b"], "user": "qemu"}
+    assert warnings == [
+        "line 2: rombios is replaced by SeaBIOS (hvm.firmware: bios)",
+        "line 4: usb devices ['mouse'] are not supported; left out",
+    ]
+    assert import_xl_cfg('type = "hvm"\nusb = 0\n')[0]["hvm"] == {"usb_tablet": False}
+    assert import_xl_cfg('bios = "coreboot"\n')[1] == ["line 1: bios='coreboot' is not supported (use bios or uefi); left out"]
+
+
+def test_hvm_settings_on_a_pv_guest_are_left_out_with_the_line_they_came_from():
+    data, warnings = import_xl_cfg('name = "a"\nvnc = 1\nacpi = 1\ndevice_model_args = "-x"\n')
+    assert data == {"name": "a"}
+    assert warnings == [
+        "line 3: hvm settings only apply to hvm guests; left out",
+        "line 2: vnc settings only apply to hvm guests; left out",
+        "line 4: device_model settings only apply to hvm guests; left out",
+    ]
+
+
+def test_settings_xentool_does_another_way_say_why():
+    assert import_xl_cfg("hap = 1\n")[1] == ["line 1: hap is left out: Xen picks HAP when the host has it"]

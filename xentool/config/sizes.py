@@ -52,11 +52,3 @@ def parse_size_mib(value: object) -> int:
     if amount_kib % 1024:
         raise ValueError(f"{_shown(value)} is not a whole number of MiB; round it to MiB")
     return int(amount_kib // 1024)
-
-
-def format_size_mib(mib: int) -> str:
-    """The shortest exact way to write ``mib``: ``2G`` for 2048, ``1536M`` for 1536."""
-    for unit, factor in (("T", 1024**2), ("G", 1024)):
-        if mib % factor == 0:
-            return f"{mib // factor}{unit}"
-    return f"{mib}M"

@@ -10,6 +10,7 @@ syntax is a ConfigError with line numbers.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,22 +177,6 @@ def _appended(old: Any, new: Any) -> Any:
 
 # -- mapping onto the model ---------------------------------------------------------------------
 
-_DIRECT = ("name", "uuid", "kernel", "ramdisk", "memory", "maxmem", "vcpus", "maxvcpus", "on_poweroff", "on_reboot", "on_crash", "on_watchdog")
-_RENAMED = {"initrd": "ramdisk", "maxcpus": "maxvcpus"}
-_IGNORED = {
-    "pae": "PAE is always on for 64-bit HVM guests",
-    "apic": "the APIC is always there",
-    "hap": "Xen picks HAP when the host has it",
-    "nx": "NX is always on",
-    "localtime": "the guest's clock is UTC",
-    "vncunused": "xentool picks a free display unless vnc.display is set",
-    "device_model_version": "xentool runs upstream QEMU (qemu-xen)",
-    "xen_platform_pci": "the Xen platform device is always there",
-    "hpet": "left at Xen's default",
-    "keymap": "left at QEMU's default",
-    "sdl": "xentool shows HVM displays over VNC only",
-    "opengl": "xentool shows HVM displays over VNC only",
-}
 _FIRMWARE = {"bios": "bios", "seabios": "bios", "rombios": "bios", "uefi": "uefi", "ovmf": "uefi"}
 _VIF_DROPPED = ("rate", "accel", "powerto", "devid", "mtu")
 
@@ -219,90 +204,184 @@ def _vif_spec(spec: Any, warnings: list[str], line: int) -> Any:
     return ",".join(kept)
 
 
+class _Mapped:
+    """The config data being built: the top level, and the sections that apply to HVM guests only."""
+
+    def __init__(self, seen: dict[str, XlSetting]) -> None:
+        self.seen = seen
+        self.data: dict[str, Any] = {}
+        self.sections: dict[str, dict[str, Any]] = {"hvm": {}, "vnc": {}, "device_model": {}}
+        self.warnings: list[str] = []
+        self.origin: dict[str, int] = {}  # top-level key -> the xl line it first came from
+
+    def put(self, section: str, key: str, value: Any, line: int) -> None:
+        """``section`` "" is the top level."""
+        (self.sections[section] if section else self.data)[key] = value
+        self.origin.setdefault(section or key, line)
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(f"line {line}: {message}")
+
+
+@dataclass(frozen=True)
+class _To:
+    """An xl key that is one of ours, perhaps under another name or in a section, its value converted if need be."""
+
+    section: str  # "" for the top level
+    key: str
+    convert: Callable[[Any], Any] = lambda value: value
+
+    def __call__(self, out: _Mapped, setting: XlSetting) -> None:
+        out.put(self.section, self.key, self.convert(setting.value), setting.line)
+
+
+@dataclass(frozen=True)
+class _LeftOut:
+    """An xl key whose job xentool does some other way (or not at all): a warning saying which."""
+
+    reason: str
+
+    def __call__(self, out: _Mapped, setting: XlSetting) -> None:
+        out.warn(setting.line, f"{setting.key} is left out: {self.reason}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _builder(out: _Mapped, setting: XlSetting) -> None:
+    # builder= is xl's deprecated spelling of type=; a type= setting wins over it.
+    if "type" not in out.seen:
+        out.put("", "type", "hvm" if setting.value == "hvm" else "pv", setting.line)
+
+
+def _joined_later(out: _Mapped, setting: XlSetting) -> None:
+    """root, cmdline and extra make one command line, in libxl's order, once all are read."""
+
+
+def _cpus(out: _Mapped, setting: XlSetting) -> None:
+    value = setting.value
+    if isinstance(value, list):
+        if len(value) > 1:
+            out.warn(setting.line, "per-vcpu cpus lists are not supported; every vcpu may run on any cpu listed")
+        value = ",".join(str(v) for v in value)
+    out.put("", "cpus", value, setting.line)
+
+
+def _vifs(out: _Mapped, setting: XlSetting) -> None:
+    out.put("", "vifs", [_vif_spec(s, out.warnings, setting.line) for s in _as_list(setting.value)], setting.line)
+
+
+def _serial(out: _Mapped, setting: XlSetting) -> None:
+    value = setting.value
+    if isinstance(value, list):
+        if len(value) > 1:
+            out.warn(setting.line, f"only the first serial port is supported; {value[1:]} left out")
+        value = value[0] if value else None
+    if value is not None:
+        out.put("", "serial", value, setting.line)
+
+
+def _firmware(out: _Mapped, setting: XlSetting) -> None:
+    firmware = _FIRMWARE.get(str(setting.value).lower())
+    if firmware is None:
+        out.warn(setting.line, f"{setting.key}={setting.value!r} is not supported (use bios or uefi); left out")
+        return
+    if str(setting.value).lower() == "rombios":
+        out.warn(setting.line, "rombios is replaced by SeaBIOS (hvm.firmware: bios)")
+    out.put("hvm", "firmware", firmware, setting.line)
+
+
+def _usb(out: _Mapped, setting: XlSetting) -> None:
+    # The tablet is on unless asked otherwise, so only usb=0 (no USB controller, so no tablet) changes anything.
+    if _flag(setting.value) is False:
+        out.put("hvm", "usb_tablet", False, setting.line)
+
+
+def _usbdevice(out: _Mapped, setting: XlSetting) -> None:
+    devices = _as_list(setting.value)
+    out.put("hvm", "usb_tablet", "tablet" in devices, setting.line)
+    others = [d for d in devices if d != "tablet"]
+    if others:
+        out.warn(setting.line, f"usb devices {others} are not supported; left out")
+
+
+def _device_model_args(out: _Mapped, setting: XlSetting) -> None:
+    # xl passes both device_model_args and device_model_args_hvm to an HVM guest's QEMU: they add up.
+    section = out.sections["device_model"]
+    section["args"] = section.get("args", []) + _as_list(setting.value)
+    out.origin.setdefault("device_model", setting.line)
+
+
+def _bootloader(out: _Mapped, setting: XlSetting) -> None:
+    out.warn(setting.line, f"bootloader={setting.value!r} is not supported; set kernel (and ramdisk) to the guest's kernel files")
+
+
+_Handler = Callable[[_Mapped, XlSetting], None]
+
+# Each xl.cfg key xentool knows, and what it becomes; a key not here is warned about and left out.
+_KEYS: dict[str, _Handler] = {
+    **{key: _To("", key) for key in ("name", "uuid", "type", "kernel", "ramdisk", "memory", "maxmem", "vcpus", "maxvcpus")},
+    **{key: _To("", key) for key in ("on_poweroff", "on_reboot", "on_crash", "on_watchdog")},
+    "initrd": _To("", "ramdisk"),
+    "maxcpus": _To("", "maxvcpus"),
+    "builder": _builder,
+    "cmdline": _joined_later,
+    "extra": _joined_later,
+    "root": _joined_later,
+    "cpus": _cpus,
+    "disk": _To("", "disks", _as_list),
+    "vif": _vifs,
+    "serial": _serial,
+    "vnc": _To("vnc", "enabled", _flag),
+    "vnclisten": _To("vnc", "listen"),
+    "vncdisplay": _To("vnc", "display"),
+    "vncpasswd": _To("vnc", "password"),
+    "boot": _To("hvm", "boot"),
+    "acpi": _To("hvm", "acpi", _flag),
+    "stdvga": _To("hvm", "stdvga", _flag),
+    "viridian": _To("hvm", "viridian", _flag),
+    "videoram": _To("hvm", "videoram"),
+    "firmware": _firmware,
+    "bios": _firmware,
+    "usb": _usb,
+    "usbdevice": _usbdevice,
+    "device_model_override": _To("device_model", "path"),
+    "device_model_args": _device_model_args,
+    "device_model_args_hvm": _device_model_args,
+    "device_model_user": _To("device_model", "user"),
+    "bootloader": _bootloader,
+    "pae": _LeftOut("PAE is always on for 64-bit HVM guests"),
+    "apic": _LeftOut("the APIC is always there"),
+    "hap": _LeftOut("Xen picks HAP when the host has it"),
+    "nx": _LeftOut("NX is always on"),
+    "localtime": _LeftOut("the guest's clock is UTC"),
+    "vncunused": _LeftOut("xentool picks a free display unless vnc.display is set"),
+    "device_model_version": _LeftOut("xentool runs upstream QEMU (qemu-xen)"),
+    "xen_platform_pci": _LeftOut("the Xen platform device is always there"),
+    "hpet": _LeftOut("left at Xen's default"),
+    "keymap": _LeftOut("left at QEMU's default"),
+    "sdl": _LeftOut("xentool shows HVM displays over VNC only"),
+    "opengl": _LeftOut("xentool shows HVM displays over VNC only"),
+}
+
+
 def _xl_to_data(settings: list[XlSetting]) -> tuple[dict[str, Any], list[str], dict[str, int]]:
-    data: dict[str, Any] = {}
-    warnings: list[str] = []
-    origin: dict[str, int] = {}
     seen = {s.key: s for s in settings}  # the last setting of a key wins, as in xl
-    hvm: dict[str, Any] = {}
-    vnc: dict[str, Any] = {}
-    device_model: dict[str, Any] = {}
-
-    def put(target: dict[str, Any], key: str, value: Any, line: int, top: str) -> None:
-        target[key] = value
-        origin.setdefault(top, line)
-
+    out = _Mapped(seen)
     for setting in seen.values():
-        key, value, line = setting.key, setting.value, setting.line
-        if key in _DIRECT or key in _RENAMED:
-            put(data, _RENAMED.get(key, key), value, line, _RENAMED.get(key, key))
-        elif key == "type":
-            put(data, "type", value, line, "type")
-        elif key == "builder":
-            if "type" not in seen:
-                put(data, "type", "hvm" if value == "hvm" else "pv", line, "type")
-        elif key in ("cmdline", "extra", "root"):
-            continue  # joined below, in libxl's order
-        elif key == "cpus":
-            if isinstance(value, list):
-                if len(value) > 1:
-                    warnings.append(f"line {line}: per-vcpu cpus lists are not supported; every vcpu may run on any cpu listed")
-                value = ",".join(str(v) for v in value)
-            put(data, "cpus", value, line, "cpus")
-        elif key == "disk":
-            put(data, "disks", value if isinstance(value, list) else [value], line, "disks")
-        elif key == "vif":
-            specs = value if isinstance(value, list) else [value]
-            put(data, "vifs", [_vif_spec(s, warnings, line) for s in specs], line, "vifs")
-        elif key == "serial":
-            if isinstance(value, list):
-                if len(value) > 1:
-                    warnings.append(f"line {line}: only the first serial port is supported; {value[1:]} left out")
-                value = value[0] if value else None
-            if value is not None:
-                put(data, "serial", value, line, "serial")
-        elif key == "vnc":
-            put(vnc, "enabled", _flag(value), line, "vnc")
-        elif key in ("vnclisten", "vncdisplay", "vncpasswd"):
-            put(vnc, {"vnclisten": "listen", "vncdisplay": "display", "vncpasswd": "password"}[key], value, line, "vnc")
-        elif key == "boot":
-            put(hvm, "boot", value, line, "hvm")
-        elif key in ("acpi", "stdvga", "viridian"):
-            put(hvm, key, _flag(value), line, "hvm")
-        elif key == "videoram":
-            put(hvm, "videoram", value, line, "hvm")
-        elif key in ("firmware", "bios"):
-            firmware = _FIRMWARE.get(str(value).lower())
-            if firmware is None:
-                warnings.append(f"line {line}: {key}={value!r} is not supported (use bios or uefi); left out")
-            else:
-                if str(value).lower() == "rombios":
-                    warnings.append(f"line {line}: rombios is replaced by SeaBIOS (hvm.firmware: bios)")
-                put(hvm, "firmware", firmware, line, "hvm")
-        elif key == "usb":
-            if _flag(value) is False:
-                put(hvm, "usb_tablet", False, line, "hvm")
-        elif key == "usbdevice":
-            devices = value if isinstance(value, list) else [value]
-            put(hvm, "usb_tablet", "tablet" in devices, line, "hvm")
-            others = [d for d in devices if d != "tablet"]
-            if others:
-                warnings.append(f"line {line}: usb devices {others} are not supported; left out")
-        elif key == "device_model_override":
-            put(device_model, "path", value, line, "device_model")
-        elif key in ("device_model_args", "device_model_args_hvm"):
-            args = value if isinstance(value, list) else [value]
-            device_model["args"] = device_model.get("args", []) + args
-            origin.setdefault("device_model", line)
-        elif key == "device_model_user":
-            put(device_model, "user", value, line, "device_model")
-        elif key == "bootloader":
-            warnings.append(f"line {line}: bootloader={value!r} is not supported; set kernel (and ramdisk) to the guest's kernel files")
-        elif key in _IGNORED:
-            warnings.append(f"line {line}: {key} is left out: {_IGNORED[key]}")
+        handler = _KEYS.get(setting.key)
+        if handler is None:
+            out.warn(setting.line, f"{setting.key} is not something xentool supports; left out")
         else:
-            warnings.append(f"line {line}: {key} is not something xentool supports; left out")
+            handler(out, setting)
+    _join_cmdline(out)
+    _hvm_sections(out)
+    return out.data, out.warnings, out.origin
 
+
+def _join_cmdline(out: _Mapped) -> None:
+    seen = out.seen
     parts = []
     if "root" in seen:
         parts.append(f"root={seen['root'].value}")
@@ -310,20 +389,21 @@ def _xl_to_data(settings: list[XlSetting]) -> tuple[dict[str, Any], list[str], d
         if key in seen:
             parts.append(str(seen[key].value))
     if "cmdline" in seen and "extra" in seen:
-        warnings.append(f"line {seen['extra'].line}: both cmdline and extra are set; xentool joins them")
+        out.warn(seen["extra"].line, "both cmdline and extra are set; xentool joins them")
     if parts:
-        data["cmdline"] = " ".join(parts)
-        origin["cmdline"] = min(seen[k].line for k in ("root", "cmdline", "extra") if k in seen)
-    guest_type = str(data.get("type", "pv"))
-    extras = {"hvm": hvm, "vnc": vnc, "device_model": device_model}
-    for key, section in extras.items():
+        out.data["cmdline"] = " ".join(parts)
+        out.origin["cmdline"] = min(seen[k].line for k in ("root", "cmdline", "extra") if k in seen)
+
+
+def _hvm_sections(out: _Mapped) -> None:
+    guest_type = str(out.data.get("type", "pv"))
+    for key, section in out.sections.items():
         if not section:
             continue
         if guest_type != "hvm":
-            warnings.append(f"line {origin[key]}: {key} settings only apply to hvm guests; left out")
+            out.warn(out.origin[key], f"{key} settings only apply to hvm guests; left out")
             continue
-        data[key] = section
-    return data, warnings, origin
+        out.data[key] = section
 
 
 def _read(text_or_path: str | Path) -> tuple[str, str]:

@@ -110,7 +110,9 @@ def parse_disk_spec(spec: str) -> dict[str, Any]:
 
 def _positional_disk(items: list[str], out: dict[str, Any], spec: str) -> None:
     if len(items) > 4:
-        raise ValueError(f"{_quoted(spec)} has {len(items)} positional parts; an xl disk spec has at most TARGET,FORMAT,VDEV,ACCESS")
+        raise ValueError(
+            f"{_quoted(spec)} has {len(items)} positional parts; an xl disk spec has at most TARGET,FORMAT,VDEV,ACCESS"
+        )
     # xl's positional order is target, format, vdev, access; the older three-part form
     # "phy:/dev/vg/lv,xvda,w" leaves out the format, which is told apart by its value.
     if len(items) == 4:
@@ -119,7 +121,7 @@ def _positional_disk(items: list[str], out: dict[str, Any], spec: str) -> None:
         names = ["target", "vdev", "access"]
     else:
         names = ["target", "format", "vdev"][: len(items)]
-    for name, value in zip(names, items):
+    for name, value in zip(names, items, strict=True):
         if name == "target":
             _target(value, out)
         elif name == "format":
@@ -180,7 +182,8 @@ def parse_boot_letters(spec: str) -> list[str]:
     for letter in spec.strip():
         if letter not in BOOT_LETTERS:
             raise ValueError(
-                f"{_quoted(spec)} is not a boot order; use a list of cdrom, disk, network or xl's letters (c disk, d cdrom, n network)"
+                f"{_quoted(spec)} is not a boot order; use a list of cdrom, disk, network"
+                " or xl's letters (c disk, d cdrom, n network)"
             )
         order.append(BOOT_LETTERS[letter])
     return order
