@@ -16,6 +16,7 @@ import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 PAGE_SIZE = 4096
 PAGE_KIB = PAGE_SIZE // 1024
@@ -288,8 +289,9 @@ class XenStore(abc.ABC):
     # Conveniences shared by every backend.
 
     def read_or(self, path: str, default: str | None = None, txn: object | None = None) -> str | None:
-        from hypercalls.errors import XenstoreError
         import errno
+
+        from hypercalls.errors import XenstoreError
 
         try:
             return self.read(path, txn)
@@ -299,8 +301,9 @@ class XenStore(abc.ABC):
             raise
 
     def list_or_empty(self, path: str, txn: object | None = None) -> list[str]:
-        from hypercalls.errors import XenstoreError
         import errno
+
+        from hypercalls.errors import XenstoreError
 
         try:
             return self.directory(path, txn)
@@ -486,20 +489,22 @@ class Hypervisor(abc.ABC):
         raise self._unsupported("domain_resume", domid, "resuming a suspended guest")
 
     def _unsupported(self, op: str, domid: int, what: str) -> Exception:
-        from hypercalls.errors import XenError
         import errno
+
+        from hypercalls.errors import XenError
 
         return XenError(op, errno.EOPNOTSUPP, domid, f"the {self.kind} backend has no {what}")
 
     def open_guest_console(self, domid: int, ring_ref: int, remote_port: int) -> GuestConsole:
         """Map the guest's console page (grant, else frame ``ring_ref``) and bind ``remote_port``."""
-        from hypercalls.errors import XenError
         import errno
+
+        from hypercalls.errors import XenError
 
         raise XenError("open_guest_console", errno.EOPNOTSUPP, domid, f"the {self.kind} backend has no console rings")
 
     @abc.abstractmethod
-    def reopen(self) -> "Hypervisor":
+    def reopen(self) -> Hypervisor:
         """A new, independent connection to the same hypervisor (for a forked backend process,
         which must not share this one's handles and hypercall buffers with its parent)."""
 
@@ -519,14 +524,17 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> "Hypervisor":
+    def __enter__(self) -> Hypervisor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def retry_transaction(store: XenStore, body, attempts: int = 50):
+_Result = TypeVar("_Result")
+
+
+def retry_transaction(store: XenStore, body: Callable[[object], _Result], attempts: int = 50) -> _Result:
     """Run ``body(txn)`` in a transaction until it commits, as libxl's retry loops do.
 
     ``body`` must be safe to run again: it sees a fresh transaction each time.

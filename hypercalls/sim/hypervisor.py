@@ -67,7 +67,7 @@ class SimHypervisor(Hypervisor):
     runs_device_models = False
     has_kernel_backends = False
 
-    def reopen(self) -> "SimHypervisor":
+    def reopen(self) -> SimHypervisor:
         return SimHypervisor(self.path)
 
     def __init__(self, path: Path, memory_mib: int = DEFAULT_MEMORY_MIB, nr_cpus: int = DEFAULT_CPUS) -> None:

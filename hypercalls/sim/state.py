@@ -64,7 +64,7 @@ class Node:
         return [self.value, [[p.domid, p.perm.value] for p in self.perms], self.gen, list(self.children)]
 
     @classmethod
-    def from_json(cls, data: list[Any]) -> "Node":
+    def from_json(cls, data: list[Any]) -> Node:
         value, perms, gen, children = data
         return cls(value, tuple(XsPermission(d, XsPerm(p)) for d, p in perms), gen, tuple(children))
 
@@ -129,7 +129,7 @@ class Domain:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Domain":
+    def from_json(cls, data: dict[str, Any]) -> Domain:
         data = dict(data)
         data["guest_type"] = GuestType(data["guest_type"])
         reason = data["shutdown_reason"]
@@ -237,7 +237,7 @@ class HostState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "HostState":
+    def from_json(cls, data: dict[str, Any]) -> HostState:
         if data.get("format") != FORMAT:
             raise ValueError(f"simulator state format {data.get('format')!r}, expected {FORMAT}")
         return cls(
@@ -316,7 +316,7 @@ def fresh_host(memory_mib: int = DEFAULT_MEMORY_MIB, nr_cpus: int = DEFAULT_CPUS
 class Session:
     """The state of one locked operation; ``save`` writes it back (still under the lock)."""
 
-    def __init__(self, store: "StateStore", state: HostState) -> None:
+    def __init__(self, store: StateStore, state: HostState) -> None:
         self._store = store
         self.state = state
 

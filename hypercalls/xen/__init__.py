@@ -11,22 +11,18 @@ the backends in dom0), ``build`` (``python -m hypercalls.xen.build`` compiles th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from types import ModuleType
 
-if TYPE_CHECKING:
-    from hypercalls.xen.ctrl import XenHypervisor
+from hypercalls.xen import _lib
+from hypercalls.xen.ctrl import XenHypervisor
 
 
-def load_bindings():
+def load_bindings() -> ModuleType:
     """The compiled module (``.ffi``, ``.lib``); raises BackendUnavailable saying what is missing."""
-    from hypercalls.xen import _lib
-
     return _lib.load()
 
 
-def open_xen() -> "XenHypervisor":
-    from hypercalls.xen.ctrl import XenHypervisor
-
+def open_xen() -> XenHypervisor:
     return XenHypervisor(load_bindings())
 
 

@@ -536,7 +536,6 @@ bool xs_introduce_domain(struct xs_handle *h, unsigned int domid, unsigned long 
                          unsigned int eventchn);
 bool xs_release_domain(struct xs_handle *h, unsigned int domid);
 bool xs_resume_domain(struct xs_handle *h, unsigned int domid);
-bool xs_is_domain_introduced(struct xs_handle *h, unsigned int domid);
 
 /* ---- libxenevtchn ---- */
 typedef struct xenevtchn_handle xenevtchn_handle;
@@ -545,10 +544,8 @@ xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger, unsigned int 
 int xenevtchn_close(xenevtchn_handle *xce);
 int xenevtchn_fd(xenevtchn_handle *xce);
 int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port);
-xenevtchn_port_or_error_t xenevtchn_bind_unbound_port(xenevtchn_handle *xce, uint32_t domid);
 xenevtchn_port_or_error_t xenevtchn_bind_interdomain(xenevtchn_handle *xce, uint32_t domid,
                                                      evtchn_port_t remote_port);
-xenevtchn_port_or_error_t xenevtchn_bind_virq(xenevtchn_handle *xce, unsigned int virq);
 int xenevtchn_unbind(xenevtchn_handle *xce, evtchn_port_t port);
 xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce);
 int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port);

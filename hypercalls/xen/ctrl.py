@@ -24,6 +24,7 @@ from hypercalls.interface import (
     XenVersion,
 )
 from hypercalls.xen import saverestore
+from hypercalls.xen.console import XenGuestConsole
 from hypercalls.xen.domain_builder import DomainBuilder
 from hypercalls.xen.store import XenXenStore
 from hypercalls.xen.xc import XcHandle, failed_nonzero
@@ -364,10 +365,8 @@ class XenHypervisor(Hypervisor):
                 self._xenstore = None
         self.xc.close()
 
-    def reopen(self) -> "XenHypervisor":
+    def reopen(self) -> XenHypervisor:
         return XenHypervisor(self._module)
 
     def open_guest_console(self, domid: int, ring_ref: int, remote_port: int) -> GuestConsole:
-        from hypercalls.xen.console import XenGuestConsole
-
         return XenGuestConsole(domid, ring_ref, remote_port)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from hypercalls.errors import XenError
 from hypercalls.interface import BuildResult, BuildSpec, FirmwareModule, GuestType
+from hypercalls.xen.foreignmem import ForeignMemory
 from hypercalls.xen.kernel_cache import KernelCache
 from hypercalls.xen.xc import XcHandle, failed_nonzero
 
@@ -170,8 +171,12 @@ def pvh_e820(layout: PvhLayout, nr_special_pages: int, end_special_region: int,
     return sorted(entries)
 
 
+# KernelCache is frozen and holds only where and how much to keep, so every builder can share one.
+_DEFAULT_KERNEL_CACHE = KernelCache()
+
+
 class DomainBuilder:
-    def __init__(self, xc: XcHandle, kernel_cache: KernelCache | None = KernelCache()) -> None:
+    def __init__(self, xc: XcHandle, kernel_cache: KernelCache | None = _DEFAULT_KERNEL_CACHE) -> None:
         self.xc = xc
         self.ffi = xc.ffi
         self.lib = xc.lib
@@ -256,6 +261,7 @@ class DomainBuilder:
     def _load_images(self, dom, domid: int, spec: BuildSpec) -> bool:
         """Hand libxenguest the kernel (its unpacked image when the cache has one) and the ramdisk;
         True if the kernel came from the cache."""
+        assert spec.kernel is not None  # build() refuses a PV or PVH spec without one
         xc, lib = self.xc, self.lib
         cached = self.kernel_cache.lookup(spec.kernel) if self.kernel_cache else None
         xc.call("xc_dom_kernel_file", lib.xc_dom_kernel_file, dom, str(cached or spec.kernel).encode(), domid=domid,
@@ -267,6 +273,7 @@ class DomainBuilder:
 
     def _keep_unpacked_kernel(self, dom, spec: BuildSpec) -> None:
         """After xc_dom_parse_image: the kernel image libxenguest unpacked, for the next build."""
+        assert spec.kernel is not None  # build() refuses a PV or PVH spec without one
         if self.kernel_cache and dom.kernel_blob != self.ffi.NULL:
             self.kernel_cache.store(spec.kernel, self.ffi.buffer(dom.kernel_blob, dom.kernel_size))
 
@@ -343,7 +350,7 @@ class DomainBuilder:
                 raise XenError("xc_dom_build_image", errno.E2BIG, domid,
                                f"{len(spec.acpi_modules)} ACPI modules; the builder takes {len(dom.acpi_modules) - 1}")
             keep_alive = []
-            for slot, module in zip(dom.acpi_modules, spec.acpi_modules):
+            for slot, module in zip(dom.acpi_modules, spec.acpi_modules, strict=False):  # more slots than modules
                 buffer = ffi.from_buffer(module.data)
                 keep_alive.append(buffer)
                 slot.data = ffi.cast("uint8_t *", buffer)
@@ -371,6 +378,8 @@ class DomainBuilder:
     def _build_hvm(self, domid: int, spec: BuildSpec, max_vcpus: int) -> BuildResult:
         """libxl__build_hvm with qemu-xen: hvmloader runs first, finds SeaBIOS as its "firmware"
         module, builds the guest's ACPI tables and e820 itself and hands over to the BIOS."""
+        # build() refuses an HVM spec without them
+        assert spec.firmware is not None and spec.system_firmware is not None
         xc, lib, ffi = self.xc, self.lib, self.ffi
         with open(spec.system_firmware, "rb") as f:
             bios = f.read()
@@ -417,8 +426,6 @@ class DomainBuilder:
         return e820
 
     def _set_hvm_info(self, domid: int, max_vcpus: int, online_vcpus: int) -> None:
-        from hypercalls.xen.foreignmem import ForeignMemory
-
         memory = ForeignMemory(self.xc.module)
         try:
             with memory.map(domid, [self.lib.HVM_INFO_PFN]) as page:

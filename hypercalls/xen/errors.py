@@ -10,7 +10,6 @@ errno cffi saved right after the call and the last message our logger kept, and 
 from __future__ import annotations
 
 import errno as errno_module
-import os
 
 from hypercalls.errors import XenError, XenstoreError
 
@@ -39,8 +38,3 @@ def xen_error(op: str, saved_errno: int, domid: int | None = None, detail: str =
 
 def xenstore_error(op: str, saved_errno: int, path: str, domid: int | None = None, detail: str = "") -> XenstoreError:
     return XenstoreError(op, saved_errno or errno_module.EIO, path, domid, detail.strip())
-
-
-def describe_errno(value: int) -> str:
-    """``ENOENT (No such file or directory)``: for messages built outside XenError."""
-    return f"{errno_module.errorcode.get(value, value)} ({os.strerror(value)})"

@@ -11,14 +11,13 @@ from types import ModuleType
 
 from hypercalls.errors import XenError
 from hypercalls.xen.errors import xen_error
+from hypercalls.xen import _lib
 
 
 class EventChannels:
     def __init__(self, module: ModuleType | None = None) -> None:
         if module is None:
-            from hypercalls.xen import load_bindings
-
-            module = load_bindings()
+            module = _lib.load()
         self._ffi = module.ffi
         self._lib = module.lib
         handle = self._lib.xenevtchn_open(self._ffi.NULL, 0)
@@ -42,18 +41,6 @@ class EventChannels:
         port = self._lib.xenevtchn_bind_interdomain(self._handle(), domid, remote_port)
         if port < 0:
             raise xen_error("xenevtchn_bind_interdomain", self._ffi.errno, domid, f"remote port {remote_port}")
-        return port
-
-    def bind_unbound_port(self, domid: int) -> int:
-        port = self._lib.xenevtchn_bind_unbound_port(self._handle(), domid)
-        if port < 0:
-            raise xen_error("xenevtchn_bind_unbound_port", self._ffi.errno, domid)
-        return port
-
-    def bind_virq(self, virq: int) -> int:
-        port = self._lib.xenevtchn_bind_virq(self._handle(), virq)
-        if port < 0:
-            raise xen_error("xenevtchn_bind_virq", self._ffi.errno, None, f"virq {virq}")
         return port
 
     def notify(self, port: int) -> None:
@@ -82,7 +69,7 @@ class EventChannels:
             if rc < 0:
                 raise xen_error("xenevtchn_close", self._ffi.errno)
 
-    def __enter__(self) -> "EventChannels":
+    def __enter__(self) -> EventChannels:
         return self
 
     def __exit__(self, *exc: object) -> None:

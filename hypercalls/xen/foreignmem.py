@@ -10,6 +10,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from hypercalls.xen.errors import xen_error
+from hypercalls.xen import _lib
 
 PAGE_SIZE = 4096
 
@@ -30,7 +31,7 @@ class MappedPages:
             self.buffer = None
             self._unmap(addr, self.pages)
 
-    def __enter__(self) -> "MappedPages":
+    def __enter__(self) -> MappedPages:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -40,9 +41,7 @@ class MappedPages:
 class ForeignMemory:
     def __init__(self, module: ModuleType | None = None) -> None:
         if module is None:
-            from hypercalls.xen import load_bindings
-
-            module = load_bindings()
+            module = _lib.load()
         self._ffi = module.ffi
         self._lib = module.lib
         handle = self._lib.xenforeignmemory_open(self._ffi.NULL, 0)
@@ -76,7 +75,7 @@ class ForeignMemory:
             if rc != 0:
                 raise xen_error("xenforeignmemory_close", self._ffi.errno)
 
-    def __enter__(self) -> "ForeignMemory":
+    def __enter__(self) -> ForeignMemory:
         return self
 
     def __exit__(self, *exc: object) -> None:

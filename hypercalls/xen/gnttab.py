@@ -6,6 +6,7 @@ from types import ModuleType
 
 from hypercalls.xen.errors import xen_error
 from hypercalls.xen.foreignmem import MappedPages
+from hypercalls.xen import _lib
 
 PAGE_SIZE = 4096
 
@@ -13,9 +14,7 @@ PAGE_SIZE = 4096
 class GrantTables:
     def __init__(self, module: ModuleType | None = None) -> None:
         if module is None:
-            from hypercalls.xen import load_bindings
-
-            module = load_bindings()
+            module = _lib.load()
         self._ffi = module.ffi
         self._lib = module.lib
         handle = self._lib.xengnttab_open(self._ffi.NULL, 0)
@@ -42,7 +41,7 @@ class GrantTables:
             if rc != 0:
                 raise xen_error("xengnttab_close", self._ffi.errno)
 
-    def __enter__(self) -> "GrantTables":
+    def __enter__(self) -> GrantTables:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -66,7 +66,8 @@ def _register(module: Any) -> None:
         callback: _SaveCallbacks = ffi.from_handle(data)
         try:
             if callback.switch_logdirty is None:
-                raise XenError("xc_domain_save", errno.EOPNOTSUPP, domid, "no way to switch the device model's dirty-page logging")
+                raise XenError("xc_domain_save", errno.EOPNOTSUPP, domid,
+                               "no way to switch the device model's dirty-page logging")
             callback.switch_logdirty(bool(enable))
             return 0
         except BaseException as e:  # noqa: BLE001

@@ -217,9 +217,6 @@ class XenXenStore(XenStore):
         if not self._lib.xs_resume_domain(self._handle(), domid):
             raise xenstore_error("resume_domain", self._ffi.errno, "@releaseDomain", domid)
 
-    def is_domain_introduced(self, domid: int) -> bool:
-        return bool(self._lib.xs_is_domain_introduced(self._handle(), domid))
-
     def close(self) -> None:
         with self._lock:
             if self._h is not None:
