@@ -6,46 +6,17 @@ prints a marker line and then waits for input or a shutdown request.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from xentool.lab import Lab
-from xentool.lab.guest_images import GuestImages, install_guest_images
+
+from kit.lab import domains_json, host_state, wait_for_console, write_config, xentool
 
 pytestmark = pytest.mark.lab
-
-XENTOOL = str(Path(sys.prefix) / "bin" / "xentool")
-BOOT_TIMEOUT = 240.0  # seconds; a guest kernel under TCG on a busy 2-core host
-
-
-@pytest.fixture(scope="module")
-def guests(lab: Lab) -> GuestImages:
-    return install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
-                                modules_dir=lab.artifacts.modules_dir)
-
-
-def xentool(lab: Lab, *args: str, timeout: float = 300):
-    return lab.exec([XENTOOL, *args], capture=True, timeout=timeout)
-
-
-def write_config(lab: Lab, guests: GuestImages, name: str, type_: str = "pv", then: str = "wait", **extra) -> Path:
-    settings = {
-        "name": name,
-        "type": type_,
-        "kernel": str(guests.kernel),
-        "ramdisk": str(guests.initrd),
-        "cmdline": f'"console=hvc0 xentool.marker={name} xentool.then={then}"',
-        "memory": 128,
-        **extra,
-    }
-    path = lab.share_dir / f"{name}-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text("".join(f"{key}: {value}\n" for key, value in settings.items()))
-    return path
 
 
 def ensure_xenconsoled(lab: Lab) -> None:
@@ -53,45 +24,6 @@ def ensure_xenconsoled(lab: Lab) -> None:
     asked, as it is not xentool's.  Running it also shows the two console backends coexist."""
     script = "pgrep -x xenconsoled >/dev/null || /usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid"
     assert lab.exec(["sh", "-c", script], capture=True).returncode == 0
-
-
-def wait_for_console(lab: Lab, name: str, text: str, timeout: float = BOOT_TIMEOUT) -> str:
-    """Poll the guest's console log (the file: a `xentool console --log` costs seconds of Python
-    start-up in the lab's dom0), then check that `console --log` shows the same.  The guest is
-    found by `info`, which waits while the supervisor restarts it (a PVH guest in the lab may
-    triple-fault early, which Xen reports as a reboot: docs/devices-facts.md)."""
-    found = xentool(lab, "info", "--json", name)
-    assert found.returncode == 0, found.err
-    uuid_ = json.loads(found.out)["uuid"]
-    deadline = time.monotonic() + timeout
-    log = ""
-    while time.monotonic() < deadline:
-        log = lab.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
-        if text in log:
-            shown = xentool(lab, "console", "--log", name)
-            assert shown.returncode == 0 and text in shown.out, shown.err
-            return shown.out
-        time.sleep(2)
-    pytest.fail(f"{text!r} did not appear on {name}'s console within {timeout:.0f} s; log tail:\n{log[-1500:]}")
-
-
-def host_state(lab: Lab) -> dict[str, object]:
-    """What must be the same before and after a failed create: domains, xenstore, free memory,
-    console backend processes."""
-    script = (
-        "xl list | awk 'NR>1 {print $1, $2, $3}'; echo ---; "
-        "xenstore-ls -f /local/domain /vm /libxl 2>/dev/null | grep -v '^/local/domain/0/memory' ; echo ---; "
-        "xl info | grep -E '^free_memory'; echo ---; ls /run/xentool/console 2>/dev/null"
-    )
-    result = lab.exec(["sh", "-c", script], capture=True, timeout=120)
-    domains, store, free, consoles = result.out.split("---\n")
-    return {"domains": domains, "xenstore": store, "free": free, "consoles": consoles}
-
-
-def domains_json(lab: Lab) -> dict[str, dict]:
-    result = xentool(lab, "list", "--json")
-    assert result.returncode == 0, result.err
-    return {d["name"]: d for d in json.loads(result.out)}
 
 
 def test_pv_guest_boots_is_seen_by_xl_and_powers_off_on_request(lab, guests):

@@ -24,11 +24,19 @@ from xentool.lab.guest_images import (
     install_guest_images,
 )
 
-from .test_guests import domains_json, host_state, wait_for_console, xentool
+from kit.lab import (
+    HVM_BOOT_TIMEOUT,
+    SAVE_DIR,
+    counts,
+    device_models,
+    domains_json,
+    leftovers,
+    wait_for_console,
+    wait_for_count_above,
+    xentool,
+)
 
 pytestmark = pytest.mark.lab
-
-HVM_BOOT_TIMEOUT = 420.0  # seconds: SeaBIOS, isolinux and Linux with every I/O emulated, under TCG
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +62,6 @@ def hvm_config(lab: Lab, name: str, **settings: object) -> Path:
 
 def cdrom(path: Path) -> str:
     return f"[{{target: {path}, vdev: hdc, devtype: cdrom}}]"
-
-
-def device_models(lab: Lab) -> str:
-    return lab.exec(["sh", "-c", "pgrep -a xen-qemu || true"], capture=True).out
-
-
-def leftovers(lab: Lab) -> dict[str, object]:
-    """host_state plus what an HVM guest adds: QEMU processes, QMP sockets, device-model nodes."""
-    state = host_state(lab)
-    # (domid-history is xl's own record of recently used domids.)
-    extra = lab.exec(["sh", "-c", "ls /var/run/xen 2>/dev/null | grep -v domid-history; echo ---; "
-                      "xenstore-ls /local/domain/0/device-model 2>/dev/null; echo ---; ip -o link | grep -c emu || true"],
-                     capture=True).out
-    # libxl removes device-model/<domid> but leaves its parent, even when empty; xentool removes
-    # an empty parent.  Either is clean.
-    state["xenstore"] = state["xenstore"].replace('/local/domain/0/device-model = ""\n', "")
-    return {**state, "dm": device_models(lab), "hvm": extra}
 
 
 def test_hvm_guest_boots_from_a_cdrom_through_seabios_and_shuts_down_by_acpi(lab, hvm_media):
@@ -111,8 +102,6 @@ def test_hvm_guest_boots_from_a_cdrom_through_seabios_and_shuts_down_by_acpi(lab
 def save_and_restore(lab: Lab, name: str, uuid: str) -> None:
     """Save the counting guest (it and its QEMU go), restore it: the count goes on from where it
     was, with no second boot."""
-    from .test_save_restore import SAVE_DIR, counts, wait_for_count_above
-
     wait_for_count_above(lab, uuid, 2)
     path = f"{SAVE_DIR}/{name}.save"
     assert lab.exec(["mkdir", "-p", SAVE_DIR], capture=True).returncode == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import pytest
 
 from xentool.lab import Lab, LabOptions
 
-pytestmark = pytest.mark.lab
+from kit.lab import XENTOOL
 
-XENTOOL = str(Path(sys.prefix) / "bin" / "xentool")
+pytestmark = pytest.mark.lab
 
 
 def xl_info(lab: Lab) -> dict[str, str]:

@@ -21,8 +21,7 @@ import pytest
 from xentool.lab import Lab
 from xentool.lab.guest_images import GuestImages, install_guest_images
 
-from .test_guests import domains_json, wait_for_console, xentool
-from .test_hvm import HVM_BOOT_TIMEOUT, leftovers
+from kit.lab import HVM_BOOT_TIMEOUT, domains_json, leftovers, wait_for_console, xentool
 
 pytestmark = pytest.mark.lab
 

@@ -6,33 +6,20 @@ model's state) is part of tests/lab/test_hvm.py's CD-ROM guest, to spare an HVM 
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 
-from xentool.lab import Lab
-
-from .test_guests import domains_json, guests, host_state, wait_for_console, write_config, xentool  # noqa: F401
+from kit.lab import (
+    SAVE_DIR,
+    counts,
+    domains_json,
+    host_state,
+    wait_for_console,
+    wait_for_count_above,
+    write_config,
+    xentool,
+)
 
 pytestmark = pytest.mark.lab
-
-SAVE_DIR = "/var/tmp/xentool-test-save"  # in dom0's own memory (its overlay), not on a 9p share
-
-
-def counts(lab: Lab, uuid: str) -> list[int]:
-    log = lab.exec(["cat", f"/var/log/xentool/console/{uuid}.log"], capture=True).out
-    return [int(n) for n in re.findall(r"xentool-guest: count=(\d+)", log)]
-
-
-def wait_for_count_above(lab: Lab, uuid: str, floor: int, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = counts(lab, uuid)
-        if seen and seen[-1] > floor:
-            return seen[-1]
-        time.sleep(2)
-    pytest.fail(f"the guest's count did not pass {floor} within {timeout:.0f} s (last: {counts(lab, uuid)[-3:]})")
 
 
 def test_save_checkpoint_restore_and_a_cut_file(lab, guests):

@@ -11,7 +11,7 @@ import pytest
 
 from xentool.lab import Lab
 
-from .test_guests import BOOT_TIMEOUT, domains_json, guests, wait_for_console, write_config, xentool  # noqa: F401
+from kit.lab import BOOT_TIMEOUT, domains_json, wait_for_console, write_config, xentool
 
 pytestmark = pytest.mark.lab
 

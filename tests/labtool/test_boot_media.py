@@ -1,13 +1,10 @@
 """Boot media for HVM guests (xentool.lab.guest_images): the El Torito ISO SeaBIOS boots from a
 CD-ROM and the hybrid raw disk image it boots from an IDE disk, built from Debian's genisoimage,
-isolinux and syslinux-utils.  These run on the host without Xen; the one test that boots the images
-in plain QEMU is marked `lab`."""
+isolinux and syslinux-utils.  These run on the host without Xen; the test that boots the images
+in plain QEMU is tests/lab/test_boot_media_in_qemu.py."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -18,18 +15,12 @@ from xentool.errors import UsageError
 from xentool.lab import guest_images as gi
 from xentool.lab.errors import LabError, MissingTool
 
+from kit.lab import needs_boot_media_tools, needs_isohybrid
+
 CMDLINE = "console=ttyS0 xentool.marker=hvm-cdrom xentool.then=poweroff"
 SECTOR = 2048
 
-_missing = [what for what, ok in (
-    ("genisoimage (package genisoimage)", shutil.which("genisoimage")),
-    ("isoinfo (package genisoimage)", shutil.which("isoinfo")),
-    (f"{gi.ISOLINUX_BIN} (package isolinux)", gi.ISOLINUX_BIN.is_file()),
-    (f"{gi.LDLINUX_C32} (package syslinux-common)", gi.LDLINUX_C32.is_file()),
-) if not ok]
-pytestmark = pytest.mark.skipif(bool(_missing), reason="missing " + ", ".join(_missing))
-needs_isohybrid = pytest.mark.skipif(shutil.which("isohybrid") is None,
-                                     reason="isohybrid missing (package syslinux-utils)")
+pytestmark = needs_boot_media_tools
 
 
 @pytest.fixture
@@ -216,40 +207,3 @@ def test_install_guest_images_makes_the_example_iso(boot_files, tmp_path):
     assert f"append initrd=/initrd.gz {gi.HELLO_ISO_CMDLINE}\n" in cfg
     assert isoinfo("-i", str(images.iso), "-x", "/INITRD.GZ;1") == images.initrd.read_bytes()
     assert gi.install_guest_images(kernel, busybox, tmp_path / "guests", boot_iso=False).iso is None
-
-
-# -- booting them for real, in plain QEMU (TCG): SeaBIOS -> ISOLINUX -> the lab's kernel -> /init -----
-
-def _lab_kernel() -> Path | None:
-    from xentool.lab.paths import cache_dir
-
-    found = sorted(glob.glob(str(cache_dir() / "linux-*" / "boot" / "vmlinuz-*")))
-    return Path(found[-1]) if found else None
-
-
-@pytest.mark.lab
-@needs_isohybrid
-@pytest.mark.parametrize("medium", ["cdrom", "disk"])
-def test_seabios_boots_the_media_in_qemu(tmp_path, medium):
-    qemu = shutil.which("qemu-system-x86_64")
-    kernel = _lab_kernel()
-    busybox = Path("/bin/busybox")
-    if not qemu or kernel is None or not busybox.is_file():
-        pytest.skip("needs qemu-system-x86_64, /bin/busybox and the lab's cached kernel (run `xentool lab up` once)")
-    images = gi.install_guest_images(kernel, busybox, tmp_path / "guests", boot_iso=False)
-    cmdline = f"console=ttyS0 xentool.marker=hvm-{medium} xentool.then=poweroff"
-    if medium == "cdrom":
-        image = gi.build_boot_iso(images.kernel, images.initrd, cmdline, tmp_path / "boot.iso")
-        drive = ["-cdrom", str(image)]
-    else:
-        image = gi.build_boot_disk(images.kernel, images.initrd, cmdline, tmp_path / "boot.img")
-        drive = ["-drive", f"file={image},format=raw,if=ide,media=disk"]
-    argv = [qemu, "-accel", "tcg", "-m", "256", "-display", "none", "-monitor", "none", "-serial", "stdio",
-            "-nodefaults", "-vga", "std", "-no-reboot", *drive]
-    try:
-        result = subprocess.run(argv, capture_output=True, timeout=90, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"no power-off within 90 s; serial output ends: {(e.stdout or b'')[-800:]!r}")
-    out = result.stdout.decode(errors="replace")
-    assert "ISOLINUX" in out  # the boot loader spoke on the serial port (`serial 0 115200`)
-    assert f"xentool-guest: marker=hvm-{medium} then=poweroff" in out, out[-2000:]

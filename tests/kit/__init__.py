@@ -1,0 +1,1 @@
+"""What several test modules share: the import graph's rules, the lab's guest helpers."""
