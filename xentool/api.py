@@ -24,48 +24,32 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from hypercalls.connect import open_hypervisor
 from hypercalls.errors import BackendUnavailable, XenError
 from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason
-from xentool import lifecycle
+from pvdrivers.blkif import vdev_to_devid
+from xentool import lifecycle, obituaries, savefile
+from xentool.console.attach import ConsoleUnavailable, attach
 from xentool.console.paths import console_log_path, console_socket_path
+from xentool.devicemodel.qmp import QmpFailed
+from xentool.domains import DOMAIN_GONE, DomainSummary, is_shut_down, state_of, summarize, wait_until
 from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, UsageError
 from xentool.records import RecordStore
 
 if TYPE_CHECKING:
     from xentool.config import GuestConfig
     from xentool.config.model import Disk, Vif
-    from xentool.create import BuildPlan
-    from xentool.create import RestoreSource
-    from xentool.create.executor import OpTiming
-    from xentool.hotplug.live import DeviceStatus
+    from xentool.create import BuildPlan, OpTiming, RestoreSource
+    from xentool.live_devices import DeviceStatus
     from xentool.saving import SaveResult
 
-# The config model (pydantic) and the creation steps are imported by the methods that use them:
-# `xentool list` and `destroy` need neither, and in the lab's dom0 (Python under QEMU TCG) they
-# cost seconds.
+# Deferred imports, measured: the config model (pydantic), the creation steps and what needs them
+# (saving, shutdown actions, the supervisor, hot plug) are imported by the methods that use them.
+# `xentool list` and `destroy` need none of them, and in the lab's dom0 (Python under QEMU TCG)
+# they cost seconds (tests/toolstack/test_cli_imports.py holds the line).
 
-DOM0_NAME = "Domain-0"
 REAL_RECORDS_DIR = Path("/var/lib/xentool/domains")
 # How long a command naming a guest waits for a restart of it (the supervisor acting on its
 # on_reboot, say) to finish: a create, which takes a minute on the lab's emulated CPU at worst.
 RESTART_WAIT_SECONDS = 120.0
 
-
-@dataclass(frozen=True)
-class DomainSummary:
-    """One row of `xentool list` (the same figures `xl list` shows)."""
-
-    domid: int
-    name: str
-    uuid: str
-    type: str
-    state: str
-    memory_mib: int
-    max_memory_mib: int
-    vcpus: int
-    cpu_time_s: float
-    shutdown_reason: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -141,28 +125,8 @@ class Toolstack:
         return self.hv.dmesg(clear)
 
     # -- finding domains ----------------------------------------------------------------------
-    def _name_of(self, domid: int) -> str:
-        name = self.hv.xenstore().read_or(f"/local/domain/{domid}/name")
-        if name is None:
-            return DOM0_NAME if domid == 0 else f"(domain {domid})"
-        return name
-
-    def _summary(self, info: DomainInfo) -> DomainSummary:
-        return DomainSummary(
-            domid=info.domid,
-            name=self._name_of(info.domid),
-            uuid=info.uuid,
-            type=info.guest_type.value,
-            state=info.state.value,
-            memory_mib=info.memory_kib // 1024,
-            max_memory_mib=info.max_memory_kib // 1024,
-            vcpus=info.online_vcpus,
-            cpu_time_s=round(info.cpu_time_ns / 1e9, 1),
-            shutdown_reason=info.shutdown_reason.name.lower() if info.shutdown and info.shutdown_reason is not None else None,
-        )
-
     def list_domains(self) -> list[DomainSummary]:
-        return [self._summary(info) for info in self.hv.domain_list()]
+        return [summarize(self.hv, info) for info in self.hv.domain_list()]
 
     def lookup(self, ref: str | int) -> DomainSummary:
         """The domain that ``ref`` names: a domid, a name, or a uuid.  A guest that is being
@@ -172,8 +136,6 @@ class Toolstack:
         if not matches and not text.isdigit() and self._waited_for_restart(text):
             matches = self._matching(text)
         if not matches:
-            from xentool import obituaries
-
             note = obituaries.find(text) if self.hv.runs_device_models else None
             raise DomainNotFound(text, str(note) if note else None)
         return matches[0]
@@ -230,8 +192,6 @@ class Toolstack:
         one that has shut down) is shown as its log so far ("ended")."""
         domain = self.lookup(ref)
         if self.hv.needs_console_backend:
-            from xentool.console.attach import ConsoleUnavailable, attach
-
             try:
                 return attach(console_socket_path(domain.domid), console_log_path(domain.uuid), output,
                               input_fd, replay_bytes)
@@ -261,10 +221,10 @@ class Toolstack:
 
     def plan(self, config: GuestConfig, paused: bool = False) -> BuildPlan:
         """The build plan `create` would run (what --dry-run prints); touches nothing."""
-        from xentool.create import plan_creation
+        from xentool.create import HostFeatures, plan_creation
 
         uuid = str(config.uuid) if config.uuid else "{uuid}"
-        return plan_creation(config, uuid, paused)
+        return plan_creation(config, uuid, paused, host=HostFeatures.of(self.hv))
 
     def create(
         self,
@@ -286,12 +246,11 @@ class Toolstack:
         then destroy it, or with ``checkpoint`` let it go on running."""
         from xentool.saving import save_guest
 
-        return save_guest(self, self._guest(ref), path, checkpoint)
+        return save_guest(self.hv, self.records, self._guest(ref), path, checkpoint)
 
     def restore(self, path: str | Path, paused: bool = False, timings: list[OpTiming] | None = None) -> DomainSummary:
         """Bring back a guest saved by :meth:`save`, with its uuid, config and devices; it goes on
         where it stopped.  The file is checked whole before anything is created."""
-        from xentool import savefile
         from xentool.config import config_from_dict
         from xentool.create import RestoreSource
 
@@ -307,32 +266,34 @@ class Toolstack:
         supervisor, started if it is not running.  (Not in _create: the supervisor's own restarts
         go through _create.)"""
         if self.hv.needs_console_backend:
-            from xentool import supervisor
+            self.start_supervisor()
 
-            supervisor.ensure_running(self.reconnect)
+    def start_supervisor(self) -> int:
+        """Start the host's supervisor in the background unless one runs; returns its pid."""
+        from xentool import supervisor
+
+        return supervisor.ensure_running(self._supervisor_connection)
+
+    def run_supervisor(self) -> None:
+        """Be the host's supervisor, in this process, until SIGTERM (for a service manager)."""
+        from xentool import supervisor
+
+        supervisor.serve(self._supervisor_connection)
+
+    def _supervisor_connection(self) -> tuple[Hypervisor, RecordStore]:
+        """A connection of the supervisor's own, made in it after the fork."""
+        return self.hv.reopen(), RecordStore(self.records.directory)
 
     def reconnect(self) -> "Toolstack":
         """A new Toolstack on the same hypervisor and records, with a connection of its own (for a
         forked process, which must not share this one's)."""
         return Toolstack(self.hv.reopen(), RecordStore(self.records.directory))
 
-    def _create(self, config: GuestConfig, uuid: str, paused: bool, restarts: tuple[float, ...] = (),
-                restore: RestoreSource | None = None, timings: list[OpTiming] | None = None) -> DomainSummary:
-        from xentool.create import plan_creation
-        from xentool.create.executor import OpTiming, execute
-        from xentool.create.preflight import preflight
+    def _create(self, config: GuestConfig, uuid: str, paused: bool, restore: RestoreSource | None = None,
+                timings: list[OpTiming] | None = None) -> DomainSummary:
+        from xentool.create import create_guest
 
-        started = time.monotonic()
-        preflight(self.hv, config)
-        if timings is not None:
-            timings.append(OpTiming("preflight", "check the config against this host", time.monotonic() - started))
-        bound = execute(plan_creation(config, uuid, paused, restore), self.hv, timings)
-        if self.hv.runs_device_models:
-            from xentool import obituaries
-
-            obituaries.forget(uuid)
-        self.records.save(config, uuid, bound["domid"], restarts)
-        return self._summary(self.hv.domain_getinfo(bound["domid"]))
+        return create_guest(self.hv, self.records, config, uuid, paused, restore=restore, timings=timings)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _guest(self, ref: str | int) -> DomainSummary:
@@ -359,8 +320,6 @@ class Toolstack:
     def unpause(self, ref: str | int) -> None:
         domain = self._guest(ref)
         if self.hv.runs_device_models and lifecycle.has_device_model(self.hv, domain.domid):
-            from xentool.devicemodel.qmp import QmpFailed
-
             try:
                 lifecycle.resume_device_model(domain.domid)
             except QmpFailed as e:
@@ -391,12 +350,12 @@ class Toolstack:
 
     # -- devices of a running guest ------------------------------------------------------------
     def block_list(self, ref: str | int) -> list[DeviceStatus]:
-        from xentool.hotplug.live import list_devices
+        from xentool.live_devices import list_devices
 
         return list_devices(self.hv.xenstore(), self.lookup(ref).domid, "vbd")
 
     def network_list(self, ref: str | int) -> list[DeviceStatus]:
-        from xentool.hotplug.live import list_devices
+        from xentool.live_devices import list_devices
 
         return list_devices(self.hv.xenstore(), self.lookup(ref).domid, "vif")
 
@@ -404,7 +363,7 @@ class Toolstack:
         """Give a running guest another disk (a Disk, its dict, or xl's string form
         ``/img/b.raw,raw,xvdb,rw``); returns it once the guest has connected it."""
         from xentool.config.model import disk_adapter
-        from xentool.hotplug.live import attach_disk
+        from xentool.live_devices import attach_disk
 
         domain = self._hotplug_target(ref)
         spec = _device_spec(disk_adapter(), disk, "disk")
@@ -413,8 +372,7 @@ class Toolstack:
         return status
 
     def block_detach(self, ref: str | int, vdev: str, force: bool = False) -> None:
-        from pvdrivers.blkif import vdev_to_devid
-        from xentool.hotplug.live import detach
+        from xentool.live_devices import detach
 
         domain = self._hotplug_target(ref)
         try:
@@ -428,7 +386,7 @@ class Toolstack:
         """Give a running guest another network interface (a Vif, its dict, or xl's string form
         ``bridge=xenbr0,mac=...``); returns it once the guest has connected it."""
         from xentool.config.model import vif_adapter
-        from xentool.hotplug.live import attach_vif
+        from xentool.live_devices import attach_vif
 
         domain = self._hotplug_target(ref)
         spec = _device_spec(vif_adapter(), vif, "vif")
@@ -439,7 +397,7 @@ class Toolstack:
 
     def network_detach(self, ref: str | int, which: str | int, force: bool = False) -> None:
         """Take a vif away: ``which`` is its devid or its MAC address."""
-        from xentool.hotplug.live import detach
+        from xentool.live_devices import detach
 
         domain = self._hotplug_target(ref)
         vifs = self.network_list(domain.domid)
@@ -476,10 +434,10 @@ class Toolstack:
         lifecycle.checked(word, domain.name, lambda: lifecycle.request_shutdown(self.hv, domain.domid, reason))
         if not wait:
             return domain.state
-        lifecycle.wait_until(
+        wait_until(
             self.hv,
             domain.domid,
-            lifecycle.is_shut_down,
+            is_shut_down,
             f"domain {domain.name} to {word}",
             timeout,
             hint=f"the guest did not act on the {word} request; `xentool destroy {domain.name}` forces it off",
@@ -491,7 +449,7 @@ class Toolstack:
         monitor does); returns the resulting state ("gone", "running", "shutdown", ...), or None
         while the domain has not shut down."""
         domain = self._guest(ref)
-        info = lifecycle.state_of(self.hv, domain.domid)
+        info = state_of(self.hv, domain.domid)
         if info is not None and not info.shutdown:
             return None
         return self._outcome(domain)
@@ -500,33 +458,33 @@ class Toolstack:
         """The guest's state once its shutdown action is done, by us or by the supervisor: the
         action takes the guest's lock, so this waits while the supervisor restarts it, say."""
         outcome = self.apply_shutdown_action(domain)
-        if outcome != lifecycle.DOMAIN_GONE:
+        if outcome != DOMAIN_GONE:
             return outcome
         try:
             return self.lookup(domain.uuid).state  # restarted, by whoever acted
         except DomainNotFound:
-            return lifecycle.DOMAIN_GONE
+            return DOMAIN_GONE
 
     def apply_shutdown_action(self, domain: DomainSummary) -> str:
         """Do what the guest's config says for the reason it shut down (on_poweroff, on_reboot, ...);
         see :mod:`xentool.shutdown_actions`."""
         from xentool.shutdown_actions import apply_shutdown_action
 
-        return apply_shutdown_action(self, domain)
+        return apply_shutdown_action(self.hv, self.records, domain)
 
     def wait_for_state(self, ref: str | int, states: Sequence[str], timeout: float = 60.0) -> str:
         """Wait until the domain is in one of ``states`` (RunState values, or "gone")."""
         domain = self.lookup(ref)
         wanted = set(states)
-        unknown = wanted - {s.value for s in RunState} - {lifecycle.DOMAIN_GONE}
+        unknown = wanted - {s.value for s in RunState} - {DOMAIN_GONE}
         if unknown:
             raise UsageError(f"unknown state(s) {sorted(unknown)}; use {[s.value for s in RunState] + ['gone']}")
 
         def reached(info: DomainInfo | None) -> bool:
-            return (lifecycle.DOMAIN_GONE if info is None else info.state.value) in wanted
+            return (DOMAIN_GONE if info is None else info.state.value) in wanted
 
-        info = lifecycle.wait_until(self.hv, domain.domid, reached, f"domain {domain.name} to be {'/'.join(sorted(wanted))}", timeout)
-        return lifecycle.DOMAIN_GONE if info is None else info.state.value
+        info = wait_until(self.hv, domain.domid, reached, f"domain {domain.name} to be {'/'.join(sorted(wanted))}", timeout)
+        return DOMAIN_GONE if info is None else info.state.value
 
 
 def _device_spec(adapter: Any, value: Any, what: str) -> Any:

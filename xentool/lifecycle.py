@@ -7,15 +7,17 @@ code serves domains that xentool created and domains that xl created.
 from __future__ import annotations
 
 import errno
-import time
 from collections.abc import Callable
 
 from hypercalls.errors import XenError
-from hypercalls.interface import DomainInfo, GuestType, Hypervisor, RunState, ShutdownReason, Trigger, retry_transaction
+from hypercalls.interface import GuestType, Hypervisor, ShutdownReason, Trigger, retry_transaction
 from xentool.console.service import stop_console_backend
-from xentool.errors import DomainOperationError, UsageError, WaitTimeout
-
-DOMAIN_GONE = "gone"  # the state a wait reports once the domain no longer exists
+from xentool.devicemodel.paths import dm_pid_path
+from xentool.devicemodel.process import stop_device_model
+from xentool.devicemodel.qmp import qmp_execute
+from xentool.domains import dom_path, name_taken_by
+from xentool.errors import DomainOperationError, NameInUse, UsageError
+from xentool.hotplug.backend import RELEASE_TIMEOUT, wait_until_released
 
 # The words a PV guest's control/shutdown watch understands (drivers/xen/manage.c in Linux).
 SHUTDOWN_REQUEST = {
@@ -23,10 +25,6 @@ SHUTDOWN_REQUEST = {
     ShutdownReason.REBOOT: "reboot",
     ShutdownReason.SUSPEND: "suspend",
 }
-
-
-def dom_path(domid: int) -> str:
-    return f"/local/domain/{domid}"
 
 
 def destroy(hv: Hypervisor, domid: int, stop_console: bool = True) -> None:
@@ -44,8 +42,6 @@ def destroy(hv: Hypervisor, domid: int, stop_console: bool = True) -> None:
         except XenError as e:
             if e.errno != errno.ESRCH:
                 raise
-        from xentool.devicemodel.process import stop_device_model
-
         stop_device_model(xs, domid)
     for backend_domid in xs.list_or_empty("/local/domain"):
         for kind in xs.list_or_empty(f"/local/domain/{backend_domid}/backend"):
@@ -63,8 +59,6 @@ def destroy(hv: Hypervisor, domid: int, stop_console: bool = True) -> None:
     if hv.has_kernel_backends:
         # blkback and netback let go asynchronously (in-flight requests, grant unmaps); wait, so
         # that no loop device, vif interface or bridge port outlives the command.
-        from xentool.hotplug.backend import RELEASE_TIMEOUT, wait_until_released
-
         held = wait_until_released(domid, RELEASE_TIMEOUT)
     # A simulated domid must not name a real guest's backend; and the console service that destroys
     # its own guest (its device model died) must not signal itself.
@@ -77,15 +71,11 @@ def destroy(hv: Hypervisor, domid: int, stop_console: bool = True) -> None:
 
 def has_device_model(hv: Hypervisor, domid: int) -> bool:
     """libxl__dm_active: the domain has a QEMU if its pid is recorded (by xentool or by xl)."""
-    from xentool.devicemodel.process import dm_pid_path
-
     return hv.xenstore().read_or(dm_pid_path(domid)) is not None
 
 
 def resume_device_model(domid: int) -> None:
     """libxl__dm_resume: QMP ``cont``, so QEMU runs when the guest's vcpus do."""
-    from xentool.devicemodel.qmp import qmp_execute
-
     qmp_execute(domid, [("cont", None)])
 
 
@@ -110,63 +100,15 @@ def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> str:
     return "control/shutdown"
 
 
-def state_of(hv: Hypervisor, domid: int) -> DomainInfo | None:
-    try:
-        return hv.domain_getinfo(domid)
-    except XenError as e:
-        if e.errno == errno.ESRCH:
-            return None
-        raise
-
-
-def wait_until(
-    hv: Hypervisor,
-    domid: int,
-    done: Callable[[DomainInfo | None], bool],
-    what: str,
-    timeout: float,
-    hint: str = "",
-) -> DomainInfo | None:
-    """Wait for ``done(info)`` (info None once the domain is gone), waking on @releaseDomain.
-
-    xenstored fires @releaseDomain whenever a domain shuts down or dies, so watching it is how a
-    toolstack hears about state changes without polling the hypervisor in a tight loop; a slow
-    poll stays underneath in case an event is missed.
-    """
-    xs = hv.xenstore()
-    token = f"xentool-wait-{domid}-{time.monotonic_ns()}"
-    xs.watch("@releaseDomain", token)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            info = state_of(hv, domid)
-            if done(info):
-                return info
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(what, timeout, hint)
-            xs.read_watch(min(remaining, 0.25))
-    finally:
-        xs.unwatch("@releaseDomain", token)
-
-
-def is_shut_down(info: DomainInfo | None) -> bool:
-    return info is None or info.state in (RunState.SHUTDOWN, RunState.CRASHED)
-
-
 def rename(hv: Hypervisor, domid: int, new_name: str) -> None:
     """Change the name in /local/domain/N/name and /vm/UUID/name, claiming it atomically."""
-    # Here, not at the top: importing xentool.create loads every creation step and the config
-    # model, which `destroy` and the other lifecycle commands do not need.
-    from xentool.create.plan import Bindings
-    from xentool.create.xenstore_layout import UniqueName
-
     xs = hv.xenstore()
     vm_path = xs.read_or(f"{dom_path(domid)}/vm")
-    guard = UniqueName(new_name)
 
     def body(txn: object) -> None:
-        guard.check(xs, txn, Bindings(domid=domid))
+        holder = name_taken_by(xs, new_name, txn, but=domid)
+        if holder is not None:
+            raise NameInUse(new_name, holder)
         xs.write(f"{dom_path(domid)}/name", new_name, txn)
         if vm_path:
             xs.write(f"{vm_path}/name", new_name, txn)

@@ -1,7 +1,8 @@
 """Devices of a running domain: attach, detach and list its disks and vifs (xl's block-attach,
 block-detach, block-list and their network- twins).
 
-Attach writes the same nodes as create (xentool.create.devices), does the same hotplug work, then
+Attach checks the device and writes its nodes as create does (xentool.devices), does the same
+hotplug work (xentool.hotplug), then
 waits for both halves to reach Connected: a guest without the front end driver fails the attach,
 and the device is taken away again.  Detach is libxl__initiate_device_generic_remove: the backend is
 told to close (online 0, state Closing), the guest lets go (Closed), then the nodes go and the
@@ -22,9 +23,16 @@ from hypercalls.interface import GuestType, Hypervisor, XenStore, retry_transact
 from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState, frontend_path
 from xentool.config.model import Access, Disk, Vif
-from xentool.create.plan import Bindings, XenstoreTransaction, XsNode
+from xentool.create.plan import Bindings, XenstoreTransaction
+from xentool.devicemodel.paths import device_model_log_path, dm_pid_path
+from xentool.devicemodel.qdisk import wait_until_taken_up
+from xentool.devices.disk import check_disk, disk_backend_path, disk_kind, disk_nodes
+from xentool.devices.nodes import XsNode, backend_domid
+from xentool.devices.vif import check_vif_on_host, stable_mac, vif_backend_path, vif_nodes
 from xentool.errors import DeviceError
+from xentool.hotplug import network
 from xentool.hotplug.backend import backend_state, sysfs_device, wait_for
+from xentool.hotplug.block import VbdTarget, attach_vbd
 
 CONNECT_TIMEOUT = 30.0  # seconds for a running guest's front end to connect a new device
 CLOSE_TIMEOUT = 10.0  # libxl's LIBXL_DESTROY_TIMEOUT: for the guest to let go of a device
@@ -82,31 +90,23 @@ def list_devices(xs: XenStore, domid: int, kind: str) -> list[DeviceStatus]:
 
 def attach_disk(hv: Hypervisor, domid: int, domain: str, uuid: str, disk: Disk,
                 timeout: float = CONNECT_TIMEOUT) -> DeviceStatus:
-    from xentool.create.devices import check_disk_target, disk_backend_path, disk_kind, disk_nodes
-    from xentool.create.preflight import check_not_tap
-    from xentool.hotplug.block import VbdTarget, attach_vbd
-
     xs = hv.xenstore()
     label = f"disk {disk.vdev}"
     devid = vdev_to_devid(disk.vdev)
-    check_not_tap(domain, disk)
+    if not disk.target:
+        raise DeviceError(domain, label, "an empty drive cannot be attached; give the disk a target")
+    check_disk(domain, hv.domain_getinfo(domid).guest_type, disk)
     qdisk = disk_kind(disk) == "qdisk"
     if qdisk and not _serves_qdisk(hv, domid):
         raise DeviceError(domain, label, f"a {disk.format.value} disk needs QEMU's qdisk backend, and xentool starts that only "
                           "with a PV guest that has a qdisk disk when it is created; convert the image to raw "
                           "(qemu-img convert -O raw IN OUT), or give the guest its disk in its config")
-    if not disk.target:
-        raise DeviceError(domain, label, "an empty drive cannot be attached; give the disk a target")
     if xs.read_or(f"{_libxl_dir(domid, 'vbd', devid)}/backend") is not None:
         raise DeviceError(domain, label, f"the domain already has {disk.vdev}; detach it first or pick another vdev")
-    check_disk_target(domain, disk.vdev, disk.target, writable=disk.access == Access.RW)
     backend = Bindings(domid=domid).fill(disk_backend_path(disk))
-    target = VbdTarget(domain, domid, devid, disk.vdev, backend, int(disk.backend), disk.target, disk.access == Access.RO)
+    target = VbdTarget(domain, domid, devid, disk.vdev, backend, backend_domid(disk.backend), disk.target,
+                       disk.access == Access.RO)
     if qdisk:
-        from xentool.devicemodel.process import device_model_log_path
-        from xentool.hotplug.qdisk import check_qdisk_supported, wait_until_taken_up
-
-        check_qdisk_supported(domain, disk)
         # QEMU watches its backend directory and takes the new disk up by itself.
         hotplug = lambda: wait_until_taken_up(xs, domain, disk, backend, device_model_log_path(uuid))  # noqa: E731
     else:
@@ -117,21 +117,17 @@ def attach_disk(hv: Hypervisor, domid: int, domain: str, uuid: str, disk: Disk,
 def _serves_qdisk(hv: Hypervisor, domid: int) -> bool:
     """Whether the domain has a QEMU serving qdisk: a PV or PVH guest's (an HVM guest's runs
     restricted, where Xen's QEMU cannot)."""
-    from xentool.lifecycle import has_device_model
-
-    return hv.runs_device_models and has_device_model(hv, domid) and hv.domain_getinfo(domid).guest_type != GuestType.HVM
+    has_qemu = hv.xenstore().read_or(dm_pid_path(domid)) is not None
+    return hv.runs_device_models and has_qemu and hv.domain_getinfo(domid).guest_type != GuestType.HVM
 
 
 def attach_vif(hv: Hypervisor, domid: int, domain: str, uuid: str, vif: Vif,
                timeout: float = CONNECT_TIMEOUT) -> DeviceStatus:
-    from xentool.create.devices import stable_mac, vif_backend_path, vif_nodes
-    from xentool.hotplug import network
-
     xs = hv.xenstore()
     # libxl__device_nextid: one past the highest, so a devid the guest may still remember is not reused
     devid = max((int(d) for d in xs.list_or_empty(f"/libxl/{domid}/device/vif") if d.isdigit()), default=-1) + 1
     label = f"vif {devid}"
-    network.check_network(domain, devid, vif)
+    check_vif_on_host(domain, devid, vif)
     backend = Bindings(domid=domid).fill(vif_backend_path(vif, devid))
     target = network.VifTarget.of(domain, domid, devid, backend, vif)
     nodes = vif_nodes(vif, devid, vif.mac or stable_mac(uuid, devid))

@@ -14,15 +14,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hypercalls.errors import XenError
-from hypercalls.interface import GuestType, ShutdownReason
+from hypercalls.interface import DomainInfo, GuestType, Hypervisor, ShutdownReason
 from xentool import lifecycle, savefile
+from xentool.devicemodel.qmp import QmpFailed, qmp_execute
+from xentool.devicemodel.state import save_device_state
+from xentool.domains import DomainSummary, dom_path, wait_until
 from xentool.errors import DomainOperationError, UsageError, WaitTimeout
-
-if TYPE_CHECKING:
-    from xentool.api import DomainSummary, Toolstack
+from xentool.records import RecordStore
 
 SUSPEND_TIMEOUT = 60.0  # seconds for the guest to suspend itself once asked (libxl waits 60 s too)
 
@@ -35,8 +35,8 @@ class SaveResult:
     kept_running: bool
 
 
-def save_guest(xt: Toolstack, domain: DomainSummary, path: str | os.PathLike[str], checkpoint: bool = False) -> SaveResult:
-    record = xt.records.load(domain.uuid)
+def save_guest(hv: Hypervisor, records: RecordStore, domain: DomainSummary, path: str | os.PathLike[str], checkpoint: bool = False) -> SaveResult:
+    record = records.load(domain.uuid)
     if record is None:
         raise UsageError(f"domain {domain.name} was not created by xentool, so there is no config to save with it; "
                          "use the toolstack that created it (xl save)")
@@ -52,11 +52,9 @@ def save_guest(xt: Toolstack, domain: DomainSummary, path: str | os.PathLike[str
     def suspend() -> bool:
         # libxl's domain_suspend_callback_common, then (HVM) libxl__domain_suspend_device_model.
         nonlocal suspended, dm_state
-        _suspend(xt, domain)
+        _suspend(hv, domain)
         suspended = True
         if hvm:
-            from xentool.devicemodel.state import save_device_state
-
             dm_state = save_device_state(domain.domid)
         return True
 
@@ -64,7 +62,7 @@ def save_guest(xt: Toolstack, domain: DomainSummary, path: str | os.PathLike[str
     fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # a guest's memory
     try:
         offset = savefile.write_header(fd, domain.name, domain.uuid, config.type.value, record.config, time.time())
-        xt.hv.domain_save(domain.domid, fd, suspend, (lambda on: _switch_logdirty(domain.domid, on)) if hvm else None)
+        hv.domain_save(domain.domid, fd, suspend, (lambda on: _switch_logdirty(domain.domid, on)) if hvm else None)
         if hvm:
             savefile.append_device_model_state(fd, dm_state)
         savefile.finish(fd, offset)
@@ -73,51 +71,47 @@ def save_guest(xt: Toolstack, domain: DomainSummary, path: str | os.PathLike[str
         os.close(fd)
         target.unlink(missing_ok=True)
         if suspended:
-            _resume_quietly(xt, domain)
-        from xentool.devicemodel.qmp import QmpFailed
-
+            _resume_quietly(hv, domain)
         if isinstance(e, (XenError, OSError, QmpFailed)):
             raise DomainOperationError("save", domain.name, e) from e
         raise
     os.close(fd)
     if checkpoint:
-        lifecycle.checked("resume", domain.name, lambda: _resume(xt, domain.domid, hvm))
+        lifecycle.checked("resume", domain.name, lambda: _resume(hv, domain.domid, hvm))
     else:
-        lifecycle.destroy(xt.hv, domain.domid)
-        xt.records.remove(domain.uuid)
+        lifecycle.destroy(hv, domain.domid)
+        records.remove(domain.uuid)
     return SaveResult(str(target), size, round(time.monotonic() - started, 1), checkpoint)
 
 
 def _switch_logdirty(domid: int, enable: bool) -> None:
     """libxl's switch_qemu_xen_logdirty: QEMU tells Xen which guest pages it wrote."""
-    from xentool.devicemodel.qmp import qmp_execute
-
     qmp_execute(domid, [("xen-set-global-dirty-log", {"enable": enable})])
 
 
-def _resume(xt: Toolstack, domid: int, hvm: bool) -> None:
+def _resume(hv: Hypervisor, domid: int, hvm: bool) -> None:
     """libxl__domain_resume: QEMU goes on (HVM), then the guest."""
     if hvm:
         lifecycle.resume_device_model(domid)
-    xt.hv.domain_resume(domid)
+    hv.domain_resume(domid)
 
 
-def _suspend(xt: Toolstack, domain: DomainSummary) -> None:
+def _suspend(hv: Hypervisor, domain: DomainSummary) -> None:
     """Ask the guest to suspend itself and wait until it has (shut down, reason suspend).  An HVM
     guest without PV drivers cannot be asked: Xen suspends it (libxl: xc_domain_shutdown)."""
-    xs = xt.hv.xenstore()
-    control = f"{lifecycle.dom_path(domain.domid)}/control/shutdown"
-    if domain.type == GuestType.HVM.value and not xt.hv.hvm_pv_callback_set(domain.domid):
-        xt.hv.domain_shutdown(domain.domid, ShutdownReason.SUSPEND)
+    xs = hv.xenstore()
+    control = f"{dom_path(domain.domid)}/control/shutdown"
+    if domain.type == GuestType.HVM.value and not hv.hvm_pv_callback_set(domain.domid):
+        hv.domain_shutdown(domain.domid, ShutdownReason.SUSPEND)
     else:
-        lifecycle.request_shutdown(xt.hv, domain.domid, ShutdownReason.SUSPEND)
+        lifecycle.request_shutdown(hv, domain.domid, ShutdownReason.SUSPEND)
 
-    def suspended(info) -> bool:  # type: ignore[no-untyped-def]
+    def suspended(info: DomainInfo | None) -> bool:
         return info is None or (info.shutdown and info.shutdown_reason == ShutdownReason.SUSPEND)
 
     try:
-        info = lifecycle.wait_until(xt.hv, domain.domid, suspended, f"domain {domain.name} to suspend", SUSPEND_TIMEOUT,
-                                    hint="its kernel may lack PV suspend support; the request was withdrawn and it runs on")
+        info = wait_until(hv, domain.domid, suspended, f"domain {domain.name} to suspend", SUSPEND_TIMEOUT,
+                          hint="its kernel may lack PV suspend support; the request was withdrawn and it runs on")
     except WaitTimeout:
         if xs.read_or(control) == "suspend":
             xs.rm(control)  # withdrawn, as libxl does, so the guest does not suspend later by surprise
@@ -126,10 +120,8 @@ def _suspend(xt: Toolstack, domain: DomainSummary) -> None:
         raise DomainOperationError("save", domain.name, "the domain went away while suspending")
 
 
-def _resume_quietly(xt: Toolstack, domain: DomainSummary) -> None:
-    from xentool.devicemodel.qmp import QmpFailed
-
+def _resume_quietly(hv: Hypervisor, domain: DomainSummary) -> None:
     try:
-        _resume(xt, domain.domid, domain.type == GuestType.HVM.value)
+        _resume(hv, domain.domid, domain.type == GuestType.HVM.value)
     except (XenError, QmpFailed):
         pass  # the save's own error is the one to report; the guest stays suspended, `destroy` ends it

@@ -25,24 +25,21 @@ from __future__ import annotations
 import time
 import uuid as uuid_module
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from hypercalls.interface import DomainInfo, ShutdownReason
+from hypercalls.errors import XenError
+from hypercalls.interface import DomainInfo, Hypervisor, ShutdownReason
 from xentool import lifecycle, obituaries
+from xentool.config import GuestConfig
+from xentool.config.model import Action
+from xentool.create import create_guest
+from xentool.domains import DOMAIN_GONE, DomainSummary, state_of
 from xentool.errors import DomainOperationError
-
-if TYPE_CHECKING:
-    from xentool.api import DomainSummary, Toolstack
-    from xentool.config import GuestConfig
-    from xentool.config.model import Action
-    from xentool.records import DomainRecord
+from xentool.records import DomainRecord, RecordStore
 
 CORE_DIR_NAME = "dump"  # beside the records: /var/lib/xentool/dump on a real host
 
 
 def action_for(config: GuestConfig | None, reason: ShutdownReason) -> Action:
-    from xentool.config.model import Action
-
     if config is None:
         return Action.RESTART if reason == ShutdownReason.REBOOT else Action.DESTROY
     return {
@@ -53,43 +50,41 @@ def action_for(config: GuestConfig | None, reason: ShutdownReason) -> Action:
     }.get(reason, Action.DESTROY)
 
 
-def apply_shutdown_action(xt: Toolstack, domain: DomainSummary) -> str:
+def apply_shutdown_action(hv: Hypervisor, records: RecordStore, domain: DomainSummary) -> str:
     """Act on ``domain`` if it is (still) shut down; returns its state afterwards ("gone",
     "running" for a restarted guest, "shutdown" for a preserved one)."""
-    with xt.records.lock(domain.uuid):
-        info = lifecycle.state_of(xt.hv, domain.domid)
+    with records.lock(domain.uuid):
+        info = state_of(hv, domain.domid)
         if info is None or info.uuid != domain.uuid:
-            return lifecycle.DOMAIN_GONE
+            return DOMAIN_GONE
         if not info.shutdown or info.dying:
             return info.state.value  # not down, or somebody acted on it already
         if info.shutdown_reason == ShutdownReason.SUSPEND:
             return info.state.value  # being saved (xentool.saving): the save decides what comes next
-        return _act(xt, domain, info)
+        return _act(hv, records, domain, info)
 
 
-def _act(xt: Toolstack, domain: DomainSummary, info: DomainInfo) -> str:
-    from xentool.config.model import Action
-
+def _act(hv: Hypervisor, records: RecordStore, domain: DomainSummary, info: DomainInfo) -> str:
     reason = info.shutdown_reason or ShutdownReason.POWEROFF
-    record = xt.records.load(domain.uuid)
+    record = records.load(domain.uuid)
     config = record.guest_config() if record else None
     action = action_for(config, reason)
     if action == Action.PRESERVE:
         return info.state.value
     if action in (Action.COREDUMP_DESTROY, Action.COREDUMP_RESTART):
-        dump_core(xt, domain)
+        dump_core(hv, records, domain)
         action = Action.RESTART if action == Action.COREDUMP_RESTART else Action.DESTROY
     if record is not None and config is not None:
         if action == Action.RESTART:
-            return _restart(xt, domain, record, config, reason)
+            return _restart(hv, records, domain, record, config, reason)
         if action == Action.RENAME_RESTART:
-            return _rename_restart(xt, domain, config)
-    lifecycle.destroy(xt.hv, domain.domid)
-    xt.records.remove(domain.uuid)
-    return lifecycle.DOMAIN_GONE
+            return _rename_restart(hv, records, domain, config)
+    lifecycle.destroy(hv, domain.domid)
+    records.remove(domain.uuid)
+    return DOMAIN_GONE
 
 
-def _restart(xt: Toolstack, domain: DomainSummary, record: DomainRecord, config: GuestConfig,
+def _restart(hv: Hypervisor, records: RecordStore, domain: DomainSummary, record: DomainRecord, config: GuestConfig,
              reason: ShutdownReason) -> str:
     now = time.time()
     recent = tuple(t for t in record.restarts if now - t < config.restart_window)
@@ -97,30 +92,28 @@ def _restart(xt: Toolstack, domain: DomainSummary, record: DomainRecord, config:
         why = (f"it went down ({reason.name.lower()}) again after {len(recent)} restarts within "
                f"{config.restart_window} s (restart_tries {config.restart_tries}), so xentool stopped restarting it; "
                "look at its console log (xentool console --log) and create it again once it is fixed")
-        lifecycle.destroy(xt.hv, domain.domid)
-        xt.records.remove(domain.uuid)
-        if xt.hv.needs_console_backend:  # the notes are the real host's; the simulator has its own state
+        lifecycle.destroy(hv, domain.domid)
+        records.remove(domain.uuid)
+        if hv.needs_console_backend:  # the notes are the real host's; the simulator has its own state
             obituaries.record(domain.uuid, domain.name, domain.domid, why)
-        return lifecycle.DOMAIN_GONE
-    lifecycle.destroy(xt.hv, domain.domid)
-    return xt._create(config, domain.uuid, paused=False, restarts=recent + (now,)).state
+        return DOMAIN_GONE
+    lifecycle.destroy(hv, domain.domid)
+    return create_guest(hv, records, config, domain.uuid, restarts=recent + (now,)).state
 
 
-def _rename_restart(xt: Toolstack, domain: DomainSummary, config: GuestConfig) -> str:
+def _rename_restart(hv: Hypervisor, records: RecordStore, domain: DomainSummary, config: GuestConfig) -> str:
     kept_as = f"{domain.name}--{domain.domid}"
-    lifecycle.rename(xt.hv, domain.domid, kept_as)
-    xt.records.renamed(domain.uuid, kept_as)
-    return xt._create(config, str(uuid_module.uuid4()), paused=False).state
+    lifecycle.rename(hv, domain.domid, kept_as)
+    records.renamed(domain.uuid, kept_as)
+    return create_guest(hv, records, config, str(uuid_module.uuid4())).state
 
 
-def dump_core(xt: Toolstack, domain: DomainSummary) -> Path:
-    from hypercalls.errors import XenError
-
-    core_dir = xt.records.directory.parent / CORE_DIR_NAME
+def dump_core(hv: Hypervisor, records: RecordStore, domain: DomainSummary) -> Path:
+    core_dir = records.directory.parent / CORE_DIR_NAME
     core_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # a guest's memory: root's eyes only
     path = core_dir / f"{domain.name}-{domain.uuid}-{time.strftime('%Y%m%d-%H%M%S')}.core"
     try:
-        xt.hv.domain_dumpcore(domain.domid, str(path))
+        hv.domain_dumpcore(domain.domid, str(path))
     except XenError as e:
         path.unlink(missing_ok=True)
         raise DomainOperationError("core dump", domain.name, e) from e

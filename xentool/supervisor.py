@@ -21,14 +21,17 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from hypercalls.interface import ShutdownReason
+from hypercalls.interface import Hypervisor, ShutdownReason
 from xentool.daemon import become_daemon
+from xentool.domains import summarize
 from xentool.errors import XentoolError
+from xentool.records import RecordStore
+from xentool.shutdown_actions import apply_shutdown_action
 
-if TYPE_CHECKING:
-    from xentool.api import Toolstack
+# What the supervisor runs on: its own connection to the hypervisor and the guests' records, made
+# in the forked supervisor (a connection must not be shared across a fork).
+Connect = Callable[[], tuple[Hypervisor, RecordStore]]
 
 RUN_DIR = Path("/run/xentool")
 LOCK_PATH = RUN_DIR / "supervisor.lock"  # holds the running supervisor's pid, locked while it runs
@@ -79,18 +82,18 @@ def _log(line: str) -> None:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
-def sweep(xt: Toolstack, reported: set[tuple[int, str]], log: Callable[[str], None] = _log) -> None:
+def sweep(hv: Hypervisor, records: RecordStore, reported: set[tuple[int, str]], log: Callable[[str], None] = _log) -> None:
     """Act on every xentool guest that is down.  ``reported`` keeps (domid, outcome) pairs already
     logged, so a preserved guest or a failing action is logged once, not every poll."""
-    for info in xt.hv.domain_list():
+    for info in hv.domain_list():
         if info.domid == 0 or not info.shutdown or info.dying or info.shutdown_reason == ShutdownReason.SUSPEND:
             continue  # running, already going, or suspended for a save that decides what comes next
-        if xt.records.load(info.uuid) is None:
+        if records.load(info.uuid) is None:
             continue  # not ours
-        domain = xt._summary(info)
+        domain = summarize(hv, info)
         reason = info.shutdown_reason.name.lower() if info.shutdown_reason is not None else "shutdown"
         try:
-            outcome = xt.apply_shutdown_action(domain)
+            outcome = apply_shutdown_action(hv, records, domain)
         except Exception as e:  # noqa: BLE001 - one guest's failure must not end the others' supervision
             outcome = f"failed: {e}"
         if (info.domid, outcome) not in reported:
@@ -102,28 +105,31 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)  # unwinds serve(): the log line, the lock
 
 
-def serve(connect: Callable[[], Toolstack], lock_fd: int | None = None) -> None:
+def serve(connect: Connect, lock_fd: int | None = None) -> None:
     """Run the supervisor in this process until SIGTERM (``lock_fd``: the lock, if already taken)."""
     if lock_fd is None:
         lock_fd = _take_lock()
     signal.signal(signal.SIGTERM, _stop)
     reported: set[tuple[int, str]] = set()
-    with connect() as xt:
-        xs = xt.hv.xenstore()
+    hv, records = connect()
+    try:
+        xs = hv.xenstore()
         xs.watch("@releaseDomain", WATCH_TOKEN)  # also fires once now: the first sweep is the take-over
         _log(f"supervisor started (pid {os.getpid()})")
         try:
             while True:
                 xs.read_watch(POLL_SECONDS)
-                sweep(xt, reported)
-                live = {info.domid for info in xt.hv.domain_list()}
+                sweep(hv, records, reported)
+                live = {info.domid for info in hv.domain_list()}
                 reported = {entry for entry in reported if entry[0] in live}
         finally:
             _log(f"supervisor stopped (pid {os.getpid()})")
             os.close(lock_fd)
+    finally:
+        hv.close()
 
 
-def ensure_running(connect: Callable[[], Toolstack]) -> int:
+def ensure_running(connect: Connect) -> int:
     """Start a supervisor in the background unless one runs; returns its pid."""
     pid = running_pid()
     if pid is not None:
@@ -144,7 +150,7 @@ def ensure_running(connect: Callable[[], Toolstack]) -> int:
     raise XentoolError(f"the supervisor did not start: {line or 'no reason given'}; see {LOG_PATH}")
 
 
-def _daemonize(connect: Callable[[], Toolstack], ready_fd: int) -> None:  # pragma: no cover - forked
+def _daemonize(connect: Connect, ready_fd: int) -> None:  # pragma: no cover - forked
     code = 1
     try:
         ready_fd = become_daemon(ready_fd)

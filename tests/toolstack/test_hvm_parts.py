@@ -20,7 +20,7 @@ from hypercalls.xen.domain_builder import (
 from pvdrivers.console import ConsoleBackend
 from xentool import obituaries
 from xentool.console.serial import SerialStream
-from xentool.create.device_model import choose_vnc_display, port_is_free
+from xentool.devicemodel.vnc import choose_vnc_display, port_is_free
 from xentool.errors import DeviceError
 
 MIB = 1024 * 1024

@@ -270,8 +270,8 @@ def test_the_supervisor_sweep_acts_on_our_guests_once_and_leaves_others(xt, make
     xt.hv.domain_shutdown(xt.lookup("not-ours").domid, ShutdownReason.POWEROFF)
     lines: list[str] = []
     reported: set = set()
-    sweep(xt, reported, lines.append)
-    sweep(xt, reported, lines.append)  # a preserved guest is reported once
+    sweep(xt.hv, xt.records, reported, lines.append)
+    sweep(xt.hv, xt.records, reported, lines.append)  # a preserved guest is reported once
     names = {d.name: d.state for d in xt.list_domains()}
     assert "web" not in names and names["kept"] == "shutdown" and names["not-ours"] == "shutdown"
     assert len(lines) == 2

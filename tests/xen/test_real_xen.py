@@ -289,7 +289,7 @@ def boot_and_collect_console(hv, domid: int, spec: BuildSpec, done, timeout: flo
     """
     from pvdrivers.console import ConsoleBackend
     from pvdrivers.console_ring import ConsoleRing
-    from xentool.create.devices import CONSOLE_TYPE
+    from xentool.devices.console import CONSOLE_TYPE
 
     result = hv.domain_build(domid, spec)
     xs = hv.xenstore()

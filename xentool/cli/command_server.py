@@ -22,6 +22,7 @@ chg pattern.
 from __future__ import annotations
 
 import gc
+import importlib
 import io
 import os
 import signal
@@ -29,6 +30,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from xentool.cli import protocol
@@ -59,25 +62,28 @@ def running_pid(sock: Path) -> int | None:
 # What a forwarded command imports on its way (measured in the lab: a create imported 61 modules
 # after the toolstack's own, asyncio and qemu.qmp the dearest).  Imported once here, so that each
 # forked child starts with them.
+# The toolstack's modules import what they use at their top, so these few bring in the rest.
 _WARM_MODULES = (
-    "xentool.api", "xentool.cli.main", "xentool.config.loader", "xentool.create", "xentool.create.executor",
-    "xentool.create.preflight", "xentool.lifecycle", "xentool.records", "xentool.obituaries", "xentool.supervisor",
-    "xentool.saving", "xentool.savefile", "xentool.devicemodel.argv", "xentool.devicemodel.process",
-    "xentool.devicemodel.privilege", "xentool.devicemodel.qmp", "xentool.devicemodel.state",
-    "xentool.hotplug.backend", "xentool.hotplug.block", "xentool.hotplug.loop", "xentool.hotplug.network",
-    "xentool.hotplug.qdisk", "xentool.hotplug.rtnetlink", "xentool.hotplug.live", "xentool.console.service",
+    "xentool.api", "xentool.config.loader", "xentool.create", "xentool.lifecycle", "xentool.saving",
+    "xentool.shutdown_actions", "xentool.supervisor", "xentool.live_devices",
     "asyncio", "qemu.qmp", "rich.console", "rich.table",
 )
 # typer's argument parsing, imported on a command's first parse; private, so only if they are there.
 _WARM_IF_PRESENT = ("typer._adapters", "typer._click.decorators")
 
 
-def warm_up() -> None:
+@dataclass(frozen=True)
+class Entry:
+    """The command line the server runs, handed to it by the CLI (which sits above it):
+    ``run(argv)`` is the program's main (it exits with the command's status), ``prepare()``
+    makes what parsing needs (typer's click group) before the server forks."""
+
+    run: Callable[[list[str]], None]
+    prepare: Callable[[], object]
+
+
+def warm_up(entry: Entry) -> None:
     """Import what the forwarded commands use, so that each forked child starts with it."""
-    import importlib
-
-    from hypercalls.connect import is_dom0
-
     for name in _WARM_MODULES:
         importlib.import_module(name)
     for name in _WARM_IF_PRESENT:
@@ -85,15 +91,13 @@ def warm_up() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    from xentool.cli.main import click_command
+    _build_converters(entry.prepare())
+    # Here, not at the top: `xentool --help` imports this module (through `server`), and must not
+    # load the hypervisor interface (tests/toolstack/test_cli_imports.py).
+    from hypercalls.connect import is_dom0
 
-    _build_converters(click_command())
     if is_dom0():
-        import hypercalls.xen.ctrl  # noqa: F401
-        import hypercalls.xen.foreignmem  # noqa: F401
-        from hypercalls.xen import load_bindings
-
-        load_bindings()
+        importlib.import_module("hypercalls.xen").load_bindings()
 
 
 def _build_converters(command: object) -> None:
@@ -122,13 +126,13 @@ def source_stamps() -> dict[str, int]:
     return stamps
 
 
-def serve(sock: Path) -> None:
+def serve(sock: Path, entry: Entry) -> None:
     """Run the server until SIGTERM, or until the code on disk changes."""
     other = running_pid(sock)
     if other is not None:
         raise SystemExit(f"xentool: error: a command server already serves {sock} (pid {other}); "
                          "`xentool server stop` ends it")
-    warm_up()
+    warm_up(entry)
     # What is loaded now stays: out of the garbage collector's sight, whose passes would otherwise
     # write to every object and so copy every page into each forked child (a copy costs a
     # hypercall in a PV dom0).
@@ -157,7 +161,7 @@ def serve(sock: Path) -> None:
             # fifth of a second in the lab's PV dom0) is off the command's path.  While it takes
             # the request in, this process checks the code on disk (a stat per module); the
             # child runs the command only on this process's word.
-            idle, taken_r, verdict_w = _fork_waiting_child(listener)
+            idle, taken_r, verdict_w = _fork_waiting_child(listener, entry)
             try:
                 taken = os.read(taken_r, 1)
             finally:
@@ -188,7 +192,7 @@ def serve(sock: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _fork_waiting_child(listener: socket.socket) -> tuple[int, int, int]:
+def _fork_waiting_child(listener: socket.socket, entry: Entry) -> tuple[int, int, int]:
     """A child that accepts the next connection, says so on the first pipe and waits for the
     verdict on the second; returns its pid and this end of both pipes."""
     taken_r, taken_w = os.pipe()
@@ -209,7 +213,7 @@ def _fork_waiting_child(listener: socket.socket) -> tuple[int, int, int]:
             listener.close()
             os.write(taken_w, b"T")
             os.close(taken_w)
-            code = _run_request(conn, verdict_r)
+            code = _run_request(conn, verdict_r, entry)
         finally:
             os._exit(code)
     os.close(taken_w)
@@ -239,7 +243,7 @@ def _reap() -> None:
             return
 
 
-def _run_request(conn: socket.socket, verdict_fd: int) -> int:  # pragma: no cover - runs in the forked child
+def _run_request(conn: socket.socket, verdict_fd: int, entry: Entry) -> int:  # pragma: no cover - runs in the forked child
     """Run the request on ``conn`` once the server's verdict (GO, or STALE: its code changed on
     disk) arrives on ``verdict_fd``."""
     try:
@@ -265,7 +269,7 @@ def _run_request(conn: socket.socket, verdict_fd: int) -> int:  # pragma: no cov
     os.environ.update(request.env)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=_interrupt_when_client_leaves, args=(conn,), daemon=True).start()
-    code = _exit_code(request.argv)
+    code = _exit_code(request.argv, entry)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: the client leaving is no news
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -279,11 +283,9 @@ def _run_request(conn: socket.socket, verdict_fd: int) -> int:  # pragma: no cov
     return code
 
 
-def _exit_code(argv: list[str]) -> int:  # pragma: no cover - runs in the forked child
-    from xentool.cli.main import main
-
+def _exit_code(argv: list[str], entry: Entry) -> int:  # pragma: no cover - runs in the forked child
     try:
-        main(argv)
+        entry.run(argv)
     except SystemExit as e:
         if e.code is None:
             return 0

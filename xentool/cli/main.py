@@ -392,13 +392,11 @@ def supervise(
 ) -> None:
     """Keep every xentool guest's on_poweroff/on_reboot/on_crash promise (one per host; `create`
     starts it when none runs).  In the foreground unless --background, for a service manager."""
-    from xentool import supervisor
-
     with _toolstack() as xt:
         if background:
-            out().print(f"supervisor running (pid {supervisor.ensure_running(xt.reconnect)})")
+            out().print(f"supervisor running (pid {xt.start_supervisor()})")
             return
-        supervisor.serve(xt.reconnect)
+        xt.run_supervisor()
 
 
 @app.command()
@@ -497,6 +495,7 @@ from xentool.cli.protocol import first_command_index  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
 
+from xentool.cli.command_server import Entry  # noqa: E402
 from xentool.cli.server import server_app  # noqa: E402
 
 app.add_typer(server_app, name="server")
@@ -553,7 +552,8 @@ def main(argv: list[str] | None = None) -> None:
 
             raise SystemExit(run_in_lab(lab_argv))
         # Without standalone mode, click returns (not raises) the code of a typer.Exit.
-        code = click_command()(args=argv, prog_name="xentool", standalone_mode=False)
+        # `server run` serves this very main(): handed to it here, since the CLI sits above it.
+        code = click_command()(args=argv, prog_name="xentool", standalone_mode=False, obj=Entry(main, click_command))
         if isinstance(code, int) and code:
             raise SystemExit(code)
     except typer.Exit as e:

@@ -10,24 +10,25 @@ import time
 
 import typer
 
+from xentool.cli.command_server import Entry, running_pid, serve, socket_path
+
 server_app = typer.Typer(help="The command server: a warm xentool that runs commands without Python's start-up.")
 
 START_TIMEOUT = 300.0  # seconds; importing the toolstack takes tens of seconds in the lab's dom0
 
 
 @server_app.command("run")
-def run() -> None:
+def run(ctx: typer.Context) -> None:
     """Serve in the foreground (for a supervisor such as systemd)."""
-    from xentool.cli.command_server import serve, socket_path
-
-    serve(socket_path())
+    entry = ctx.find_root().obj
+    if not isinstance(entry, Entry):  # the CLI's main() hands it over; typer alone does not
+        raise typer.BadParameter("run it as `xentool server run`", ctx)
+    serve(socket_path(), entry)
 
 
 @server_app.command("start")
 def start() -> None:
     """Start the server in the background and wait until it answers."""
-    from xentool.cli.command_server import running_pid, socket_path
-
     sock = socket_path()
     pid = running_pid(sock)
     if pid is not None:
@@ -51,8 +52,6 @@ def start() -> None:
 @server_app.command("stop")
 def stop() -> None:
     """Stop the server (commands then run in their own process again)."""
-    from xentool.cli.command_server import running_pid, socket_path
-
     sock = socket_path()
     pid = running_pid(sock)
     if pid is None:
@@ -68,8 +67,6 @@ def stop() -> None:
 @server_app.command("status")
 def status() -> None:
     """Whether the server runs, and where."""
-    from xentool.cli.command_server import running_pid, socket_path
-
     sock = socket_path()
     pid = running_pid(sock)
     print(f"command server running (pid {pid}, {sock})" if pid else "command server not running")

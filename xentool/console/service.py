@@ -10,22 +10,26 @@ be mapped or the channel bound, which fails the creation step like any other.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import signal
 import socket
 import time
 from collections.abc import Callable
+from typing import BinaryIO
 from dataclasses import dataclass
 
-from hypercalls.errors import XenError
-from hypercalls.interface import DomainInfo, Hypervisor, ShutdownReason
+from hypercalls.interface import Hypervisor, ShutdownReason
 from pvdrivers.console import ConsoleBackend
 from pvdrivers.console_ring import ConsoleRing
 from xentool.console.serial import SerialGone, SerialStream
 from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pid_path, console_socket_path
+from xentool import obituaries
 from xentool.daemon import become_daemon
+from xentool.devicemodel.paths import device_model_log_path, dm_state_path
+from xentool.devicemodel.privilege import remove_chroot
+from xentool.devicemodel.process import START_TIMEOUT, last_log_line
+from xentool.domains import state_of
 from xentool.errors import DeviceError
 
 READY_TIMEOUT = 30.0  # seconds; generous for a loaded lab
@@ -62,8 +66,6 @@ def start_console_backend(hv: Hypervisor, domid: int, uuid: str, ring_ref: int, 
 def _ready_timeout(serial: DeviceModelWatch | None) -> float:
     if serial is None:
         return READY_TIMEOUT
-    from xentool.devicemodel.process import START_TIMEOUT  # (it imports the config model)
-
     return READY_TIMEOUT + START_TIMEOUT  # an HVM guest's service first waits for its starting QEMU
 
 
@@ -153,6 +155,9 @@ class DeviceModelWatch:
     socket_path: str
     dm_pid: int
     name: str
+    # How to destroy the half-alive domain QEMU's death leaves: the lifecycle's destroy, handed
+    # down by the creation step (the lifecycle sits above the console, and stops its backend).
+    destroy_domain: Callable[[Hypervisor, int], None]
 
 
 @contextlib.contextmanager
@@ -183,8 +188,6 @@ def serve_serial(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch,
     gone and the next I/O it makes hangs it.  libxl leaves it so; xentool destroys it, logs why in
     the console log and leaves a note `xentool info` shows (:mod:`xentool.obituaries`).
     """
-    from xentool.devicemodel.process import START_TIMEOUT, device_model_log_path, last_log_line
-
     pidfd = os.pidfd_open(watch.dm_pid)
     try:
         # QEMU is still starting (xentool.create waits for it after this service is up).
@@ -220,18 +223,13 @@ def serve_serial(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch,
         if _domain_gone(hv, domid, wait=DYING_TIMEOUT, even_if_alive=dm_dead):
             # xl destroy leaves these: a restricted QEMU ends inside its chroot, where it cannot
             # remove its socket, and libxl keeps the empty chroot for the domid's next QEMU.
-            from xentool.devicemodel.privilege import remove_chroot
-
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(watch.socket_path)
             remove_chroot(domid)
         hv.close()
 
 
-def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch, log) -> None:
-    from xentool import lifecycle, obituaries
-    from xentool.devicemodel.process import device_model_log_path, dm_state_path, last_log_line
-
+def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModelWatch, log: BinaryIO) -> None:
     if hv.xenstore().read_or(dm_state_path(domid)) is None:
         return  # a toolstack (xl, or xentool) is destroying the domain and ended QEMU on purpose
     reason = (f"its device model (QEMU, pid {watch.dm_pid}) exited unexpectedly; QEMU's last words: "
@@ -239,16 +237,7 @@ def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModel
     log.write(f"\r\n[xentool] domain {watch.name} ({domid}): {reason}; destroying the domain\r\n".encode())
     log.flush()
     obituaries.record(uuid, watch.name, domid, reason)
-    lifecycle.destroy(hv, domid, stop_console=False)
-
-
-def _info(hv: Hypervisor, domid: int) -> DomainInfo | None:
-    try:
-        return hv.domain_getinfo(domid)
-    except XenError as e:
-        if e.errno == errno.ESRCH:
-            return None
-        raise
+    watch.destroy_domain(hv, domid)
 
 
 def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0, even_if_alive: bool = False) -> bool:
@@ -257,7 +246,7 @@ def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0, even_if_alive: b
     to ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while True:
-        info = _info(hv, domid)
+        info = state_of(hv, domid)
         if info is None:
             return True
         if not (info.dying or even_if_alive) or time.monotonic() >= deadline:
@@ -266,7 +255,7 @@ def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0, even_if_alive: b
 
 
 def _guest_running(hv: Hypervisor, domid: int) -> bool:
-    info = _info(hv, domid)
+    info = state_of(hv, domid)
     if info is None or info.dying:
         return False
     # A guest suspended for a save goes on after a checkpoint (or is destroyed after a save, which

@@ -1,44 +1,75 @@
-"""Creating a domain: the steps in order, each in its own module.
+"""Creating a domain: the steps in order, each in its own module with its operations.
 
-    create domain -> xenstore skeleton -> build -> xenstore layout -> device model launch (HVM) -> devices
-    -> console backend -> device model ready (HVM; a PV guest's qdisk QEMU) -> unpause
+    create domain -> xenstore skeleton -> build -> xenstore layout -> device model launch (HVM)
+    -> devices -> console -> device model ready (HVM) or qdisk backend (PV, PVH, if it has qdisks)
+    -> unpause
 
 An HVM guest's QEMU is started as soon as the domain is built and waited for only after the
 devices and the console are set up: it takes seconds to get ready, and those steps fit in them.
 
 :func:`plan_creation` turns a validated :class:`GuestConfig` into a :class:`BuildPlan` (what
-``--dry-run`` prints); :func:`xentool.create.executor.execute` runs it, undoing every completed
-operation if one fails.
+``--dry-run`` prints); :func:`create_guest` checks the config against the host
+(:mod:`xentool.create.preflight`), runs the plan (:func:`xentool.create.executor.execute`, which
+undoes every operation if one fails) and records the guest.
 """
 
 from __future__ import annotations
 
+import time
+
+from hypercalls.interface import Hypervisor
+from xentool import obituaries
 from xentool.config import GuestConfig
 from xentool.create.build import RestoreSource, plan_build
 from xentool.create.console import plan_console
-from xentool.create.device_model import plan_device_model, plan_device_model_launch
+from xentool.create.device_model_launch import plan_device_model_launch
+from xentool.create.device_model_ready import plan_device_model_ready
 from xentool.create.devices import plan_devices
 from xentool.create.domain import plan_domain
-from xentool.create.plan import BuildPlan
+from xentool.create.executor import OpTiming, execute
+from xentool.create.plan import REAL_XEN, BuildPlan, HostFeatures, Step
+from xentool.create.preflight import preflight
+from xentool.create.pv_backend import plan_pv_backend
+from xentool.create.skeleton import plan_domain_skeleton
 from xentool.create.unpause import plan_unpause
-from xentool.create.xenstore_layout import plan_domain_skeleton, plan_xenstore_layout
+from xentool.create.xenstore_layout import plan_xenstore_layout
+from xentool.domains import DomainSummary, summarize
+from xentool.records import RecordStore
 
 
-def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore: RestoreSource | None = None) -> BuildPlan:
-    """``restore``: the guest's memory comes from a save file's stream instead of the builder."""
-    steps = [
+def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore: RestoreSource | None = None,
+                  host: HostFeatures = REAL_XEN) -> BuildPlan:
+    """``restore``: the guest's memory comes from a save file's stream instead of the builder.
+    ``host``: what the hypervisor has; the steps it lacks are left out (the simulator's)."""
+    steps: list[Step | None] = [
         plan_domain(config, uuid),
         plan_domain_skeleton(config),
         plan_build(config, restore=restore),
         plan_xenstore_layout(config),
-        plan_device_model_launch(config, uuid, restore),
-        plan_devices(config, uuid),
-        plan_console(config.name, uuid),
-        plan_device_model(config, uuid, paused),
+        plan_device_model_launch(config, uuid, restore) if host.runs_device_models else None,
+        plan_devices(config, uuid, host),
+        plan_console(config.name, uuid) if host.needs_console_backend else None,
+        plan_device_model_ready(config, uuid, paused) if host.runs_device_models else None,
+        plan_pv_backend(config, uuid) if host.runs_device_models else None,
+        None if paused else plan_unpause(),
     ]
-    if not paused:
-        steps.append(plan_unpause())
     return BuildPlan(name=config.name, uuid=uuid, steps=tuple(step for step in steps if step is not None))
 
 
-__all__ = ["BuildPlan", "RestoreSource", "plan_creation"]
+def create_guest(hv: Hypervisor, records: RecordStore, config: GuestConfig, uuid: str, paused: bool = False,
+                 restarts: tuple[float, ...] = (), restore: RestoreSource | None = None,
+                 timings: list[OpTiming] | None = None) -> DomainSummary:
+    """Check, build and record one guest; the creation behind `create`, `restore` and the
+    supervisor's restarts.  ``restarts``: when it was restarted lately (its restart-loop limit)."""
+    started = time.monotonic()
+    preflight(hv, config)
+    if timings is not None:
+        timings.append(OpTiming("preflight", "check the config against this host", time.monotonic() - started))
+    bound = execute(plan_creation(config, uuid, paused, restore, HostFeatures.of(hv)), hv, timings)
+    if hv.runs_device_models:
+        obituaries.forget(uuid)
+    records.save(config, uuid, bound.domid, restarts)
+    return summarize(hv, hv.domain_getinfo(bound.domid))
+
+
+__all__ = ["BuildPlan", "HostFeatures", "OpTiming", "RestoreSource", "create_guest", "plan_creation"]

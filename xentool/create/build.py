@@ -1,4 +1,5 @@
-"""The two event channels for xenstored and the console, then the domain builder.
+"""The two event channels for xenstored and the console, then the domain builder (or, for a
+restore, Xen's migration stream in its place).
 
 libxl__build_pre allocates both ports before building, because the builder writes them into the
 guest's start info (PV) or HVM params (PVH/HVM), where the guest finds them at boot.
@@ -7,19 +8,15 @@ guest's start info (PV) or HVM params (PVH/HVM), where the guest finds them at b
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from dataclasses import dataclass
 
-from hypercalls.interface import BuildSpec, FirmwareModule, GuestType, Hypervisor, XenStore
+from hypercalls.interface import BuildResult, BuildSpec, FirmwareModule, GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
-from xentool.config.model import Firmware
-from xentool.create.plan import AllocUnboundEvtchn, Bindings, BuildDomain, Op, Step
-
-# Where Debian's xen-utils-4.17 puts the HVM firmware loader, and the SeaBIOS that libxl 4.17 was
-# built to hand it (SEABIOS_PATH; package seabios, which qemu-system-xen depends on).
-HVMLOADER = "/usr/lib/xen-4.17/boot/hvmloader"
-SEABIOS = "/usr/share/seabios/bios-256k.bin"
-OVMF = "/usr/share/ovmf/OVMF.fd"  # libxl's OVMF_PATH on Debian (package ovmf)
+from xentool.create.acpi_tables import build_pvh_acpi
+from xentool.create.plan import Bindings, Op, Step
+from xentool.devicemodel.firmware import HVMLOADER, system_firmware
 
 
 @dataclass(frozen=True)
@@ -29,6 +26,65 @@ class RestoreSource:
     path: str
     offset: int
     dm_state_offset: int | None = None  # an HVM guest's QEMU state, which its device model loads
+
+
+class PortFor(enum.Enum):
+    """Which dom0 service binds an event channel the builder hands the guest."""
+
+    STORE = "store_port"  # xenstored
+    CONSOLE = "console_port"  # the console backend
+
+
+@dataclass(frozen=True)
+class AllocUnboundEvtchn(Op):
+    """A port in the new domain for a dom0 service (xenstored, the console backend) to bind."""
+
+    purpose: PortFor
+    remote_domid: int = 0
+
+    def describe(self) -> str:
+        return f"xc_evtchn_alloc_unbound({{domid}}, remote={self.remote_domid}) -> {{{self.purpose.value}}}"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        port = hv.evtchn_alloc_unbound(bound.domid, self.remote_domid)
+        if self.purpose == PortFor.STORE:
+            bound.store_port = port
+        else:
+            bound.console_port = port
+
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if bound.has(self.purpose.value):
+            hv.evtchn_close(bound.domid, bound.store_port if self.purpose == PortFor.STORE else bound.console_port)
+
+
+def _with_ports(spec: BuildSpec, bound: Bindings) -> BuildSpec:
+    return dataclasses.replace(spec, store_evtchn=bound.store_port, console_evtchn=bound.console_port)
+
+
+def _bind_frames(result: BuildResult, bound: Bindings) -> None:
+    bound.store_mfn = result.store_mfn
+    bound.console_mfn = result.console_mfn
+
+
+@dataclass(frozen=True)
+class BuildDomain(Op):
+    """The domain builder; the spec's event channels are filled from the bindings.  Its work goes
+    with the domain."""
+
+    spec: BuildSpec
+
+    def describe(self) -> str:
+        s = self.spec
+        image = s.kernel if s.kernel else s.firmware
+        extra = f", ramdisk={s.ramdisk}" if s.ramdisk else ""
+        return (
+            f"build {s.guest_type.value}({{domid}}, image={image}{extra}, memory={s.memory_kib} KiB, "
+            f"vcpus={s.vcpus}, store evtchn {{store_port}}, console evtchn {{console_port}})"
+            " -> {store_mfn}, {console_mfn}"
+        )
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        _bind_frames(hv.domain_build(bound.domid, _with_ports(self.spec, bound)), bound)
 
 
 @dataclass(frozen=True)
@@ -43,15 +99,13 @@ class RestoreDomain(Op):
                 "{store_port}, console evtchn {console_port}) -> {store_mfn}, {console_mfn}")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        spec = dataclasses.replace(self.spec, store_evtchn=bound["store_port"], console_evtchn=bound["console_port"])
         fd = os.open(self.source.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.lseek(fd, self.source.offset, os.SEEK_SET)
-            result = hv.domain_restore(bound["domid"], fd, spec)
+            result = hv.domain_restore(bound.domid, fd, _with_ports(self.spec, bound))
         finally:
             os.close(fd)
-        bound["store_mfn"] = result.store_mfn
-        bound["console_mfn"] = result.console_mfn
+        _bind_frames(result, bound)
 
 
 def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0,
@@ -69,7 +123,7 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
         ramdisk=str(config.ramdisk) if config.ramdisk and not hvm else None,
         cmdline=config.cmdline if not hvm else "",
         firmware=HVMLOADER if hvm else None,
-        system_firmware=_system_firmware(config),
+        system_firmware=system_firmware(config),
         videoram_kib=config.videoram_kib,
         acpi=config.hvm.acpi if config.hvm else True,
         viridian=_viridian(config),
@@ -78,17 +132,11 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
     return Step(
         "build",
         (
-            AllocUnboundEvtchn("store_port", store_domid),
-            AllocUnboundEvtchn("console_port", console_domid),
+            AllocUnboundEvtchn(PortFor.STORE, store_domid),
+            AllocUnboundEvtchn(PortFor.CONSOLE, console_domid),
             BuildDomain(spec) if restore is None else RestoreDomain(spec, restore),
         ),
     )
-
-
-def _system_firmware(config: GuestConfig) -> str | None:
-    if config.type != GuestType.HVM:
-        return None
-    return OVMF if config.hvm and config.hvm.firmware == Firmware.UEFI else SEABIOS
 
 
 def _pvh_acpi(config: GuestConfig) -> tuple[FirmwareModule, ...]:
@@ -97,8 +145,6 @@ def _pvh_acpi(config: GuestConfig) -> tuple[FirmwareModule, ...]:
     boot flags say so) and finds its vcpus nowhere but in Xen's hypercalls."""
     if config.type != GuestType.PVH:
         return ()
-    from xentool.create.acpi_tables import build_pvh_acpi  # PVH only: not worth its import elsewhere
-
     # Every kernel that boots as PVH (Linux since 4.17 with CONFIG_PVH) reads rsdp_paddr from the
     # start info, so the RSDP goes after the tables, where libxl puts it for such kernels.
     tables = build_pvh_acpi(config.vcpus, config.max_vcpus)

@@ -2,17 +2,70 @@
 
 from __future__ import annotations
 
-from hypercalls.interface import DomainCreateSpec
+from dataclasses import dataclass
+
+from hypercalls.interface import DomainCreateSpec, Hypervisor, XenStore
 from xentool.config import GuestConfig
-from xentool.create.plan import CreateDomain, PinVcpu, SetMaxMem, Step
+from xentool.console.service import DYING_TIMEOUT
+from xentool.create.plan import Bindings, Op, Step
+from xentool.domains import wait_until
+from xentool.errors import WaitTimeout
 
 # libxl adds this much to maxmem for the pages Xen itself charges to the domain (the grant table
 # frames, the shared info page, ...): LIBXL_MAXMEM_CONSTANT in libxl_internal.h.
 MAXMEM_SLACK_KIB = 1024
 
 
+@dataclass(frozen=True)
+class CreateDomain(Op):
+    spec: DomainCreateSpec
+
+    def describe(self) -> str:
+        s = self.spec
+        return f"xc_domain_create(uuid={s.uuid}, type={s.guest_type.value}, max_vcpus={s.max_vcpus}) -> {{domid}}"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        bound.domid = hv.domain_create(self.spec)
+
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        if not bound.has("domid"):
+            return
+        domid = bound.domid
+        hv.domain_destroy(domid)
+        # Once the domain is gone, whatever a dom0 daemon wrote under /local/domain/N meanwhile
+        # goes too (xenconsoled did, in the lab: xentool.devices.console.CONSOLE_RING_NODES).
+        try:
+            wait_until(hv, domid, lambda info: info is None, f"domain {domid} to be gone", DYING_TIMEOUT)
+        except WaitTimeout:
+            return
+        xs.rm(f"/local/domain/{domid}")
+
+
+@dataclass(frozen=True)
+class SetMaxMem(Op):
+    max_kib: int
+
+    def describe(self) -> str:
+        return f"xc_domain_setmaxmem({{domid}}, {self.max_kib} KiB)"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        hv.domain_setmaxmem(bound.domid, self.max_kib)
+
+
+@dataclass(frozen=True)
+class PinVcpu(Op):
+    vcpu: int
+    cpus: frozenset[int]
+
+    def describe(self) -> str:
+        return f"xc_vcpu_setaffinity({{domid}}, vcpu {self.vcpu}, cpus {sorted(self.cpus)})"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        hv.vcpu_setaffinity(bound.domid, self.vcpu, self.cpus)
+
+
 def plan_domain(config: GuestConfig, uuid: str) -> Step:
-    ops = [
+    ops: list[Op] = [
         CreateDomain(DomainCreateSpec(uuid=uuid, guest_type=config.type, max_vcpus=config.max_vcpus)),
         SetMaxMem(config.maxmem_kib + MAXMEM_SLACK_KIB),
     ]

@@ -45,8 +45,11 @@ def execute(plan: BuildPlan, hv: Hypervisor, timings: list[OpTiming] | None = No
             started = time.monotonic()
             try:
                 op.apply(hv, xs, bound)
-            except Exception as cause:
-                leftovers = _undo(done, hv, bound)
+            except BaseException as cause:
+                # The failed operation's partial work first (a QEMU it started), then the rest.
+                leftovers = _undo_failed(op, hv, bound) + _undo(done, hv, bound)
+                if not isinstance(cause, Exception):
+                    raise  # KeyboardInterrupt, SystemExit: undone, and passed on as they are
                 raise CreationError(plan.name, step.name, cause, [str(f) for f in leftovers]) from cause
             done.append(op)
             if timings is not None:
@@ -60,6 +63,15 @@ def _first_line(op: Op, bound: Bindings) -> str:
         return bound.fill(line)
     except (KeyError, ValueError, IndexError):  # a placeholder no operation bound (or literal braces)
         return line
+
+
+def _undo_failed(op: Op, hv: Hypervisor, bound: Bindings) -> list[FailedUndo]:
+    try:
+        op.undo_failed(hv, hv.xenstore(), bound)
+    except Exception as cause:  # the completed operations are still to be undone
+        log.warning("undo failed: %s", cause)
+        return [FailedUndo(op, cause)]
+    return []
 
 
 def _undo(done: list[Op], hv: Hypervisor, bound: Bindings) -> list[FailedUndo]:

@@ -1,10 +1,16 @@
 """The build plan: the hypercalls and xenstore writes that creating a domain makes, as data.
 
-Each step of creation (``xentool.create.*``) contributes a :class:`Step` of :class:`Op` objects.  The
-same objects are printed by ``create --dry-run`` and executed by :mod:`xentool.create.executor`, so
-what the plan shows is what the real run does.  Values that exist only once the run is under way
-(the domid, event channel ports, ring frame numbers) appear as ``{domid}``-style placeholders, filled
-from :class:`Bindings` as earlier operations produce them.
+Each step of creation (``xentool.create.*``, one module a step) contributes a :class:`Step` of
+:class:`Op` objects.  The same objects are printed by ``create --dry-run`` and executed by
+:mod:`xentool.create.executor`, so what the plan shows is what the real run does.  Values that
+exist only once the run is under way (the domid, event channel ports, ring frame numbers) appear as
+``{domid}``-style placeholders, filled from :class:`Bindings` as earlier operations produce them.
+
+The contract of an operation: its description says what it changes; its ``undo`` reverses that,
+also after an ``apply`` that failed halfway (the executor undoes the failed operation with the
+completed ones), so an undo checks what was produced before it removes it.  An operation that does
+not apply to the hypervisor at hand is left out of the plan (:class:`HostFeatures`), never skipped
+inside ``apply``.
 """
 
 from __future__ import annotations
@@ -13,37 +19,90 @@ import abc
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
-from hypercalls.interface import (
-    BuildSpec,
-    DomainCreateSpec,
-    Hypervisor,
-    XenStore,
-    XsPermission,
-    retry_transaction,
-)
+from hypercalls.interface import Hypervisor, XenStore, XsPermission, retry_transaction
+from xentool.devices.nodes import GUEST, XsNode, perm_text
+
+T = TypeVar("T")
 
 
-#: Stands for the new domain's id in permission lists, which are built before the domid exists.
-GUEST = -1
+class NotProducedYet(AttributeError):
+    """An operation read a binding that no earlier operation produced: the plan's order is wrong."""
 
 
-class Bindings(dict[str, Any]):
-    """Names produced by operations (domid, store_port, ...) and used by later ones."""
+class Produced(Generic[T]):
+    """A binding that one operation produces and later ones read; reading it before it was
+    produced raises :class:`NotProducedYet` (a plan in the wrong order), and ``bound.has(name)``
+    tells an undo whether there is anything to undo."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Produced[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+    def __get__(self, instance: object | None, owner: type) -> T | Produced[T]:
+        if instance is None:
+            return self
+        try:
+            value: T = instance.__dict__[self.name]
+        except KeyError:
+            raise NotProducedYet(f"{self.name} is read before an operation produced it") from None
+        return value
+
+    def __set__(self, instance: object, value: T) -> None:
+        instance.__dict__[self.name] = value
+
+
+class Bindings:
+    """What operations produce for later ones: the domain, its ports and frames, its device model.
+    Placeholders in the plan's text (``{domid}``) are these names."""
+
+    domid = Produced[int]()
+    store_port = Produced[int]()  # the event channel xenstored binds
+    console_port = Produced[int]()  # the one the console backend binds
+    store_mfn = Produced[int]()  # the builder's xenstore ring frame
+    console_mfn = Produced[int]()  # and console ring frame
+    start_time = Produced[str]()  # /vm/UUID/start_time, libxl's "%jd.%02d"
+    dm_pid = Produced[int]()  # QEMU: an HVM guest's device model, or a PV guest's qdisk backend
+    dm_restricted = Produced[bool]()  # whether that QEMU runs deprivileged (dm_restrict)
+    vnc_display = Produced["int | None"]()  # None: VNC off
+    serial_socket = Produced["str | None"]()  # QEMU's serial port for xentool's console, if it has it
+    console_pid = Produced[int]()  # the console backend process
+
+    def __init__(self, name: str = "", uuid: str = "", **produced: Any) -> None:
+        self.name = name
+        self.uuid = uuid
+        for key, value in produced.items():
+            if not isinstance(getattr(type(self), key, None), Produced):
+                raise TypeError(f"Bindings has no binding {key!r}")
+            setattr(self, key, value)
+
+    def has(self, name: str) -> bool:
+        return name in self.__dict__
 
     def fill(self, text: str) -> str:
-        return text.format_map(self)
+        """``text`` with its placeholders replaced; KeyError names one not produced yet."""
+        return text.format_map({k: v for k, v in vars(self).items()})
 
 
-def _format_perms(permissions: tuple[XsPermission, ...] | None) -> str:
-    if permissions is None:
-        return ""
-    return " [" + ",".join(_perm_text(p) for p in permissions) + "]"
+@dataclass(frozen=True)
+class HostFeatures:
+    """What the hypervisor backend has, which decides the operations a plan holds: real Xen all of
+    it; the simulator runs no device model, has no kernel backends and serves consoles itself."""
+
+    runs_device_models: bool = True
+    has_kernel_backends: bool = True
+    needs_console_backend: bool = True
+
+    @classmethod
+    def of(cls, hv: Hypervisor) -> HostFeatures:
+        return cls(hv.runs_device_models, hv.has_kernel_backends, hv.needs_console_backend)
 
 
-def _perm_text(p: XsPermission) -> str:
-    return f"{p.perm.value}{{domid}}" if p.domid == GUEST else f"{p.perm.value}{p.domid}"
+REAL_XEN = HostFeatures()
 
 
 class Op(abc.ABC):
@@ -57,11 +116,17 @@ class Op(abc.ABC):
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None: ...
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        """Reverse :meth:`apply`; operations that destroying the domain undoes anyway do nothing."""
+        """Reverse :meth:`apply`, also a partial one; operations whose work destroying the domain
+        undoes anyway (a memory cap, a pinning) do nothing."""
+
+    def undo_failed(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        """Reverse what a failed :meth:`apply` did before it failed: :meth:`undo` unless the
+        operation is all or nothing."""
+        self.undo(hv, xs, bound)
 
     def to_json(self) -> dict[str, Any]:
-        data = {"op": type(self).__name__}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        data: dict[str, Any] = {"op": type(self).__name__}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]  # every Op is a dataclass
             data[f.name] = _jsonable(getattr(self, f.name))
         return data
 
@@ -80,107 +145,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-@dataclass(frozen=True)
-class CreateDomain(Op):
-    spec: DomainCreateSpec
-
-    def describe(self) -> str:
-        s = self.spec
-        return f"xc_domain_create(uuid={s.uuid}, type={s.guest_type.value}, max_vcpus={s.max_vcpus}) -> {{domid}}"
-
-    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        bound["domid"] = hv.domain_create(self.spec)
-
-    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        from xentool.console.service import DYING_TIMEOUT
-        from xentool.errors import WaitTimeout
-        from xentool.lifecycle import wait_until  # only a failed create needs it
-
-        domid = bound["domid"]
-        hv.domain_destroy(domid)
-        # Once the domain is gone, whatever a dom0 daemon wrote under /local/domain/N meanwhile
-        # goes too (xenconsoled did, in the lab: xentool.create.devices.CONSOLE_RING_NODES).
-        try:
-            wait_until(hv, domid, lambda info: info is None, f"domain {domid} to be gone", DYING_TIMEOUT)
-        except WaitTimeout:
-            return
-        xs.rm(f"/local/domain/{domid}")
-
-
-@dataclass(frozen=True)
-class SetMaxMem(Op):
-    max_kib: int
-
-    def describe(self) -> str:
-        return f"xc_domain_setmaxmem({{domid}}, {self.max_kib} KiB)"
-
-    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        hv.domain_setmaxmem(bound["domid"], self.max_kib)
-
-
-@dataclass(frozen=True)
-class PinVcpu(Op):
-    vcpu: int
-    cpus: frozenset[int]
-
-    def describe(self) -> str:
-        return f"xc_vcpu_setaffinity({{domid}}, vcpu {self.vcpu}, cpus {sorted(self.cpus)})"
-
-    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        hv.vcpu_setaffinity(bound["domid"], self.vcpu, self.cpus)
-
-
-@dataclass(frozen=True)
-class AllocUnboundEvtchn(Op):
-    """A port in the new domain for a dom0 service (xenstored, the console backend) to bind."""
-
-    bind_as: str  # "store_port" or "console_port"
-    remote_domid: int = 0
-
-    def describe(self) -> str:
-        return f"xc_evtchn_alloc_unbound({{domid}}, remote={self.remote_domid}) -> {{{self.bind_as}}}"
-
-    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        bound[self.bind_as] = hv.evtchn_alloc_unbound(bound["domid"], self.remote_domid)
-
-    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        hv.evtchn_close(bound["domid"], bound[self.bind_as])
-
-
-@dataclass(frozen=True)
-class BuildDomain(Op):
-    """The domain builder; the spec's event channels are filled from the bindings."""
-
-    spec: BuildSpec
-
-    def describe(self) -> str:
-        s = self.spec
-        image = s.kernel if s.kernel else s.firmware
-        extra = f", ramdisk={s.ramdisk}" if s.ramdisk else ""
-        return (
-            f"build {s.guest_type.value}({{domid}}, image={image}{extra}, memory={s.memory_kib} KiB, "
-            f"vcpus={s.vcpus}, store evtchn {{store_port}}, console evtchn {{console_port}})"
-            " -> {store_mfn}, {console_mfn}"
-        )
-
-    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        spec = dataclasses.replace(self.spec, store_evtchn=bound["store_port"], console_evtchn=bound["console_port"])
-        result = hv.domain_build(bound["domid"], spec)
-        bound["store_mfn"] = result.store_mfn
-        bound["console_mfn"] = result.console_mfn
-
-
-@dataclass(frozen=True)
-class XsNode:
-    path: str
-    value: str | None = None  # None: a directory node (mkdir), "" is an empty value
-    permissions: tuple[XsPermission, ...] | None = None
-
-    def describe(self) -> str:
-        value = "(dir)" if self.value is None else repr(self.value)
-        return f"{self.path} = {value}{_format_perms(self.permissions)}"
-
-
 class NameGuard(abc.ABC):
     """A check made inside the xenstore transaction (so that two creates of one name cannot both win)."""
 
@@ -188,11 +152,28 @@ class NameGuard(abc.ABC):
     def check(self, xs: XenStore, txn: object, bound: Bindings) -> None: ...
 
 
+def fill_perms(permissions: tuple[XsPermission, ...], domid: int) -> tuple[XsPermission, ...]:
+    return tuple(XsPermission(domid if p.domid == GUEST else p.domid, p.perm) for p in permissions)
+
+
+def write_nodes(xs: XenStore, nodes: tuple[XsNode, ...], bound: Bindings, txn: object) -> None:
+    """The nodes, their placeholders filled, with their permissions, inside ``txn``."""
+    for node in nodes:
+        path = bound.fill(node.path)
+        if node.value is None:
+            xs.mkdir(path, txn)
+        else:
+            xs.write(path, bound.fill(node.value), txn)
+        if node.permissions is not None:
+            xs.set_perms(path, fill_perms(node.permissions, bound.domid), txn)
+
+
 @dataclass(frozen=True)
 class XenstoreTransaction(Op):
     """Write ``nodes`` in one transaction, retried on conflict as libxl does.
 
-    ``cleanup`` lists the subtrees that undoing removes (the roots this transaction created).
+    ``cleanup`` lists the subtrees that undoing removes (the roots this transaction created).  A
+    transaction that failed wrote nothing, so it has nothing to undo.
     """
 
     title: str
@@ -209,20 +190,16 @@ class XenstoreTransaction(Op):
         def body(txn: object) -> None:
             if self.guard is not None:
                 self.guard.check(xs, txn, bound)
-            for node in self.nodes:
-                path = bound.fill(node.path)
-                if node.value is None:
-                    xs.mkdir(path, txn)
-                else:
-                    xs.write(path, bound.fill(node.value), txn)
-                if node.permissions is not None:
-                    xs.set_perms(path, _fill_perms(node.permissions, bound), txn)
+            write_nodes(xs, self.nodes, bound, txn)
 
         retry_transaction(xs, body)
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         for path in self.cleanup:
             xs.rm_with_empty_parents(bound.fill(path))
+
+    def undo_failed(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        pass  # nothing was committed (the cleanup roots may be another domain's: a name it holds)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -232,36 +209,11 @@ class XenstoreTransaction(Op):
                 {
                     "path": n.path,
                     "value": n.value,
-                    "perms": None if n.permissions is None else [_perm_text(p) for p in n.permissions],
+                    "perms": None if n.permissions is None else [perm_text(p) for p in n.permissions],
                 }
                 for n in self.nodes
             ],
         }
-
-
-def _fill_perms(permissions: tuple[XsPermission, ...], bound: Bindings) -> tuple[XsPermission, ...]:
-    return tuple(XsPermission(bound["domid"] if p.domid == GUEST else p.domid, p.perm) for p in permissions)
-
-
-@dataclass(frozen=True)
-class IntroduceDomain(Op):
-    def describe(self) -> str:
-        return "xs_introduce_domain({domid}, {store_mfn}, {store_port})"
-
-    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        xs.introduce_domain(bound["domid"], bound["store_mfn"], bound["store_port"])
-
-    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        xs.release_domain(bound["domid"])
-
-
-@dataclass(frozen=True)
-class UnpauseDomain(Op):
-    def describe(self) -> str:
-        return "xc_domain_unpause({domid})"
-
-    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        hv.domain_unpause(bound["domid"])
 
 
 @dataclass(frozen=True)

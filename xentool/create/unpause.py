@@ -6,7 +6,19 @@ by the device model step, in the QMP session that saw it ready.
 
 from __future__ import annotations
 
-from xentool.create.plan import Step, UnpauseDomain
+from dataclasses import dataclass
+
+from hypercalls.interface import Hypervisor, XenStore
+from xentool.create.plan import Bindings, Op, Step
+
+
+@dataclass(frozen=True)
+class UnpauseDomain(Op):
+    def describe(self) -> str:
+        return "xc_domain_unpause({domid})"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        hv.domain_unpause(bound.domid)
 
 
 def plan_unpause() -> Step:

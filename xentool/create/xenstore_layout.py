@@ -1,102 +1,34 @@
-"""The domain's xenstore layout, as Xen's own toolstack writes it: its skeleton as soon as the
-domain exists, what the builder yields after the build, then xs_introduce_domain.
-
-Paths and permissions follow libxl (libxl__domain_make and libxl__build_post in libxl_create.c and
-libxl_dom.c) so that xl and other tools see xentool's domains as their own:
-
-- ``/local/domain/N`` and ``/vm/UUID``: owned by dom0, readable by the guest ("roperm");
-- the guest's own writable nodes (control/shutdown, feature flags, data, drivers, ...): owned by the
-  guest, invisible to other guests ("rwperm");
-- ``/libxl/N``: dom0 only ("noperm").
-
-The name is claimed inside the same transaction that writes it, after checking every other
-domain's name, so two concurrent creates of one name cannot both commit.
-"""
+"""What libxl__build_post writes once the builder has run (the domain's memory, its xenstore ring
+and port, the vcpus, what hvmloader reads), then xs_introduce_domain, after which the guest can
+reach xenstored."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from hypercalls.interface import GuestType, XenStore, XsPerm, perms
+from hypercalls.interface import GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
-from xentool.create.plan import (
-    GUEST,
-    Bindings,
-    IntroduceDomain,
-    NameGuard,
-    Step,
-    XenstoreTransaction,
-    XsNode,
-)
-from xentool.errors import NameInUse
+from xentool.create.plan import Bindings, Op, Step, XenstoreTransaction
+from xentool.create.skeleton import DOM, LIBXL, VM
+from xentool.devicemodel.firmware import BIOS_NAMES, firmware_of
+from xentool.devices.nodes import XsNode
 
-DOM = "/local/domain/{domid}"
-VM = "/vm/{uuid}"
-LIBXL = "/libxl/{domid}"
-
-ROPERM = perms(0, (GUEST, XsPerm.READ))
-RWPERM = perms(GUEST)
-NOPERM = perms(0)
-
-# Nodes the guest itself writes (its PV drivers report features and state there).
-_GUEST_WRITABLE = (
-    "control/shutdown",
-    "control/feature-poweroff",
-    "control/feature-reboot",
-    "control/feature-suspend",
-    "control/sysrq",
-    "data",
-    "drivers",
-    "feature",
-    "attr",
-    "error",
-)
+QEMU_XEN_VERSION = "qemu_xen"  # /libxl/N/dm-version and platform/device-model (libxl's names)
 
 
-@dataclass(frozen=True)
-class UniqueName(NameGuard):
-    """Fails the transaction when another domain already has this name (libxl__domain_rename)."""
-
-    name: str
-
-    def check(self, xs: XenStore, txn: object, bound: Bindings) -> None:
-        for entry in xs.list_or_empty("/local/domain", txn):
-            if entry == str(bound.get("domid")):
-                continue
-            if xs.read_or(f"/local/domain/{entry}/name", None, txn) == self.name:
-                raise NameInUse(self.name, int(entry))
-
-
-def domain_nodes(config: GuestConfig) -> tuple[XsNode, ...]:
-    """What libxl__domain_make writes (the skeleton of the domain's xenstore)."""
-    nodes = [
-        XsNode(DOM, None, ROPERM),
-        XsNode(VM, None, ROPERM),
-        XsNode(LIBXL, None, NOPERM),
-        XsNode(f"{LIBXL}/device", None, NOPERM),
-        XsNode(f"{DOM}/vm", VM),
-        XsNode(f"{DOM}/name", config.name),
-        XsNode(f"{VM}/name", config.name),
-        XsNode(f"{VM}/uuid", "{uuid}"),
-        XsNode(f"{DOM}/cpu", None, ROPERM),
-        XsNode(f"{DOM}/memory", None, ROPERM),
-        XsNode(f"{DOM}/device", None, ROPERM),
-        XsNode(f"{DOM}/device/suspend/event-channel", None, RWPERM),
-        XsNode(f"{DOM}/control", None, ROPERM),
+def hvm_platform_nodes(config: GuestConfig) -> list[tuple[str, str]]:
+    """Relative to /local/domain/N: what hvmloader reads (libxl__build_hvm / libxl__spawn_local_dm)."""
+    acpi = "1" if config.hvm is None or config.hvm.acpi else "0"
+    return [
+        ("hvmloader/bios", BIOS_NAMES[firmware_of(config)]),
+        ("hvmloader/allow-memory-relocate", "0"),
+        ("platform/acpi", acpi),
+        ("platform/acpi_s3", acpi),
+        ("platform/acpi_s4", acpi),
+        ("platform/acpi_laptop_slate", "0"),
+        ("platform/device-model", QEMU_XEN_VERSION),
     ]
-    if config.type == GuestType.HVM:
-        nodes.append(XsNode(f"{DOM}/hvmloader", None, ROPERM))
-    writable = list(_GUEST_WRITABLE)
-    if config.type == GuestType.HVM:
-        writable[4:4] = ["control/feature-s3", "control/feature-s4"]
-    nodes += [XsNode(f"{DOM}/{rel}", None, RWPERM) for rel in writable]
-    nodes += [
-        XsNode(f"{DOM}/control/platform-feature-multiprocessor-suspend", "1"),
-        XsNode(f"{DOM}/control/platform-feature-xs_reset_watches", "1"),
-        XsNode(f"{LIBXL}/type", config.type.value),
-    ]
-    return tuple(nodes)
 
 
 def build_nodes(config: GuestConfig) -> tuple[XsNode, ...]:
@@ -116,8 +48,6 @@ def build_nodes(config: GuestConfig) -> tuple[XsNode, ...]:
         for vcpu in range(config.max_vcpus)
     ]
     if config.type == GuestType.HVM:
-        from xentool.create.device_model import QEMU_XEN_VERSION, hvm_platform_nodes
-
         nodes += [XsNode(f"{DOM}/{key}", value) for key, value in hvm_platform_nodes(config)]
         nodes += [XsNode(f"{VM}/rtc/timeoffset", ""), XsNode(f"{LIBXL}/dm-version", QEMU_XEN_VERSION)]
     nodes.append(XsNode(f"{VM}/start_time", "{start_time}"))
@@ -141,29 +71,28 @@ def _image_entries(config: GuestConfig) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class StampStartTime(XenstoreTransaction):
-    """The build-post transaction; stamps /vm/UUID/start_time as libxl does ("%jd.%02d")."""
+    """The build-post transaction; stamps /vm/UUID/start_time as libxl does ("%jd.%02d").  Its
+    nodes lie under the skeleton's roots, which that step's undo removes."""
 
-    def apply(self, hv, xs, bound: Bindings) -> None:  # type: ignore[no-untyped-def]
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         now = time.time()
-        bound["start_time"] = f"{int(now)}.{int((now % 1) * 100):02d}"
+        bound.start_time = f"{int(now)}.{int((now % 1) * 100):02d}"
         super().apply(hv, xs, bound)
 
 
-def plan_domain_skeleton(config: GuestConfig) -> Step:
-    """Right after the domain exists, as libxl__domain_make does: the name is claimed before the
-    build (seconds for a big kernel), so xl and `xentool list` show it meanwhile and a second
-    create of the same name fails before it builds anything."""
-    return Step(
-        "xenstore skeleton",
-        (
-            XenstoreTransaction(
-                "domain skeleton (libxl__domain_make)",
-                domain_nodes(config),
-                cleanup=(DOM, VM, LIBXL),
-                guard=UniqueName(config.name),
-            ),
-        ),
-    )
+@dataclass(frozen=True)
+class IntroduceDomain(Op):
+    def describe(self) -> str:
+        return "xs_introduce_domain({domid}, {store_mfn}, {store_port})"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        xs.introduce_domain(bound.domid, bound.store_mfn, bound.store_port)
+
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        xs.release_domain(bound.domid)
+
+    def undo_failed(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        pass  # xenstored took the domain or did not: one call, nothing half done
 
 
 def plan_xenstore_layout(config: GuestConfig) -> Step:

@@ -1,11 +1,11 @@
-"""The device model: QEMU, which emulates an HVM guest's hardware (firmware devices, disks, NICs, VGA).
+"""The device model: QEMU, which emulates an HVM guest's hardware (firmware devices, disks, NICs,
+VGA) and serves a PV guest's qdisk disks.
 
-``argv`` builds its command line and environment from a :class:`~xentool.config.GuestConfig`, as
-libxl does; ``process`` starts, waits for and stops it; ``qmp`` talks to it; ``privilege`` decides
-how little it may do.  The create step (xentool.create.device_model) and the lifecycle use them.
+``argv`` builds its command line from a :class:`~xentool.config.GuestConfig`, as libxl does;
+``paths`` says where its sockets, log and xenstore nodes are; ``process`` starts, waits for and
+stops it; ``qmp`` talks to it; ``privilege`` decides how little it may do; ``checks`` checks a
+config's device model against the host; ``vnc``, ``firmware``, ``qdisk`` and ``state`` serve the
+creation steps (xentool.create.device_model_launch, ...ready, ...pv_backend) and the lifecycle.
+
+The package imports nothing itself: stopping a guest's QEMU must not load the config model.
 """
-
-from __future__ import annotations
-
-from xentool.devicemodel.argv import *  # noqa: F403 - the argv module's public names
-from xentool.devicemodel.argv import __all__  # noqa: F401

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from hypercalls.interface import GuestType
 from pvdrivers.blkif import EXTENDED, IDE_MAJORS, vdev_to_devid
 from xentool.config.model import BootDevice, DevType, Disk, DiskFormat, GuestConfig, Vif, VifType
+from xentool.devicemodel.paths import qmp_socket_path
 from xentool.devicemodel.privilege import Privilege
+from xentool.devices.vif import stable_mac
 from xentool.errors import DeviceError
 
 __all__ = [
@@ -25,12 +27,11 @@ __all__ = [
     "QEMU_XEN",
     "DeviceModelSetup",
     "device_model_argv",
-    "device_model_env",
     "emulated_by_qemu",
     "pv_backend_argv",
     "qemu_binary",
     "qemu_opt_value",
-    "qmp_socket_path",
+    "serial_to_console",
     "tap_ifname",
 ]
 
@@ -72,11 +73,6 @@ def qemu_binary(config: GuestConfig) -> str:
     return dm.path if dm and dm.path else QEMU_XEN
 
 
-def qmp_socket_path(domid: int) -> str:
-    """libxl's QMP socket for ``domid`` (libxl__qemu_qmp_path), where xl also connects."""
-    return f"/var/run/xen/qmp-libxl-{domid}"
-
-
 def qemu_opt_value(text: str) -> str:
     """``text`` as one value inside a QEMU ``key=value,...`` option: QemuOpts reads ",," as a comma."""
     return text.replace(",", ",,")
@@ -97,17 +93,13 @@ class DeviceModelSetup:
     privilege: Privilege | None = None
 
 
-def device_model_env(domid: int) -> dict[str, str]:
-    """What libxl adds to QEMU's environment (libxl__set_qemu_env_for_xsa_180 and XEN_DOMAIN_ID).
-
-    libxl keeps an XEN_QEMU_CONSOLE_LIMIT the caller already has; merge these under os.environ's
-    to match that.
-    """
-    # XSA-180: QEMU stops logging the guest's console output to its log file after 1 MiB.
-    return {"XEN_QEMU_CONSOLE_LIMIT": "1048576", "XEN_DOMAIN_ID": str(domid)}
+def serial_to_console(config: GuestConfig) -> bool:
+    """Whether the guest's serial port goes to xentool's console (log and `xentool console`): when
+    unset or "pty"; other values are QEMU backends the user chose (file:, tcp:, ...)."""
+    return config.serial in (None, "pty")
 
 
-def tap_ifname(vif: Vif, domid: int, devid: int) -> str:
+def tap_ifname(vif: Vif, domid: int | str, devid: int) -> str:
     """The tap QEMU creates for an emulated NIC, which xentool then adds to the vif's bridge."""
     # libxl always names it vif<domid>.<devid>-emu (libxl__device_nic_devname); xentool follows a
     # vifname the user gave, as the backend's own interface does.
@@ -245,9 +237,6 @@ def _nic_args(config: GuestConfig, setup: DeviceModelSetup) -> list[str]:
 
 
 def _derived_mac(config: GuestConfig, setup: DeviceModelSetup, devid: int) -> str:
-    # Imported here: xentool.create will import this module for its device-model step.
-    from xentool.create.devices import stable_mac
-
     uuid = setup.uuid or (str(config.uuid) if config.uuid else None)
     if uuid is None:
         raise ValueError(f"{config.name}: vif {devid} has no MAC and DeviceModelSetup has no uuid to derive it from")

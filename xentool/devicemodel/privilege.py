@@ -20,9 +20,12 @@ import pwd
 import resource
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from xentool.config import GuestConfig
 from xentool.errors import DeviceError
+
+if TYPE_CHECKING:  # the config model is not loaded to stop or destroy a guest's QEMU
+    from xentool.config import GuestConfig
 
 RANGE_BASE_USER = "xen-qemuuser-range-base"
 SHARED_USER = "xen-qemuuser-shared"

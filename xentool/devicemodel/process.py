@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypercalls.errors import XenError
-from hypercalls.interface import XenStore
+from hypercalls.interface import XenStore, perms
+from xentool.console.paths import serial_socket_path
+from xentool.devicemodel.paths import device_model_log_path, dm_pid_path, dm_state_path, qmp_socket_path
+from xentool.devicemodel.privilege import Privilege, prepare_chroot, remove_chroot, restrict_this_process
+from xentool.devicemodel.qmp import QmpFailed, qmp_execute
 
-LOG_DIR = Path("/var/log/xentool/device-model")
 START_TIMEOUT = 60.0  # seconds: LIBXL_DEVICE_MODEL_START_TIMEOUT
 STOP_TIMEOUT = 10.0
 # QEMU's PATH: it starts no helpers of ours (taps are created with script=no), only its own.
@@ -36,16 +39,14 @@ class DeviceModelFailed(Exception):
     """QEMU did not start, or did not become ready; the message ends with its last log line."""
 
 
-def device_model_log_path(uuid: str) -> Path:
-    return LOG_DIR / f"{uuid}.log"
+def device_model_env(domid: int) -> dict[str, str]:
+    """What libxl adds to QEMU's environment (libxl__set_qemu_env_for_xsa_180 and XEN_DOMAIN_ID).
 
-
-def dm_state_path(domid: int) -> str:
-    return f"/local/domain/0/device-model/{domid}"
-
-
-def dm_pid_path(domid: int) -> str:
-    return f"/local/domain/{domid}/image/device-model-pid"
+    libxl keeps an XEN_QEMU_CONSOLE_LIMIT the caller already has; merge these under os.environ's
+    to match that.
+    """
+    # XSA-180: QEMU stops logging the guest's console output to its log file after 1 MiB.
+    return {"XEN_QEMU_CONSOLE_LIMIT": "1048576", "XEN_DOMAIN_ID": str(domid)}
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,6 @@ def wait_until_prelaunch(domid: int, pid: int, log_path: Path, commands: list[tu
     """A restricted QEMU has no xenstore to say ``running`` in: started with -S, it is ready when
     QMP answers ``prelaunch`` (libxl's device_model_qmp_cb).  ``commands`` run in the same QMP
     session after that query-status; returns their results (connections cost, in a slow dom0)."""
-    from xentool.devicemodel.argv import qmp_socket_path
-    from xentool.devicemodel.qmp import QmpFailed, qmp_execute
-
     pidfd = os.pidfd_open(pid)
     try:
         deadline = time.monotonic() + timeout
@@ -238,19 +236,28 @@ def is_device_model(pid: int, domid: int) -> bool:
         return False
 
 
+def start_device_model(xs: XenStore, domid: int, uuid: str, argv: list[str], privilege: Privilege,
+                       pass_fd: tuple[int, int] | None = None) -> StartedDeviceModel:
+    """libxl__spawn_local_dm up to the wait: QEMU's xenstore directory (dom0's only), its chroot if
+    restricted, the process, and its pid where xl looks for it.  What it made is undone by
+    :func:`stop_device_model`, also after it failed midway."""
+    Path("/var/run/xen").mkdir(parents=True, exist_ok=True)  # QMP's directory, libxl's run dir
+    xs.mkdir(dm_state_path(domid))
+    xs.set_perms(dm_state_path(domid), perms(0))
+    prepare_chroot(privilege)
+    started = spawn(argv, device_model_env(domid), device_model_log_path(uuid),
+                    preexec=restrict_this_process if privilege.restricted else None, pass_fd=pass_fd)
+    xs.write(dm_pid_path(domid), str(started.pid))
+    return started
+
+
 def stop_device_model(xs: XenStore, domid: int) -> None:
     """libxl__destroy_device_model: forget QEMU's xenstore directory, end the process whose pid the
     domain's ``image/device-model-pid`` names (if it is QEMU for this domain), remove its sockets."""
-    from xentool.devicemodel.argv import qmp_socket_path
-
-    from xentool.console.paths import serial_socket_path
-
     pid_text = xs.read_or(dm_pid_path(domid))
     xs.rm_with_empty_parents(dm_state_path(domid))  # and /local/domain/0/device-model once empty
     if pid_text and pid_text.isdigit() and is_device_model(int(pid_text), domid):
         stop(int(pid_text))
-    from xentool.devicemodel.privilege import remove_chroot
-
     remove_chroot(domid)
     # A QEMU that was killed could not remove its sockets.
     for path in (qmp_socket_path(domid), str(serial_socket_path(domid))):
@@ -265,12 +272,11 @@ def stop_device_model(xs: XenStore, domid: int) -> None:
 __all__ = [
     "DeviceModelFailed",
     "StartedDeviceModel",
-    "device_model_log_path",
-    "dm_pid_path",
-    "dm_state_path",
+    "device_model_env",
     "is_device_model",
     "last_log_line",
     "spawn",
+    "start_device_model",
     "stop",
     "stop_device_model",
     "wait_until_prelaunch",

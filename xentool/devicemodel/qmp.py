@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from xentool.devicemodel.argv import qmp_socket_path
+from xentool.devicemodel.paths import qmp_socket_path
 
 QMP_TIMEOUT = 10.0  # seconds for one operation: LIBXL_QMP_CMD_TIMEOUT
 

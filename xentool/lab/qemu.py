@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xentool.errors import UsageError
+
 QEMU = "/usr/bin/qemu-system-x86_64"
 # `-cpu max` crashes dom0 under TCG (create_bounce_frame); svm+npt give Xen HVM with HAP.
 TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+svm,+npt"
@@ -29,8 +31,6 @@ class LabOptions:
     image_share: str | None = None
 
     def validate(self) -> None:
-        from xentool.errors import UsageError
-
         if self.accel not in ("tcg", "kvm"):
             raise UsageError(f"--accel {self.accel!r}: use tcg or kvm")
         if self.vcpus < 1:
