@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import abc
 import enum
+import errno
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
+
+from hypercalls.errors import TransactionConflict, XenError, XenstoreError
 
 PAGE_SIZE = 4096
 PAGE_KIB = PAGE_SIZE // 1024
@@ -289,9 +292,6 @@ class XenStore(abc.ABC):
     # Conveniences shared by every backend.
 
     def read_or(self, path: str, default: str | None = None, txn: object | None = None) -> str | None:
-        import errno
-
-        from hypercalls.errors import XenstoreError
 
         try:
             return self.read(path, txn)
@@ -301,9 +301,6 @@ class XenStore(abc.ABC):
             raise
 
     def list_or_empty(self, path: str, txn: object | None = None) -> list[str]:
-        import errno
-
-        from hypercalls.errors import XenstoreError
 
         try:
             return self.directory(path, txn)
@@ -489,17 +486,11 @@ class Hypervisor(abc.ABC):
         raise self._unsupported("domain_resume", domid, "resuming a suspended guest")
 
     def _unsupported(self, op: str, domid: int, what: str) -> Exception:
-        import errno
-
-        from hypercalls.errors import XenError
 
         return XenError(op, errno.EOPNOTSUPP, domid, f"the {self.kind} backend has no {what}")
 
     def open_guest_console(self, domid: int, ring_ref: int, remote_port: int) -> GuestConsole:
         """Map the guest's console page (grant, else frame ``ring_ref``) and bind ``remote_port``."""
-        import errno
-
-        from hypercalls.errors import XenError
 
         raise XenError("open_guest_console", errno.EOPNOTSUPP, domid, f"the {self.kind} backend has no console rings")
 
@@ -539,7 +530,6 @@ def retry_transaction(store: XenStore, body: Callable[[object], _Result], attemp
 
     ``body`` must be safe to run again: it sees a fresh transaction each time.
     """
-    from hypercalls.errors import TransactionConflict
 
     last: TransactionConflict | None = None
     for _ in range(attempts):
