@@ -25,8 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from xentool.lab import Lab
-from xentool.lab import guest_images
+from xentool.lab import Lab, guest_images
 from xentool.lab.guest_images import install_guest_images
 
 XENTOOL = str(Path(sys.prefix) / "bin" / "xentool")

@@ -14,7 +14,6 @@ Domains are named by a *ref*: a domid ("3" or 3), a name, or a uuid.  Errors are
 from __future__ import annotations
 
 import os
-import time
 import uuid as uuid_module
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ from xentool.console.paths import console_log_path, console_socket_path
 from xentool.devicemodel.qmp import QmpFailed
 from xentool.domains import DOMAIN_GONE, DomainSummary, is_shut_down, state_of, summarize, wait_until
 from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, UsageError
-from xentool.records import RecordStore
+from xentool.records import DomainRecord, RecordStore
 
 if TYPE_CHECKING:
     from xentool.config import GuestConfig
@@ -75,7 +74,7 @@ class HostInfo:
         return asdict(self)
 
 
-def connect(url: str | None = None, records_dir: str | Path | None = None) -> "Toolstack":
+def connect(url: str | None = None, records_dir: str | Path | None = None) -> Toolstack:
     """Open the hypervisor named by ``url`` (see :func:`hypercalls.open_hypervisor`).
 
     ``url`` defaults to ``$XENTOOL_CONNECT``; with neither, the real Xen of this dom0 — and an
@@ -102,7 +101,7 @@ class Toolstack:
     def close(self) -> None:
         self.hv.close()
 
-    def __enter__(self) -> "Toolstack":
+    def __enter__(self) -> Toolstack:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -149,10 +148,11 @@ class Toolstack:
     def _waited_for_restart(self, text: str) -> bool:
         """Whether a guest called (or with the uuid) ``text`` was being restarted: its record's
         lock is held from the old domain's destruction until the new one is built."""
+        records: list[DomainRecord | None]
         try:
             records = [self.records.load(str(uuid_module.UUID(text)))]
         except ValueError:
-            records = self.records.named(text)
+            records = list(self.records.named(text))
         waited = False
         for record in records:
             if record is not None and self.records.wait_while_locked(record.uuid, RESTART_WAIT_SECONDS):
@@ -284,7 +284,7 @@ class Toolstack:
         """A connection of the supervisor's own, made in it after the fork."""
         return self.hv.reopen(), RecordStore(self.records.directory)
 
-    def reconnect(self) -> "Toolstack":
+    def reconnect(self) -> Toolstack:
         """A new Toolstack on the same hypervisor and records, with a connection of its own (for a
         forked process, which must not share this one's)."""
         return Toolstack(self.hv.reopen(), RecordStore(self.records.directory))

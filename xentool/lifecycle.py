@@ -147,7 +147,7 @@ def set_online_vcpus(hv: Hypervisor, domid: int, vcpus: int, label: str) -> None
     hv.domain_set_online_vcpus(domid, vcpus)
 
 
-def checked(op: str, label: str, action: Callable[[], None]) -> None:
+def checked(op: str, label: str, action: Callable[[], object]) -> None:
     """Run ``action``; a hypervisor failure becomes a DomainOperationError naming op and domain."""
     try:
         action()

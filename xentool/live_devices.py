@@ -72,7 +72,7 @@ def list_devices(xs: XenStore, domid: int, kind: str) -> list[DeviceStatus]:
         backend = xs.read_or(f"{_libxl_dir(domid, kind, devid)}/backend")
         if backend is None:
             continue
-        read = lambda key: xs.read_or(f"{backend}/{key}") or ""  # noqa: E731
+        read = lambda key, backend=backend: xs.read_or(f"{backend}/{key}") or ""  # noqa: E731
         if kind == "vbd":
             name = read("dev") or str(devid)
             served_by = "qdisk" if "/backend/qdisk/" in backend else "blkback"
@@ -106,6 +106,7 @@ def attach_disk(hv: Hypervisor, domid: int, domain: str, uuid: str, disk: Disk,
     backend = Bindings(domid=domid).fill(disk_backend_path(disk))
     target = VbdTarget(domain, domid, devid, disk.vdev, backend, backend_domid(disk.backend), disk.target,
                        disk.access == Access.RO)
+    hotplug: Callable[[], object]
     if qdisk:
         # QEMU watches its backend directory and takes the new disk up by itself.
         hotplug = lambda: wait_until_taken_up(xs, domain, disk, backend, device_model_log_path(uuid))  # noqa: E731

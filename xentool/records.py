@@ -14,9 +14,9 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class RecordStore:
         did.  A command that names a guest the supervisor is restarting waits here rather than
         finding the guest absent for the moment between the old domain and the new."""
         try:
-            f = open(self.directory / f"{uuid}.lock", "r")
+            f = open(self.directory / f"{uuid}.lock")
         except FileNotFoundError:
             return False
         with f:

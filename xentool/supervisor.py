@@ -51,7 +51,7 @@ class SupervisorRunning(XentoolError):
 def running_pid() -> int | None:
     """The running supervisor's pid, or None when none holds the lock."""
     try:
-        with open(LOCK_PATH, "r") as f:
+        with open(LOCK_PATH) as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -84,7 +84,7 @@ def _compile_somewhere() -> Path:
     for target in (PACKAGE_DIR, cache_dir()):
         try:
             return _ffi_build.compile_bindings(target)
-        except Exception as e:  # an unwritable package dir, a compiler failure: try the next place
+        except Exception as e:  # noqa: BLE001 - an unwritable package dir, a compiler failure: try the next place
             errors.append(f"{target}: {e}")
     raise BackendUnavailable(
         "compiling the Xen bindings failed: " + "; ".join(errors),

@@ -10,8 +10,8 @@ from __future__ import annotations
 from types import ModuleType
 
 from hypercalls.errors import XenError
-from hypercalls.xen.errors import xen_error
 from hypercalls.xen import _lib
+from hypercalls.xen.errors import xen_error
 
 
 class EventChannels:

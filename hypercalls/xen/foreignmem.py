@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
-from hypercalls.xen.errors import xen_error
 from hypercalls.xen import _lib
+from hypercalls.xen.errors import xen_error
 
 PAGE_SIZE = 4096
 

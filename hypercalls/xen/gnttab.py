@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from hypercalls.xen import _lib
 from hypercalls.xen.errors import xen_error
 from hypercalls.xen.foreignmem import MappedPages
-from hypercalls.xen import _lib
 
 PAGE_SIZE = 4096
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from xentool.lab import guest_images as gi
-
 from kit.lab import needs_boot_media_tools, needs_isohybrid
+from xentool.lab import guest_images as gi
 
 pytestmark = [needs_boot_media_tools, pytest.mark.usefixtures("lab")]
 

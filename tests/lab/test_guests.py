@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from xentool.lab import Lab
-
 from kit.lab import domains_json, host_state, wait_for_console, write_config, xentool
+from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -15,15 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from xentool.lab import Lab
-from xentool.lab.guest_images import (
-    GuestImages,
-    build_boot_disk,
-    guests_dir,
-    install_boot_media,
-    install_guest_images,
-)
-
 from kit.lab import (
     HVM_BOOT_TIMEOUT,
     SAVE_DIR,
@@ -34,6 +25,14 @@ from kit.lab import (
     wait_for_console,
     wait_for_count_above,
     xentool,
+)
+from xentool.lab import Lab
+from xentool.lab.guest_images import (
+    GuestImages,
+    build_boot_disk,
+    guests_dir,
+    install_boot_media,
+    install_guest_images,
 )
 
 pytestmark = pytest.mark.lab

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from xentool.lab import Lab, LabOptions
-
 from kit.lab import XENTOOL
+from xentool.lab import Lab, LabOptions
 
 pytestmark = pytest.mark.lab
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from kit.lab import HVM_BOOT_TIMEOUT, domains_json, leftovers, wait_for_console, xentool
 from xentool.lab import Lab
 from xentool.lab.guest_images import GuestImages, install_guest_images
-
-from kit.lab import HVM_BOOT_TIMEOUT, domains_json, leftovers, wait_for_console, xentool
 
 pytestmark = pytest.mark.lab
 

@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from xentool.lab import Lab
-
 from kit.lab import BOOT_TIMEOUT, domains_json, wait_for_console, write_config, xentool
+from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
 

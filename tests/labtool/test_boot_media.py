@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from kit.lab import needs_boot_media_tools, needs_isohybrid
 from xentool.errors import UsageError
 from xentool.lab import guest_images as gi
 from xentool.lab.errors import LabError, MissingTool
-
-from kit.lab import needs_boot_media_tools, needs_isohybrid
 
 CMDLINE = "console=ttyS0 xentool.marker=hvm-cdrom xentool.then=poweroff"
 SECTOR = 2048
@@ -103,7 +102,7 @@ def test_disk_image_has_mbr_and_active_partition(boot_files, tmp_path):
     entries = [mbr[446 + 16 * n:446 + 16 * (n + 1)] for n in range(4)]
     used = [e for e in entries if e[4] != 0]
     assert len(used) == 1
-    status, ptype = used[0][0], used[0][4]
+    status = used[0][0]
     start, sectors = struct.unpack_from("<II", used[0], 8)
     assert status == 0x80, "the partition is not marked active (bootable)"
     assert sectors > 0 and start + sectors <= len(image) // 512

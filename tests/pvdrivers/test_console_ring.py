@@ -2,7 +2,7 @@
 
 import pytest
 
-from pvdrivers.console_ring import OUT_CONS, OUT_PROD, OUT_SIZE, ConsoleRing, GuestSide, RingError, _U32
+from pvdrivers.console_ring import _U32, OUT_CONS, OUT_PROD, OUT_SIZE, ConsoleRing, GuestSide, RingError
 
 
 def page() -> bytearray:

@@ -50,9 +50,9 @@ def test_guest_reads_and_writes_only_what_it_may(hv, kernel):
     guest.write("data/relative", "2")
     assert hv.xenstore().read(f"{dom}/data/relative") == "2"
     for forbidden in (f"{dom}/name", f"{dom}/newnode", f"/local/domain/{second}/data/x", "/tool/x", "/vm/x"):
-        assert errno_of(lambda: guest.write(forbidden, "x")) == errno.EACCES, forbidden
+        assert errno_of(lambda forbidden=forbidden: guest.write(forbidden, "x")) == errno.EACCES, forbidden
     for forbidden in (f"/local/domain/{second}/name", "/local/domain/0/name", "/libxl"):
-        assert errno_of(lambda: guest.read(forbidden)) == errno.EACCES, forbidden
+        assert errno_of(lambda forbidden=forbidden: guest.read(forbidden)) == errno.EACCES, forbidden
     # A missing node in a place it cannot see is EACCES too (nothing leaks), ENOENT in its own.
     assert errno_of(lambda: guest.read(f"/local/domain/{second}/nothing")) == errno.EACCES
     assert errno_of(lambda: guest.read(f"{dom}/data/nothing")) == errno.ENOENT

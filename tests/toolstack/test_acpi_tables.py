@@ -180,7 +180,7 @@ def test_tables_sit_after_the_info_page_and_the_rsdp_on_the_page_after_them(blob
     assert blobs.rsdp_paddr == blobs.tables.guest_addr + blobs.tables.length
     assert blobs.modules()[0] is blobs.rsdp  # libxenguest takes rsdp_paddr from acpi_modules[0]
     spans = sorted((addr, addr + len(blobs.table(name))) for name, addr in blobs.table_addrs.items())
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert end <= start, "tables overlap"
     assert all(addr % 16 == 0 for addr in blobs.table_addrs.values())
     assert spans[-1][1] <= blobs.tables.guest_addr + blobs.tables.length

@@ -8,10 +8,10 @@ import multiprocessing
 import pytest
 
 import xentool
-from hypercalls.interface import XsPerm
 from hypercalls.errors import XenstoreError
-from xentool.create.executor import execute
+from hypercalls.interface import XsPerm
 from xentool.create import plan_creation
+from xentool.create.executor import execute
 from xentool.errors import CreationError, InsufficientMemory, NameInUse
 
 from .conftest import host_snapshot

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from xentool.config import config_from_dict
-from xentool.devices.vif import stable_mac
-from xentool.devicemodel.privilege import Privilege
 from xentool.devicemodel.argv import QEMU_XEN, DeviceModelSetup, device_model_argv, qemu_opt_value
 from xentool.devicemodel.paths import qmp_socket_path
+from xentool.devicemodel.privilege import Privilege
 from xentool.devicemodel.process import device_model_env
+from xentool.devices.vif import stable_mac
 from xentool.errors import DeviceError
 
 SERIAL = "/run/xentool/console/hvm1-serial.sock"

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from hypercalls.errors import BackendUnavailable, XenError
-from hypercalls.interface import XsPerm, perms
-from hypercalls.xen import _ffi_build, _lib
 from hypercalls.connect import is_dom0
-from hypercalls.interface import FirmwareModule
+from hypercalls.errors import BackendUnavailable, XenError
+from hypercalls.interface import FirmwareModule, XsPerm, perms
+from hypercalls.xen import _ffi_build, _lib
 from hypercalls.xen.domain_builder import pvh_e820, pvh_layout, required_paging_pool_kib
-from xentool.create.acpi_tables import build_pvh_acpi
 from hypercalls.xen.errors import xen_error
 from hypercalls.xen.store import bits_to_perm, decode_perms, encode_perms, perm_to_bits
+from xentool.create.acpi_tables import build_pvh_acpi
 
 needs_toolchain = pytest.mark.skipif(
     bool(_ffi_build.missing_build_prerequisites()),

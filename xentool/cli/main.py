@@ -19,15 +19,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, Optional
 # costs seconds where dom0's Python runs under QEMU TCG.  A user's own setting wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-import typer  # noqa: E402
+import typer
 
-from hypercalls.errors import HypervisorError, XenError  # noqa: E402
-from xentool.errors import XentoolError  # noqa: E402
+from hypercalls.errors import HypervisorError, XenError
+from xentool.errors import XentoolError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from xentool.api import Toolstack
     from xentool.create.executor import OpTiming
+    from xentool.live_devices import DeviceStatus
 
 # Only what a command runs is imported: rich where rich output is printed, the lab in `lab`
 # commands, the toolstack in commands that reach a hypervisor.  Python in the lab's dom0 runs
@@ -68,7 +70,7 @@ class Options:
 options = Options()
 
 
-def _toolstack():  # type: ignore[no-untyped-def]
+def _toolstack() -> Toolstack:
     from xentool.api import connect
 
     return connect(options.connect)
@@ -275,7 +277,7 @@ def vcpu_set(
         xt.vcpu_set(domain, vcpus)
 
 
-def _print_devices(devices: list, as_json: bool, columns: tuple[str, ...]) -> None:  # type: ignore[type-arg]
+def _print_devices(devices: list[DeviceStatus], as_json: bool, columns: tuple[str, ...]) -> None:
     if as_json:
         _print_json([d.to_json() for d in devices])
         return
@@ -413,7 +415,7 @@ def console(
         _attach_console(xt, domain, replay_bytes=2048)
 
 
-def _attach_console(xt, ref: str, replay_bytes: int | None) -> None:  # type: ignore[no-untyped-def]
+def _attach_console(xt: Toolstack, ref: str, replay_bytes: int | None) -> None:
     stdin = sys.stdin.fileno() if sys.stdin is not None and not sys.stdin.closed else None
     if xt.attach_console(ref, sys.stdout.buffer, stdin, replay_bytes) == "detached":
         _say(f"detached from the console of {ref}", stderr=True)

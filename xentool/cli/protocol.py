@@ -49,7 +49,7 @@ def forwardable(argv: list[str], env: dict[str, str]) -> bool:
     """Whether the server runs ``argv`` (given the launcher's environment) or the launcher does."""
     if env.get(NO_SERVER_ENV) or env.get("XENTOOL_CONNECT") == "lab":
         return False
-    if LOCAL_FLAGS.intersection(argv) or any(a == "--connect" and b == "lab" for a, b in zip(argv, argv[1:])):
+    if LOCAL_FLAGS.intersection(argv) or any(a == "--connect" and b == "lab" for a, b in zip(argv, argv[1:], strict=False)):
         return False
     command = first_command_index(argv)
     return command < len(argv) and argv[command] in FORWARDED

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -23,7 +23,7 @@ from xentool.config.model import FieldProblems, GuestConfig
 from xentool.errors import ConfigError, ConfigIssue
 
 CMDLINE = "<command line>"
-KeyPath = tuple[Union[str, int], ...]
+KeyPath = tuple[str | int, ...]
 
 MAX_DEPTH = 32
 MAX_NODES = 20000  # far beyond any real config; stops alias bombs ("billion laughs")
@@ -94,7 +94,7 @@ class _Positions:
     def overridden(self, path: KeyPath) -> None:
         """From here down the value came from the command line, not the file."""
         for table in (self.values, self.keys, self.raw):
-            for known in [p for p in table if p[: len(path)] == path]:  # type: ignore[attr-defined]
+            for known in [p for p in table if p[: len(path)] == path]:
                 del table[known]
         self.values[path] = self.keys[path] = _Where(CMDLINE)
 
@@ -146,6 +146,7 @@ class _Builder:
         try:
             if isinstance(node, yaml.SequenceNode):
                 return [self.build(item, path + (index,)) for index, item in enumerate(node.value)]
+            assert isinstance(node, yaml.MappingNode)  # YAML's third kind of node, after scalars and sequences
             return self._mapping(node, path)
         finally:
             self.ancestors.discard(id(node))
@@ -157,7 +158,7 @@ class _Builder:
             return node.value
         try:
             return self.loader.construct_object(node, deep=True)
-        except Exception:  # a value PyYAML cannot build (odd tag, huge number): keep the text
+        except Exception:  # noqa: BLE001 - a value PyYAML cannot build (odd tag, huge number): keep the text
             return node.value
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
@@ -345,7 +346,7 @@ def _model_at(path: KeyPath) -> type[BaseModel] | None:
     return model
 
 
-_REQUIRED_HINTS = {
+_REQUIRED_HINTS: dict[KeyPath, str] = {
     ("name",): "missing; every guest needs a name, like name: web",
     ("vdev",): "missing; a disk needs a vdev, the name the guest sees (like xvda or hdc)",
 }

@@ -54,7 +54,7 @@ def type_text(annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin is Annotated:
         inner, *meta = get_args(annotation)
-        if any(getattr(m, "func", None).__name__ == "_size_mib" for m in meta if hasattr(m, "func")):
+        if any(getattr(m.func, "__name__", None) == "_size_mib" for m in meta if hasattr(m, "func")):
             return "size (MiB)"
         return type_text(inner)
     if origin in (Union, types.UnionType):

@@ -67,9 +67,9 @@ def _log_prefix(log_path: Path, offset: int, replay_bytes: int | None) -> bytes:
 
 def _stream(sock: socket.socket, output: BinaryIO, input_fd: int | None) -> str:
     interactive = input_fd is not None and os.isatty(input_fd)
-    saved = termios.tcgetattr(input_fd) if interactive else None
-    if interactive:
-        tty.setraw(input_fd)  # type: ignore[arg-type]
+    saved = termios.tcgetattr(input_fd) if interactive and input_fd is not None else None
+    if interactive and input_fd is not None:
+        tty.setraw(input_fd)
     try:
         watched: list[int | socket.socket] = [sock] + ([input_fd] if input_fd is not None else [])
         while True:

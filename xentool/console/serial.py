@@ -24,7 +24,7 @@ class SerialStream:
         self.ended = False  # QEMU closed the socket: the device model is gone
 
     @classmethod
-    def connect(cls, path: str, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> "SerialStream":
+    def connect(cls, path: str, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> SerialStream:
         """Connect to QEMU's serial socket, which QEMU makes early in its start (xentool connects
         while QEMU is still starting); SerialGone once ``alive`` says QEMU is not."""
         deadline = time.monotonic() + timeout

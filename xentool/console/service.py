@@ -16,15 +16,15 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import BinaryIO
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from hypercalls.interface import Hypervisor, ShutdownReason
 from pvdrivers.console import ConsoleBackend
 from pvdrivers.console_ring import ConsoleRing
-from xentool.console.serial import SerialGone, SerialStream
-from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pid_path, console_socket_path
 from xentool import obituaries
+from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pid_path, console_socket_path
+from xentool.console.serial import SerialGone, SerialStream
 from xentool.daemon import become_daemon
 from xentool.devicemodel.paths import device_model_log_path, dm_state_path
 from xentool.devicemodel.privilege import remove_chroot

@@ -284,7 +284,7 @@ class _Layout:
         return -(-(self.next - self.start) // PAGE_SIZE)
 
 
-def checksum(data: bytes) -> int:
+def checksum(data: bytes | bytearray) -> int:
     """The byte that makes ``data`` sum to zero modulo 256 (ACPI's table checksum)."""
     return -sum(data) & 0xFF
 

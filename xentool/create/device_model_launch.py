@@ -19,8 +19,8 @@ from xentool.console.paths import RUN_DIR, serial_socket_path
 from xentool.create.build import RestoreSource
 from xentool.create.plan import Bindings, Op, Step
 from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv, qemu_binary, serial_to_console
-from xentool.devicemodel.privilege import choose_privilege
 from xentool.devicemodel.paths import device_model_log_path
+from xentool.devicemodel.privilege import choose_privilege
 from xentool.devicemodel.process import start_device_model, stop_device_model
 from xentool.devicemodel.state import INCOMING_FD
 from xentool.devicemodel.vnc import choose_vnc_display

@@ -46,8 +46,7 @@ def execute(plan: BuildPlan, hv: Hypervisor, timings: list[OpTiming] | None = No
             try:
                 op.apply(hv, xs, bound)
             except BaseException as cause:
-                # The failed operation's partial work first (a QEMU it started), then the rest.
-                leftovers = _undo_failed(op, hv, bound) + _undo(done, hv, bound)
+                leftovers = _undo(op, done, hv, bound)
                 if not isinstance(cause, Exception):
                     raise  # KeyboardInterrupt, SystemExit: undone, and passed on as they are
                 raise CreationError(plan.name, step.name, cause, [str(f) for f in leftovers]) from cause
@@ -65,22 +64,16 @@ def _first_line(op: Op, bound: Bindings) -> str:
         return line
 
 
-def _undo_failed(op: Op, hv: Hypervisor, bound: Bindings) -> list[FailedUndo]:
-    try:
-        op.undo_failed(hv, hv.xenstore(), bound)
-    except Exception as cause:  # the completed operations are still to be undone
-        log.warning("undo failed: %s", cause)
-        return [FailedUndo(op, cause)]
-    return []
-
-
-def _undo(done: list[Op], hv: Hypervisor, bound: Bindings) -> list[FailedUndo]:
+def _undo(failed: Op, done: list[Op], hv: Hypervisor, bound: Bindings) -> list[FailedUndo]:
+    """The failed operation's partial work first (a QEMU it started), then the completed ones in
+    reverse; one undo failing does not stop the others, and all failures are reported."""
     xs = hv.xenstore()
+    undos = [(failed, failed.undo_failed)] + [(op, op.undo) for op in reversed(done)]
     failures: list[FailedUndo] = []
-    for op in reversed(done):
+    for op, undo in undos:
         try:
-            op.undo(hv, xs, bound)
-        except Exception as cause:  # keep undoing the rest; report all of it
+            undo(hv, xs, bound)
+        except Exception as cause:  # noqa: BLE001 - reported with the creation's own error
             log.warning("undo failed: %s", cause)
             failures.append(FailedUndo(op, cause))
     return failures

@@ -115,7 +115,7 @@ class Op(abc.ABC):
     @abc.abstractmethod
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None: ...
 
-    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+    def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:  # noqa: B027 - a default, not a gap
         """Reverse :meth:`apply`, also a partial one; operations whose work destroying the domain
         undoes anyway (a memory cap, a pinning) do nothing."""
 

@@ -48,10 +48,10 @@ def check_hvm_device_model(config: GuestConfig) -> None:
     choose_privilege(config, 1)  # an unprivileged user to run QEMU as
     firmware = firmware_of(config)
     bios = OVMF if firmware == Firmware.UEFI else SEABIOS
-    for path, what, fix in ((HVMLOADER, "hvmloader", "install xen-utils-4.17"),
-                            (bios, firmware.value, f"install {PACKAGES[firmware]}")):
-        if not Path(path).is_file():
-            raise DeviceError(config.name, "firmware", f"{what} {path} is not there; {fix}")
+    for image, what, fix in ((HVMLOADER, "hvmloader", "install xen-utils-4.17"),
+                             (bios, firmware.value, f"install {PACKAGES[firmware]}")):
+        if not Path(image).is_file():
+            raise DeviceError(config.name, "firmware", f"{what} {image} is not there; {fix}")
     for key, path in (("kernel", config.kernel), ("ramdisk", config.ramdisk)):
         if path and not Path(path).is_file():
             raise DeviceError(config.name, key, f"{path} does not exist; QEMU loads it for direct kernel boot")

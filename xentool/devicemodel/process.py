@@ -18,9 +18,10 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hypercalls.errors import XenError
 from hypercalls.interface import XenStore, perms
@@ -158,8 +159,8 @@ def wait_until_running(xs: XenStore, domid: int, pid: int, log_path: Path, timeo
         os.close(pidfd)
 
 
-def wait_until_prelaunch(domid: int, pid: int, log_path: Path, commands: list[tuple[str, dict | None]] = (),
-                         timeout: float = START_TIMEOUT) -> list:
+def wait_until_prelaunch(domid: int, pid: int, log_path: Path, commands: Sequence[tuple[str, dict[str, Any] | None]] = (),
+                         timeout: float = START_TIMEOUT) -> list[Any]:
     """A restricted QEMU has no xenstore to say ``running`` in: started with -S, it is ready when
     QMP answers ``prelaunch`` (libxl's device_model_qmp_cb).  ``commands`` run in the same QMP
     session after that query-status; returns their results (connections cost, in a slow dom0)."""

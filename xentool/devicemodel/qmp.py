@@ -47,7 +47,7 @@ async def _execute(path: str, commands: list[tuple[str, dict[str, Any] | None]],
                 pass_fd = None
             results.append(await asyncio.wait_for(client.execute(name, arguments), timeout))
         return results
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise QmpFailed(f"QMP {current} on {path}: no answer within {timeout:.0f} s") from None
     except (QMPError, OSError) as e:
         raise QmpFailed(f"QMP {current} on {path}: {e}") from e

@@ -20,7 +20,7 @@ from xentool.hotplug.network import check_network
 def stable_mac(uuid: str, devid: int) -> str:
     """A MAC in Xen's OUI 00:16:3e, derived from the domain's uuid so it survives restarts."""
     digest = hashlib.sha256(f"{uuid}/{devid}".encode()).digest()
-    return "00:16:3e:%02x:%02x:%02x" % (digest[0] & 0x7F, digest[1], digest[2])
+    return f"00:16:3e:{digest[0] & 0x7F:02x}:{digest[1]:02x}:{digest[2]:02x}"
 
 
 def vif_backend_path(vif: Vif, devid: int) -> str:

@@ -111,9 +111,9 @@ class Port:
                 p.register(self.fd, select.POLLOUT)
                 for _, ev in p.poll(1000):
                     if ev & select.POLLHUP:
-                        raise HostGone()
+                        raise HostGone() from None
                 if not self.connected():
-                    raise HostGone()
+                    raise HostGone() from None
             except OSError as e:
                 if e.errno in (errno.ENOTCONN, errno.EPIPE, errno.ENODEV):
                     raise HostGone() from e
@@ -132,7 +132,7 @@ class Port:
                 self.handle(request)
             except HostGone:
                 pass
-            except Exception as e:  # never let one bad request kill the port
+            except Exception as e:  # noqa: BLE001 - never let one bad request kill the port
                 try:
                     self.send({"id": request.get("id"), "t": "reply", "error": f"{type(e).__name__}: {e}"})
                 except HostGone:
@@ -165,6 +165,7 @@ class Port:
             self.send({"id": rid, "t": "err", "d": b64(f"xentool lab: {argv[0]}: {e.strerror} ({e.filename})\n")})
             self.send({"id": rid, "t": "exit", "rc": rc})
             return
+        assert child.stdout is not None and child.stderr is not None  # both are PIPEs
         streams = {child.stdout.fileno(): "out", child.stderr.fileno(): "err"}
         try:
             while streams:

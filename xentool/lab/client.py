@@ -15,9 +15,9 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from xentool.lab.errors import AgentError, ExecTimeout
 from xentool.lab.qemu import AGENT_PORTS
@@ -81,7 +81,7 @@ class AgentConnection:
             os.close(self.lock_fd)
             self.lock_fd = -1
 
-    def __enter__(self) -> "AgentConnection":
+    def __enter__(self) -> AgentConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -113,7 +113,7 @@ class AgentConnection:
             self.sock.settimeout(wait)
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError() from None
             except OSError as e:
                 raise AgentError(f"lost the connection to the lab's agent: {e}") from e

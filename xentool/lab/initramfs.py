@@ -39,7 +39,7 @@ class ModuleTree:
     builtin: frozenset[str]
 
     @classmethod
-    def parse(cls, modules_dep: str, modules_builtin: str = "") -> "ModuleTree":
+    def parse(cls, modules_dep: str, modules_builtin: str = "") -> ModuleTree:
         deps: dict[str, list[str]] = {}
         paths: dict[str, str] = {}
         for line in modules_dep.splitlines():
@@ -53,7 +53,7 @@ class ModuleTree:
         return cls(deps, paths, builtin)
 
     @classmethod
-    def load(cls, modules_dir: Path) -> "ModuleTree":
+    def load(cls, modules_dir: Path) -> ModuleTree:
         builtin = modules_dir / "modules.builtin"
         return cls.parse((modules_dir / "modules.dep").read_text(),
                          builtin.read_text() if builtin.exists() else "")
@@ -194,7 +194,7 @@ def contents(busybox: Path, modules_dir: Path, wanted: tuple[str, ...] = DOM0_MO
     entries.append(Entry("init", stat.S_IFREG | 0o755, INIT_SCRIPT.encode()))
     flat = [Path(p).name for p in order]
     entries.append(Entry("modules.order", stat.S_IFREG | 0o644, ("\n".join(flat) + "\n").encode()))
-    for rel, name in zip(order, flat):
+    for rel, name in zip(order, flat, strict=True):
         entries.append(Entry(f"modules/{name}", stat.S_IFREG | 0o644, (modules_dir / rel).read_bytes()))
     return entries
 
