@@ -54,6 +54,16 @@ def test_dry_run_prints_the_plan_and_creates_nothing(capsys, sim_url, guest_file
     assert [r["name"] for r in json.loads(out)] == ["Domain-0"]
 
 
+def test_dry_run_shows_only_the_steps_the_connected_hypervisor_runs(capsys, monkeypatch, sim_url, guest_file):
+    # The simulator has no kernel backends and serves consoles itself: its plan leaves them out.
+    monkeypatch.delenv("XENTOOL_CONNECT", raising=False)
+    _, simulated, _ = run(capsys, "--connect", sim_url, "create", "--dry-run", str(guest_file))
+    _, real, _ = run(capsys, "create", "--dry-run", str(guest_file))
+    for step in ("start the console backend", "wait until blkback and netback"):
+        assert step in real and step not in simulated
+    assert "xc_domain_create" in simulated
+
+
 def test_bad_config_gives_one_line_per_issue_and_exit_2(capsys, sim_url, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ntype: pv\nkernel: /k\nmemory: lots\n")

@@ -111,7 +111,8 @@ def create(
     overrides: list[str] = typer.Argument(None, help="KEY=VALUE settings that override the file (xl style)."),
     paused: bool = typer.Option(False, "-p", "--paused", help="Leave the domain paused."),
     console: bool = typer.Option(False, "-c", "--console", help="Attach to the console after creating."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the build plan; create nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the build plan (for the --connect hypervisor; real "
+                                 "Xen's without one); create nothing."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     timings: bool = typer.Option(False, "--timings", help="Say on stderr how long each step took."),
 ) -> None:
@@ -122,9 +123,13 @@ def create(
     config = load_config(config_file, overrides or [])
     loaded = time.monotonic()
     if dry_run:
-        from xentool.create import plan_creation
+        if options.connect:  # the plan of that hypervisor: the simulator's leaves out what it lacks
+            with _toolstack() as xt:
+                plan = xt.plan(config, paused)
+        else:  # touching no hypervisor (this may be no dom0): what real Xen would run
+            from xentool.create import plan_creation
 
-        plan = plan_creation(config, str(config.uuid) if config.uuid else "{uuid}", paused)
+            plan = plan_creation(config, str(config.uuid) if config.uuid else "{uuid}", paused)
         if as_json:
             _print_json(plan.to_json())
         else:
