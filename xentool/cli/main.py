@@ -22,7 +22,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import typer
 
 from hypercalls.errors import HypervisorError, XenError
-from xentool.errors import XentoolError
+from xentool.errors import ConfigError, XentoolError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -463,7 +463,6 @@ def host_info(as_json: bool = typer.Option(False, "--json", help="Machine-readab
 def config_check(files: list[Path] = typer.Argument(..., help="Config files to validate.")) -> None:
     """Validate config files without touching any hypervisor."""
     from xentool.config import load_config
-    from xentool.errors import ConfigError
 
     failed: list[ConfigError] = []
     for path in files:
