@@ -50,7 +50,6 @@ REAL_RECORDS_DIR = Path("/var/lib/xentool/domains")
 RESTART_WAIT_SECONDS = 120.0
 
 
-
 @dataclass(frozen=True)
 class DomainDetails(DomainSummary):
     """`xentool info`: the summary plus the balloon target, vcpu limit and the config, if known."""
@@ -263,8 +262,8 @@ class Toolstack:
 
     def _ensure_supervised(self) -> None:
         """On a real host, somebody must keep a new guest's on_* promises from now on: the
-        supervisor, started if it is not running.  (Not in _create: the supervisor's own restarts
-        go through _create.)"""
+        supervisor, started if it is not running.  (Not in create_guest: the supervisor's own
+        restarts go through it.)"""
         if self.hv.needs_console_backend:
             self.start_supervisor()
 

@@ -24,7 +24,7 @@ from pvdrivers.blkif import vdev_to_devid
 from pvdrivers.xenbus import XenbusState, frontend_path
 from xentool.config.model import Access, Disk, Vif
 from xentool.create.plan import Bindings, XenstoreTransaction
-from xentool.devicemodel.paths import device_model_log_path, dm_pid_path
+from xentool.devicemodel.paths import device_model_log_path
 from xentool.devicemodel.qdisk import wait_until_taken_up
 from xentool.devices.disk import check_disk, disk_backend_path, disk_kind, disk_nodes
 from xentool.devices.nodes import XsNode, backend_domid
@@ -33,6 +33,7 @@ from xentool.errors import DeviceError
 from xentool.hotplug import network
 from xentool.hotplug.backend import backend_state, sysfs_device, wait_for
 from xentool.hotplug.block import VbdTarget, attach_vbd
+from xentool.lifecycle import has_device_model
 
 CONNECT_TIMEOUT = 30.0  # seconds for a running guest's front end to connect a new device
 CLOSE_TIMEOUT = 10.0  # libxl's LIBXL_DESTROY_TIMEOUT: for the guest to let go of a device
@@ -118,8 +119,7 @@ def attach_disk(hv: Hypervisor, domid: int, domain: str, uuid: str, disk: Disk,
 def _serves_qdisk(hv: Hypervisor, domid: int) -> bool:
     """Whether the domain has a QEMU serving qdisk: a PV or PVH guest's (an HVM guest's runs
     restricted, where Xen's QEMU cannot)."""
-    has_qemu = hv.xenstore().read_or(dm_pid_path(domid)) is not None
-    return hv.runs_device_models and has_qemu and hv.domain_getinfo(domid).guest_type != GuestType.HVM
+    return hv.runs_device_models and has_device_model(hv, domid) and hv.domain_getinfo(domid).guest_type != GuestType.HVM
 
 
 def attach_vif(hv: Hypervisor, domid: int, domain: str, uuid: str, vif: Vif,
