@@ -24,7 +24,7 @@ from hypercalls.connect import open_hypervisor
 from hypercalls.errors import BackendUnavailable, XenError
 from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason
 from pvdrivers.blkif import vdev_to_devid
-from xentool import lifecycle, obituaries, savefile
+from xentool import lifecycle, obituaries
 from xentool.console.attach import ConsoleUnavailable, attach
 from xentool.console.paths import console_log_path, console_socket_path
 from xentool.devicemodel.qmp import QmpFailed
@@ -250,6 +250,7 @@ class Toolstack:
     def restore(self, path: str | Path, paused: bool = False, timings: list[OpTiming] | None = None) -> DomainSummary:
         """Bring back a guest saved by :meth:`save`, with its uuid, config and devices; it goes on
         where it stopped.  The file is checked whole before anything is created."""
+        from xentool import savefile  # hashlib: only restore reads a save file
         from xentool.config import config_from_dict
         from xentool.create import RestoreSource
 

@@ -14,7 +14,7 @@ Only ``device_model.privileged: true`` runs QEMU as root with all of Xen: the co
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
 import pwd
 import resource
@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 from xentool.errors import DeviceError
 
 if TYPE_CHECKING:  # the config model is not loaded to stop or destroy a guest's QEMU
+    import ctypes
+
     from xentool.config import GuestConfig
 
 RANGE_BASE_USER = "xen-qemuuser-range-base"
@@ -97,6 +99,8 @@ def _unprivileged_user(config: GuestConfig, domid: int) -> str:
 
 def prepare_chroot(privilege: Privilege) -> None:
     """An empty directory nobody may enter (libxl removes and recreates it at each start)."""
+    if privilege.restricted:
+        libc()  # for restrict_this_process, in the child QEMU will be
     if privilege.chroot:
         path = Path(privilege.chroot)
         if path.is_dir():
@@ -113,14 +117,29 @@ def remove_chroot(domid: int) -> None:
 
 CLONE_NEWNS = 0x00020000  # <sched.h>; os.unshare arrives only with Python 3.12
 CLONE_NEWIPC = 0x08000000
-# Loaded here, not in the child: importing ctypes after the fork would cost each QEMU start.
-_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library, for unshare().  Loaded by the parent (prepare_chroot), not in the child:
+    loading it after the fork would cost each QEMU start.  Imported here, not at the top: `list`
+    and `destroy` import this module (to remove a QEMU's chroot) and need no ctypes (2 ms to
+    import here, many times that in the lab's dom0, where Python runs under TCG)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _errno() -> int:
+    import ctypes  # loaded by libc() already: a lookup in sys.modules
+
+    return ctypes.get_errno()
 
 
 def restrict_this_process() -> None:  # pragma: no cover - runs in QEMU's child before exec
     """What libxl does in the child before exec'ing a restricted QEMU."""
-    if _LIBC.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
+    if libc().unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
+        raise OSError(_errno(), "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
     for limit, value in RLIMITS.items():
         resource.setrlimit(limit, (value, value))
 
