@@ -35,7 +35,9 @@ class SaveResult:
     kept_running: bool
 
 
-def save_guest(hv: Hypervisor, records: RecordStore, domain: DomainSummary, path: str | os.PathLike[str], checkpoint: bool = False) -> SaveResult:
+def save_guest(
+    hv: Hypervisor, records: RecordStore, domain: DomainSummary, path: str | os.PathLike[str], checkpoint: bool = False
+) -> SaveResult:
     record = records.load(domain.uuid)
     if record is None:
         raise UsageError(f"domain {domain.name} was not created by xentool, so there is no config to save with it; "

@@ -16,7 +16,9 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
     st.text(max_size=20), st.sampled_from(["pv", "hvm", "xvda", "512M", "0-3", "00:16:3e:00:00:01", "cdrom", "rw", "/k"]),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)), max_leaves=20)
+values = st.recursive(
+    scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)), max_leaves=20
+)
 configs = st.dictionaries(st.sampled_from(KEYS), values, max_size=8)
 
 

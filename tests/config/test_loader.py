@@ -148,7 +148,11 @@ def test_tabs_get_a_hint():
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("", "g.yaml: the config is empty"), ("- a\n", "g.yaml:1:1: a guest config is a mapping"), ("42\n", "g.yaml:1:1: a guest config is a mapping")],
+    [
+        ("", "g.yaml: the config is empty"),
+        ("- a\n", "g.yaml:1:1: a guest config is a mapping"),
+        ("42\n", "g.yaml:1:1: a guest config is a mapping"),
+    ],
 )
 def test_document_that_is_not_a_mapping(text, expected):
     assert one_issue(text).startswith(expected)
@@ -217,5 +221,7 @@ def test_yaml_does_not_turn_macs_into_numbers():
 
 def test_alias_cycles_and_bombs_are_issues():
     assert "circular" in one_issue("name: &a [*a]\n") or "nested" in one_issue("name: &a [*a]\n")
-    bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6))
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6)
+    )
     assert "more than" in one_issue(bomb)

@@ -61,7 +61,9 @@ nosuchthing = "x"
 
 def test_realistic_pv_cfg():
     config, warnings = xl_config(PV_CFG)
-    assert (config.name, config.type, config.memory, config.maxmem, config.vcpus, config.max_vcpus) == ("debian-pv", GuestType.PV, 1024, 2048, 2, 4)
+    assert (config.name, config.type, config.memory, config.maxmem, config.vcpus, config.max_vcpus) == (
+        "debian-pv", GuestType.PV, 1024, 2048, 2, 4
+    )
     assert config.cmdline == "root=/dev/xvda2 ro console=hvc0 elevator=noop"
     assert config.cpus == [0, 1, 2, 3]
     assert [(d.target, d.vdev, d.access) for d in config.disks] == [

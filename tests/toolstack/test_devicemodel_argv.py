@@ -243,7 +243,10 @@ def test_scsi_disk_past_the_adapters_targets_is_refused():
         device_model_argv(hvm(disks=[{"target": "/srv/a.img", "vdev": "sdh"}]), setup())
 
 
-@pytest.mark.parametrize(("serial", "expected"), [("file:/var/log/xen/hvm1-serial.log", ["file:/var/log/xen/hvm1-serial.log"]), ("none", []), ("null", []), (None, [])])
+@pytest.mark.parametrize(
+    ("serial", "expected"),
+    [("file:/var/log/xen/hvm1-serial.log", ["file:/var/log/xen/hvm1-serial.log"]), ("none", []), ("null", []), (None, [])],
+)
 def test_serial_without_a_socket_goes_to_qemu_as_given(serial, expected):
     argv = device_model_argv(hvm(serial=serial), setup(serial_socket=None))
     assert values(argv, "-serial") == expected

@@ -207,7 +207,9 @@ def _parse_yaml(text: str, source: str, positions: _Positions) -> tuple[Any, lis
         loader = _SafeLoader(text)  # reads ahead: may already raise a ReaderError
         node = loader.get_single_node()
         if node is None:
-            raise ConfigError([ConfigIssue(source, None, None, "", "the config is empty; a guest config is a mapping of keys, like name: web")])
+            raise ConfigError(
+                [ConfigIssue(source, None, None, "", "the config is empty; a guest config is a mapping of keys, like name: web")]
+            )
         builder = _Builder(loader, positions)
         data = builder.build(node, ())
         return data, builder.issues
@@ -220,7 +222,9 @@ def _parse_yaml(text: str, source: str, positions: _Positions) -> tuple[Any, lis
         where = _mark(source, e.mark)
         raise ConfigError([ConfigIssue(source, where.line, where.column, "", e.message)]) from None
     except RecursionError:
-        raise ConfigError([ConfigIssue(source, None, None, "", f"nested too deeply; a guest config is at most {MAX_DEPTH} levels deep")]) from None
+        raise ConfigError(
+            [ConfigIssue(source, None, None, "", f"nested too deeply; a guest config is at most {MAX_DEPTH} levels deep")]
+        ) from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -257,7 +261,9 @@ def _apply_overrides(data: dict[str, Any], overrides: Iterable[str], positions: 
         key, _, value_text = text.partition("=")
         key = key.strip()
         if not _OVERRIDE_KEY.match(key):
-            issues.append(ConfigIssue(CMDLINE, None, None, key, "not a key; write a key like memory, hvm.boot or disks[0].vdev before the ="))
+            issues.append(
+                ConfigIssue(CMDLINE, None, None, key, "not a key; write a key like memory, hvm.boot or disks[0].vdev before the =")
+            )
             continue
         path: KeyPath = tuple(name if name else int(index) for name, index in _KEY_PART.findall(key))
         container: Any = data
@@ -277,7 +283,10 @@ def _apply_overrides(data: dict[str, Any], overrides: Iterable[str], positions: 
                     problem = f"{key_path_text(path[:depth])} is not a mapping, so it has no {part}"
                     break
                 if container.get(part) is not None and not isinstance(container[part], (dict, list)):
-                    problem = f"{key_path_text(path[: depth + 1])} is {_shown(container[part])}, not a mapping, so it has no {key_path_text(path[depth + 1 :])}"
+                    problem = (
+                        f"{key_path_text(path[: depth + 1])} is {_shown(container[part])}, "
+                        f"not a mapping, so it has no {key_path_text(path[depth + 1 :])}"
+                    )
                     break
                 if not isinstance(container.get(part), (dict, list)):
                     if isinstance(nxt, int):
@@ -414,7 +423,9 @@ def _issues_from(error: ValidationError, positions: _Positions) -> list[ConfigIs
         if kind == "value_error" and isinstance(ctx.get("error"), FieldProblems):
             for sub, message in ctx["error"].problems:
                 path = loc + tuple(sub)
-                issues.append(positions.issue(positions.key(path) if path not in positions.values else positions.value(path), path, message))
+                issues.append(
+                    positions.issue(positions.key(path) if path not in positions.values else positions.value(path), path, message)
+                )
         elif kind == "extra_forbidden":
             issues.append(positions.issue(positions.key(loc), loc, _unknown_key(loc)))
         elif kind == "missing":

@@ -290,11 +290,15 @@ class Disk(_Section):
     def _consistent(self) -> Disk:
         problems: list[tuple[tuple[str | int, ...], str]] = []
         if not self.target and self.devtype != DevType.CDROM:
-            problems.append((("target",), "missing; a disk needs a target (its image file or block device); only an empty cdrom drive may leave it out"))
+            problems.append(
+                (("target",), "missing; a disk needs a target (its image file or block device); only an empty cdrom drive may leave it out")
+            )
         if self.devtype == DevType.CDROM and self.access == Access.RW:
             problems.append((("access",), "a cdrom is read-only; use ro or leave access out"))
         if self.format == DiskFormat.EMPTY and self.target:
-            problems.append((("format",), "format empty is for a cdrom drive with nothing in it; remove the target or pick the image's format"))
+            problems.append(
+                (("format",), "format empty is for a cdrom drive with nothing in it; remove the target or pick the image's format")
+            )
         if self.backendtype == BackendType.PHY and self.format not in (DiskFormat.RAW, DiskFormat.EMPTY):
             problems.append((("backendtype",), f"phy serves raw images and devices only; use qdisk for {self.format.value}"))
         if problems:
@@ -330,7 +334,9 @@ class Vif(_Section):
         None, description="The guest's IP addresses (space-separated): routed to it in route mode (IPv4), recorded otherwise."
     )
     gatewaydev: str | None = Field(
-        None, description="Route mode: the dom0 interface whose IPv4 address the guest reaches dom0 by. Unset: the interface of dom0's default route."
+        None,
+        description="Route mode: the dom0 interface whose IPv4 address the guest reaches dom0 by. "
+        "Unset: the interface of dom0's default route.",
     )
     vifname: str | None = Field(None, description="The backend interface's name in the backend domain. Unset: vifDOMID.DEVID.")
 
@@ -518,7 +524,9 @@ def _cpus(value: Any) -> Any:
 def _serial(value: str | None) -> str | None:
     if value is None:
         return None
-    if value in ("pty", "stdio", "null", "none", "vc", "mon:stdio") or value.startswith(("file:", "/dev/", "tcp:", "udp:", "unix:", "pipe:", "telnet:")):
+    if value in ("pty", "stdio", "null", "none", "vc", "mon:stdio") or value.startswith(
+        ("file:", "/dev/", "tcp:", "udp:", "unix:", "pipe:", "telnet:")
+    ):
         return value
     raise ValueError(f"{_shown(value)} is not a serial backend; use pty, file:/path, /dev/DEVICE, tcp:HOST:PORT, unix:/path or none")
 
@@ -533,7 +541,9 @@ class GuestConfig(BaseModel):
     )
     type: GuestType = Field(GuestType.PV, description="pv (paravirtualized), pvh (PV in an HVM container) or hvm (fully virtualized).")
     uuid: uuid_module.UUID | None = Field(None, description="The domain's uuid. Unset: a new random one at each create.")
-    kernel: str | None = Field(None, description="The kernel image to boot. Required for pv and pvh; for hvm, a kernel for QEMU to boot directly.")
+    kernel: str | None = Field(
+        None, description="The kernel image to boot. Required for pv and pvh; for hvm, a kernel for QEMU to boot directly."
+    )
     ramdisk: str | None = Field(None, description="The initial ramdisk (initrd) loaded with the kernel.")
     cmdline: str = Field("", description="The kernel command line.")
     memory: SizeMiB = Field(128, description="Memory at boot, in MiB (or a size like 512M, 2G).")
@@ -592,7 +602,11 @@ class GuestConfig(BaseModel):
             problems.append((("ramdisk",), "a ramdisk goes with a kernel; set kernel too, or remove ramdisk"))
         if self.maxmem is not None and self.maxmem < self.memory:
             problems.append(
-                (("maxmem",), f"{self.maxmem} MiB is less than memory ({self.memory} MiB); maxmem is what the guest may grow to, so at least memory")
+                (
+                    ("maxmem",),
+                    f"{self.maxmem} MiB is less than memory ({self.memory} MiB); "
+                    "maxmem is what the guest may grow to, so at least memory",
+                )
             )
         if self.maxvcpus is not None and self.maxvcpus < self.vcpus:
             problems.append((("maxvcpus",), f"{self.maxvcpus} is less than vcpus ({self.vcpus}); maxvcpus must be at least vcpus"))
@@ -603,7 +617,9 @@ class GuestConfig(BaseModel):
         if self.type == GuestType.HVM:
             videoram = self.hvm.videoram if self.hvm else 8
             if self.memory <= videoram:
-                problems.append((("memory",), f"{self.memory} MiB leaves nothing after the {videoram} MiB of video memory; give the guest more"))
+                problems.append(
+                    (("memory",), f"{self.memory} MiB leaves nothing after the {videoram} MiB of video memory; give the guest more")
+                )
         seen: dict[int, int] = {}
         for index, disk in enumerate(self.disks):
             devid = vdev_to_devid(disk.vdev)
@@ -617,7 +633,9 @@ class GuestConfig(BaseModel):
         macs: dict[str, int] = {}
         for index, vif in enumerate(self.vifs):
             if vif.mac and vif.mac in macs:
-                problems.append((("vifs", index, "mac"), f'"{vif.mac}" is already used by vifs[{macs[vif.mac]}]; every vif needs its own MAC'))
+                problems.append(
+                    (("vifs", index, "mac"), f'"{vif.mac}" is already used by vifs[{macs[vif.mac]}]; every vif needs its own MAC')
+                )
             elif vif.mac:
                 macs[vif.mac] = index
             if self.type == GuestType.HVM and vif.mode == VifMode.ROUTE and vif.type != VifType.VIF:

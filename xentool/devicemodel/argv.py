@@ -253,7 +253,8 @@ def _disk_args(config: GuestConfig) -> list[str]:
             raise DeviceError(
                 config.name,
                 disk.vdev,
-                f"QEMU emulates {IDE_SLOTS} IDE devices and slot {slot} (hd{'abcd'[slot]}) is already {ide_slots[slot]}'s; use another vdev",
+                f"QEMU emulates {IDE_SLOTS} IDE devices and slot {slot} (hd{'abcd'[slot]}) "
+                f"is already {ide_slots[slot]}'s; use another vdev",
             )
         ide_slots[slot] = disk.vdev
 
@@ -265,7 +266,9 @@ def _disk_args(config: GuestConfig) -> list[str]:
             # libxl emulates a cdrom of any prefix on IDE, by its disk index.
             if index >= IDE_SLOTS:
                 raise DeviceError(
-                    config.name, disk.vdev, "QEMU emulates a cdrom on IDE only, so it must be one of the first 4 disks (hda..hdd or xvda..xvdd)"
+                    config.name,
+                    disk.vdev,
+                    "QEMU emulates a cdrom on IDE only, so it must be one of the first 4 disks (hda..hdd or xvda..xvdd)",
                 )
             take_ide_slot(disk, index)
             drive_id = f"ide-{vdev_to_devid(disk.vdev)}"
@@ -275,7 +278,9 @@ def _disk_args(config: GuestConfig) -> list[str]:
             args += ["-drive", drive, "-device", f"ide-cd,id={drive_id},drive={drive_id},bus=ide.{index // 2},unit={index % 2}"]
         elif prefix == "sd":
             if index >= LSI_TARGETS:
-                raise DeviceError(config.name, disk.vdev, f"QEMU's SCSI adapter has {LSI_TARGETS} targets, sda..sdg; use one of those or an xvd disk")
+                raise DeviceError(
+                    config.name, disk.vdev, f"QEMU's SCSI adapter has {LSI_TARGETS} targets, sda..sdg; use one of those or an xvd disk"
+                )
             readonly = "on" if disk.access.value == "ro" else "off"
             drive_id = f"scsi0-hd{index}"
             args += ["-drive", f"{file},id={drive_id},format={fmt},if=none,readonly={readonly},cache=writeback"]

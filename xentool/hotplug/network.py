@@ -69,8 +69,12 @@ def dom0_address(domain: str, devid: int, gatewaydev: str | None) -> str:
                           "set the vif's gatewaydev to a dom0 interface with an IPv4 address")
     address = netdev.ipv4_address(device) if netdev.exists(device) else None
     if address is None:
-        raise DeviceError(domain, f"vif {devid}", f"gatewaydev {device} {'has no IPv4 address' if netdev.exists(device) else 'does not exist'} "
-                          "in dom0; a routed vif takes dom0's address from it: give it one, or name another gatewaydev")
+        raise DeviceError(
+            domain,
+            f"vif {devid}",
+            f"gatewaydev {device} {'has no IPv4 address' if netdev.exists(device) else 'does not exist'} "
+            "in dom0; a routed vif takes dom0's address from it: give it one, or name another gatewaydev",
+        )
     return address
 
 

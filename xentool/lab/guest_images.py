@@ -143,7 +143,9 @@ def hello_initramfs(busybox: Path, modules_dir: Path | None = None) -> bytes:
         order = ModuleTree.load(modules_dir).load_order(GUEST_MODULES)
         names = [Path(p).name for p in order]
         entries += [Entry(d, stat.S_IFDIR | 0o755) for d in ("lib", "lib/modules", "etc", "etc/acpi", "etc/acpi/PWRF")]
-        entries += [Entry(f"lib/modules/{n}", stat.S_IFREG | 0o644, (modules_dir / p).read_bytes()) for p, n in zip(order, names, strict=True)]
+        entries += [
+            Entry(f"lib/modules/{n}", stat.S_IFREG | 0o644, (modules_dir / p).read_bytes()) for p, n in zip(order, names, strict=True)
+        ]
         entries.append(Entry("lib/modules/order", stat.S_IFREG | 0o644, ("\n".join(names) + "\n").encode()))
         entries.append(Entry("etc/acpi/PWRF/00000080", stat.S_IFREG | 0o755, POWER_BUTTON_HANDLER.encode()))
     return gzip.compress(newc_archive(entries), compresslevel=6, mtime=0)
