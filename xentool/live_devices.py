@@ -2,9 +2,8 @@
 block-detach, block-list and their network- twins).
 
 Attach checks the device and writes its nodes as create does (xentool.devices), does the same
-hotplug work (xentool.hotplug), then
-waits for both halves to reach Connected: a guest without the front end driver fails the attach,
-and the device is taken away again.  Detach is libxl__initiate_device_generic_remove: the backend is
+hotplug work (xentool.hotplug), then waits for both halves to reach Connected: a guest without the
+front end driver fails the attach, and the device is taken away again.  Detach is libxl__initiate_device_generic_remove: the backend is
 told to close (online 0, state Closing), the guest lets go (Closed), then the nodes go and the
 kernel backend releases the device (and with it the loop device or the vif interface).
 

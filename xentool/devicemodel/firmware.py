@@ -13,7 +13,7 @@ HVMLOADER = "/usr/lib/xen-4.17/boot/hvmloader"
 SEABIOS = "/usr/share/seabios/bios-256k.bin"
 OVMF = "/usr/share/ovmf/OVMF.fd"  # libxl's OVMF_PATH on Debian (package ovmf)
 BIOS_NAMES = {Firmware.BIOS: "seabios", Firmware.UEFI: "ovmf"}  # hvmloader/bios
-PACKAGES = {Firmware.BIOS: "seabios", Firmware.UEFI: "ovmf"}
+PACKAGES = {Firmware.BIOS: "seabios", Firmware.UEFI: "ovmf"}  # the Debian package that has the image
 
 
 def firmware_of(config: GuestConfig) -> Firmware:

@@ -130,16 +130,12 @@ def libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _errno() -> int:
-    import ctypes  # loaded by libc() already: a lookup in sys.modules
-
-    return ctypes.get_errno()
-
-
 def restrict_this_process() -> None:  # pragma: no cover - runs in QEMU's child before exec
     """What libxl does in the child before exec'ing a restricted QEMU."""
     if libc().unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
-        raise OSError(_errno(), "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
+        import ctypes  # the parent's libc() imported it: a lookup in sys.modules
+
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
     for limit, value in RLIMITS.items():
         resource.setrlimit(limit, (value, value))
 
