@@ -29,6 +29,8 @@ def is_dom0(capabilities: Path = XEN_CAPABILITIES) -> bool:
 
 
 def open_hypervisor(url: str | None = None) -> Hypervisor:
+    # Each backend is imported when it is asked for: the simulator's users need no compiled Xen
+    # bindings (a machine without Xen has none), and a dom0 loads no simulator.
     if url is None or url == "":
         if not is_dom0():
             raise BackendUnavailable("no Xen hypervisor here (this is not a Xen dom0)", NO_XEN_HINT)
