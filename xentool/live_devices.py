@@ -95,9 +95,10 @@ def attach_disk(hv: Hypervisor, domid: int, domain: str, uuid: str, disk: Disk,
     devid = vdev_to_devid(disk.vdev)
     if not disk.target:
         raise DeviceError(domain, label, "an empty drive cannot be attached; give the disk a target")
-    check_disk(domain, hv.domain_getinfo(domid).guest_type, disk)
+    guest_type = hv.domain_getinfo(domid).guest_type
+    check_disk(domain, guest_type, disk)
     qdisk = disk_kind(disk) == "qdisk"
-    if qdisk and not _serves_qdisk(hv, domid):
+    if qdisk and not _serves_qdisk(hv, domid, guest_type):
         raise DeviceError(domain, label, f"a {disk.format.value} disk needs QEMU's qdisk backend, and xentool starts that only "
                           "with a PV guest that has a qdisk disk when it is created; convert the image to raw "
                           "(qemu-img convert -O raw IN OUT), or give the guest its disk in its config")
@@ -115,10 +116,10 @@ def attach_disk(hv: Hypervisor, domid: int, domain: str, uuid: str, disk: Disk,
     return _plug(hv, domid, domain, label, "vbd", devid, disk_nodes(disk), backend, hotplug, "blkfront", timeout)
 
 
-def _serves_qdisk(hv: Hypervisor, domid: int) -> bool:
+def _serves_qdisk(hv: Hypervisor, domid: int, guest_type: GuestType) -> bool:
     """Whether the domain has a QEMU serving qdisk: a PV or PVH guest's (an HVM guest's runs
     restricted, where Xen's QEMU cannot)."""
-    return hv.runs_device_models and has_device_model(hv, domid) and hv.domain_getinfo(domid).guest_type != GuestType.HVM
+    return hv.runs_device_models and guest_type != GuestType.HVM and has_device_model(hv, domid)
 
 
 def attach_vif(hv: Hypervisor, domid: int, domain: str, uuid: str, vif: Vif,

@@ -97,7 +97,9 @@ def warm_up(entry: Entry) -> None:
     from hypercalls.connect import is_dom0
 
     if is_dom0():
-        importlib.import_module("hypercalls.xen").load_bindings()
+        from hypercalls.xen import load_bindings  # the real backend, which a dom0's commands use
+
+        load_bindings()
 
 
 def _build_converters(command: object) -> None:

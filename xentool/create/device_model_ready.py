@@ -10,7 +10,7 @@ from typing import Any
 
 from hypercalls.interface import GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
-from xentool.config.model import VifType
+from xentool.config.model import Vif, VifType
 from xentool.create.plan import Bindings, Op, Step
 from xentool.devicemodel.argv import tap_ifname
 from xentool.devicemodel.paths import device_model_log_path
@@ -87,7 +87,7 @@ class BridgeEmulatedNics(Op):
         taps = ", ".join(f"{tap_ifname(v, '{domid}', devid)} -> {v.bridge}" for devid, v in self._emulated())
         return f"emulated NICs' taps join their bridges, up: {taps}"
 
-    def _emulated(self) -> list[tuple[int, Any]]:
+    def _emulated(self) -> list[tuple[int, Vif]]:
         return [(devid, vif) for devid, vif in enumerate(self.config.vifs) if vif.type != VifType.VIF]
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
