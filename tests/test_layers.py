@@ -24,6 +24,8 @@ DEFERRED_IMPORTS_ALLOWED = {
     "xentool.cli.lab": "start-up: the lab only for lab commands",
     "xentool.cli.launch": "start-up: the launcher hands commands to the server without the CLI",
     "xentool.cli.command_server": "start-up: `xentool --help` must not load the hypervisor interface",
+    "xentool.cli.daemon": "start-up: the daemon's parts only for `daemon` commands",
+    "xentool.daemon": "ctypes (prctl) only in the daemon's forked children",
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid as uuid_module
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -27,9 +27,11 @@ from pvdrivers.blkif import vdev_to_devid
 from xentool import lifecycle, obituaries
 from xentool.console.attach import ConsoleUnavailable, attach
 from xentool.console.paths import console_log_path, console_socket_path
+from xentool.daemon_client import await_daemon, ensure_running, follow_events, wait_with_events
 from xentool.devicemodel.qmp import QmpFailed
 from xentool.domains import DOMAIN_GONE, DomainSummary, is_shut_down, state_of, summarize, wait_until
 from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, UsageError
+from xentool.events import RESTORED, Event, ask_for_look, publish
 from xentool.records import DomainRecord, RecordStore
 
 if TYPE_CHECKING:
@@ -258,31 +260,31 @@ class Toolstack:
         config = config_from_dict(saved.config, source=f"{path} (the saved config)")
         source = RestoreSource(str(path), saved.stream_offset, saved.dm_state_offset)
         domain = self._create(config, saved.uuid, paused, restore=source, timings=timings)
+        publish(Event(RESTORED, domain.name, domain.uuid, domain.domid, {"path": str(path)}))
         self._ensure_supervised()
         return domain
 
     def _ensure_supervised(self) -> None:
-        """On a real host, somebody must keep a new guest's on_* promises from now on: the
-        supervisor, started if it is not running.  (Not in create_guest: the supervisor's own
-        restarts go through it.)"""
+        """On a real host, somebody must keep a new guest's on_* promises from now on: the host's
+        daemon, started if it is not running.  (Not in create_guest: the daemon's own restarts go
+        through it.)"""
         if self.hv.needs_console_backend:
-            self.start_supervisor()
+            ensure_running()
 
-    def start_supervisor(self) -> int:
-        """Start the host's supervisor in the background unless one runs; returns its pid."""
-        from xentool import supervisor
+    # -- events ---------------------------------------------------------------------------------
+    def events(self, names: Sequence[str] = ()) -> Iterator[Event]:
+        """What happens to the guests called ``names`` (or to all), as it happens, from the host's
+        daemon (started if none runs); goes on across a restart of the daemon (see
+        :func:`xentool.daemon_client.follow_events`)::
 
-        return supervisor.ensure_running(self._supervisor_connection)
-
-    def run_supervisor(self) -> None:
-        """Be the host's supervisor, in this process, until SIGTERM (for a service manager)."""
-        from xentool import supervisor
-
-        supervisor.serve(self._supervisor_connection)
-
-    def _supervisor_connection(self) -> tuple[Hypervisor, RecordStore]:
-        """A connection of the supervisor's own, made in it after the fork."""
-        return self.hv.reopen(), RecordStore(self.records.directory)
+            for event in xt.events(["web"]):
+                print(event.kind, event.name, event.detail)
+        """
+        if self.hv.needs_console_backend:
+            await_daemon()
+        # On the simulator, only a daemon started by hand serves events (`xentool daemon run` with
+        # the same --connect): none is started for it, and without one this fails with one line.
+        return follow_events(names)
 
     def reconnect(self) -> Toolstack:
         """A new Toolstack on the same hypervisor and records, with a connection of its own (for a
@@ -316,6 +318,7 @@ class Toolstack:
     def pause(self, ref: str | int) -> None:
         domain = self._guest(ref)
         lifecycle.checked("pause", domain.name, lambda: self.hv.domain_pause(domain.domid))
+        ask_for_look()  # a pause fires no xenstore watch: the daemon's event comes at once, not at its next poll
 
     def unpause(self, ref: str | int) -> None:
         domain = self._guest(ref)
@@ -325,6 +328,7 @@ class Toolstack:
             except QmpFailed as e:
                 raise DomainOperationError("unpause", domain.name, e) from e
         lifecycle.checked("unpause", domain.name, lambda: self.hv.domain_unpause(domain.domid))
+        ask_for_look()
 
     def rename(self, ref: str | int, new_name: str) -> None:
         domain = self._guest(ref)
@@ -337,6 +341,7 @@ class Toolstack:
             raise UsageError(f"cannot rename {domain.name} to {new_name!r}: {e}") from None
         lifecycle.checked("rename", domain.name, lambda: lifecycle.rename(self.hv, domain.domid, new_name))
         self.records.renamed(domain.uuid, new_name)
+        ask_for_look()
 
     def mem_set(self, ref: str | int, memory_mib: int) -> None:
         domain = self._guest(ref)
@@ -434,14 +439,8 @@ class Toolstack:
         lifecycle.checked(word, domain.name, lambda: lifecycle.request_shutdown(self.hv, domain.domid, reason))
         if not wait:
             return domain.state
-        wait_until(
-            self.hv,
-            domain.domid,
-            is_shut_down,
-            f"domain {domain.name} to {word}",
-            timeout,
-            hint=f"the guest did not act on the {word} request; `xentool destroy {domain.name}` forces it off",
-        )
+        self._wait(domain, is_shut_down, f"domain {domain.name} to {word}", timeout,
+                   hint=f"the guest did not act on the {word} request; `xentool destroy {domain.name}` forces it off")
         return self._outcome(domain)
 
     def handle_shutdown(self, ref: str | int) -> str | None:
@@ -483,8 +482,16 @@ class Toolstack:
         def reached(info: DomainInfo | None) -> bool:
             return (DOMAIN_GONE if info is None else info.state.value) in wanted
 
-        info = wait_until(self.hv, domain.domid, reached, f"domain {domain.name} to be {'/'.join(sorted(wanted))}", timeout)
+        info = self._wait(domain, reached, f"domain {domain.name} to be {'/'.join(sorted(wanted))}", timeout)
         return DOMAIN_GONE if info is None else info.state.value
+
+    def _wait(self, domain: DomainSummary, done: Callable[[DomainInfo | None], bool], what: str, timeout: float,
+              hint: str = "") -> DomainInfo | None:
+        """Wait for ``done(info)``: woken by the daemon's events on a real host (by xenstore
+        watches where no daemon runs, and on the simulator)."""
+        if not self.hv.needs_console_backend:
+            return wait_until(self.hv, domain.domid, done, what, timeout, hint)
+        return wait_with_events(self.hv, domain.domid, domain.uuid, done, what, timeout, hint)
 
 
 def _device_spec(adapter: Any, value: Any, what: str) -> Any:

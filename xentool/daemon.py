@@ -1,5 +1,5 @@
-"""Becoming a daemon: what the console service and the supervisor do, in a forked child, before
-they serve.
+"""Becoming a daemon: what the console service does, in a forked child, before it serves; and
+ending with the parent, for the processes the host daemon forks.
 
 The double fork and setsid put the service in a session of its own, owned by no terminal and
 reaped by init, so the command that started it can return at once.  Its stdio goes to /dev/null
@@ -33,4 +33,17 @@ def become_daemon(ready_fd: int) -> int:  # pragma: no cover - runs in a forked 
     return ready_fd
 
 
-__all__ = ["become_daemon"]
+_PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+
+
+def end_with_parent(parent: int | None) -> None:  # pragma: no cover - runs in a forked child
+    """Have this (forked) process get SIGTERM when ``parent`` ends, even by SIGKILL; None undoes it.
+    If ``parent`` is gone already, this process ends here."""
+    import ctypes  # only the daemon's forked children need it
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM if parent else 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(0)
+
+
+__all__ = ["become_daemon", "end_with_parent"]

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from hypercalls.errors import XenError
 from hypercalls.interface import DomainInfo, GuestType, Hypervisor, ShutdownReason
-from xentool import lifecycle, savefile
+from xentool import events, lifecycle, savefile
 from xentool.devicemodel.qmp import QmpFailed, qmp_execute
 from xentool.devicemodel.state import save_device_state
 from xentool.domains import DomainSummary, dom_path, wait_until
 from xentool.errors import DomainOperationError, UsageError, WaitTimeout
+from xentool.events import SAVED, Event
 from xentool.records import RecordStore
 
 SUSPEND_TIMEOUT = 60.0  # seconds for the guest to suspend itself once asked (libxl waits 60 s too)
@@ -83,6 +84,7 @@ def save_guest(
     else:
         lifecycle.destroy(hv, domain.domid)
         records.remove(domain.uuid)
+    events.publish(Event(SAVED, domain.name, domain.uuid, domain.domid, {"path": str(target), "kept_running": checkpoint}))
     return SaveResult(str(target), size, round(time.monotonic() - started, 1), checkpoint)
 
 

@@ -29,6 +29,9 @@ LAYERS: dict[str, int] = {
     "xentool.savefile": 1,
     "xentool.obituaries": 1,
     "xentool.domains": 1,
+    "xentool.wire": 1,
+    "xentool.events": 1,
+    "xentool.daemon_client": 2,
     "xentool.console.paths": 1,
     "xentool.devicemodel.paths": 1,
     "xentool.devices": 2,
@@ -43,6 +46,7 @@ LAYERS: dict[str, int] = {
     "xentool.supervisor": 3,
     "xentool.api": 4,
     "xentool.lab": 5,
+    "xentool.xentoold": 5,
     "xentool.cli": 6,
     "xentool": 7,  # the package's own __init__: `import xentool` gives the API
     "xentool.__main__": 7,

@@ -1,7 +1,8 @@
-"""The command server: commands run by a warm server give what they give in-process, the launcher
-then imports none of the toolstack, and a server whose code changed on disk steps aside.  Each
-test runs with both launchers: the Python one (xentool.cli.launch) and the native one
-(launcher.c), which execs a wrapper of the interpreter here that says when it ran."""
+"""The command server (the daemon's command forker): commands run by the warm daemon give what they
+give in-process, the launcher then imports none of the toolstack, and a daemon whose code changed
+on disk steps aside and starts again.  Each test runs with both launchers: the Python one
+(xentool.cli.launch) and the native one (launcher.c), which execs a wrapper of the interpreter
+here that says when it ran.  The daemon runs on the simulator, in a directory of its own."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import xentool.cli.server as server_cli
+import xentool.cli.daemon as daemon_cli
+from kit.daemon import daemon_env, start_daemon, stop_daemon, wait_for_socket
 from xentool.cli import native_launcher
 from xentool.cli.protocol import LOCAL, decode_reply, decode_request, encode_request, forwardable
 
@@ -44,25 +46,15 @@ def launcher(request, native) -> list[str]:
 
 @pytest.fixture
 def served(tmp_path, launcher):
-    env = {**os.environ, "XENTOOL_COMMAND_SOCKET": str(tmp_path / "run" / "command.sock"),
-           "XENTOOL_CONNECT": f"sim://{tmp_path / 'sim'}"}
-    env.pop("XENTOOL_NO_SERVER", None)
-    server = subprocess.Popen([sys.executable, "-m", "xentool", "server", "run"],
-                              env={**env, "XENTOOL_NO_SERVER": "1"}, stderr=subprocess.PIPE)
-    sock = tmp_path / "run" / "command.sock"
-    deadline = time.monotonic() + 60
-    while not sock.exists():
-        assert server.poll() is None, server.stderr.read().decode()
-        assert time.monotonic() < deadline, "the command server did not start"
-        time.sleep(0.05)
-    yield {**env, "TEST_LAUNCHER": json.dumps(launcher)}, server
-    server.terminate()
-    server.wait(10)
+    env = daemon_env(tmp_path)
+    daemon = start_daemon(env)
+    yield {**env, "TEST_LAUNCHER": json.dumps(launcher)}, daemon
+    assert stop_daemon(daemon) == 0
 
 
 def xentool(env, *args, local=False):
     """The launcher's result, its stderr ending with where the command ran (SERVED or IN-PROCESS)."""
-    env = {**env, "XENTOOL_NO_SERVER": "1"} if local else env
+    env = {**env, "XENTOOL_NO_DAEMON": "1"} if local else env
     result = subprocess.run([*json.loads(env["TEST_LAUNCHER"]), *args], env=env, capture_output=True, text=True, timeout=60)
     lines = [line for line in result.stderr.splitlines() if line not in (MARK, "SERVED")]
     where = MARK if MARK in result.stderr.splitlines() else "SERVED"
@@ -92,26 +84,32 @@ def test_interactive_and_lab_commands_stay_in_process(served):
     assert xentool(env, "create", "-c", "--dry-run", "configs/examples/pv-hello.yaml").stderr.strip().endswith("IN-PROCESS")
 
 
-def test_a_server_whose_code_changed_steps_aside_and_the_command_still_runs(served):
-    env, server = served
-    module = Path(server_cli.__file__)
+def test_a_daemon_whose_code_changed_steps_aside_and_starts_again(served, tmp_path):
+    env, daemon = served
+    module = Path(daemon_cli.__file__)
+    sock = tmp_path / "run" / "command.sock"
     before = module.stat()
     os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
     try:
         result = xentool(env, "list", "--json")
+        assert result.returncode == 0 and result.stderr.strip() == "IN-PROCESS"
+        deadline = time.monotonic() + 10
+        while sock.exists():  # the old forker is gone...
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     finally:
         os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert result.returncode == 0 and result.stderr.strip() == "IN-PROCESS"
-    assert server.wait(10) == 0
-    assert not Path(env["XENTOOL_COMMAND_SOCKET"]).exists()
+    wait_for_socket(sock, daemon)  # ...and the same daemon process, started again, serves
+    assert xentool(env, "list", "--json").stderr.strip() == "SERVED"
+    assert "xentoold starts again" in (tmp_path / "log" / "xentoold.log").read_text()
 
 
-def test_a_second_server_is_refused_and_the_first_keeps_its_socket(served):
-    env, server = served
-    second = subprocess.run([sys.executable, "-m", "xentool", "server", "run"], env={**env, "XENTOOL_NO_SERVER": "1"},
+def test_a_second_daemon_is_refused_and_the_first_keeps_its_socket(served, tmp_path):
+    env, daemon = served
+    second = subprocess.run([sys.executable, "-m", "xentool", "daemon", "run"], env={**env, "XENTOOL_NO_DAEMON": "1"},
                             capture_output=True, text=True, timeout=60)
-    assert second.returncode != 0 and "already serves" in second.stderr
-    assert server.poll() is None and Path(env["XENTOOL_COMMAND_SOCKET"]).exists()
+    assert second.returncode == 4 and "a xentool daemon already runs" in second.stderr
+    assert daemon.poll() is None and (tmp_path / "run" / "command.sock").exists()
     assert xentool(env, "list", "--json").stderr.strip() == "SERVED"
 
 
@@ -129,4 +127,5 @@ def test_the_server_runs_only_commands_that_need_no_terminal_and_no_lab():
     assert forwardable(["create", "g.yaml"], {}) and forwardable(["--connect", "xen", "list"], {})
     assert not forwardable(["create", "-c", "g.yaml"], {}) and not forwardable(["console", "g"], {})
     assert not forwardable(["--connect", "lab", "list"], {}) and not forwardable(["list"], {"XENTOOL_CONNECT": "lab"})
-    assert not forwardable(["list"], {"XENTOOL_NO_SERVER": "1"}) and not forwardable(["list", "-h"], {})
+    assert not forwardable(["list"], {"XENTOOL_NO_DAEMON": "1"}) and not forwardable(["list", "-h"], {})
+    assert not forwardable(["list"], {"XENTOOL_NO_SERVER": "1"})  # the older name

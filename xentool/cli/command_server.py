@@ -8,11 +8,12 @@ directory and environment, and a child the server forked in advance runs the com
 ``xentool`` would, on those descriptors, then sends back the exit status.  This is Mercurial's
 chg pattern.
 
-- Opt-in: nothing changes until ``xentool server start`` (or ``server run`` under a supervisor).
+- Run by the host's daemon (xentool.xentoold) in its *command forker*, a child forked before the
+  daemon connects to anything; the daemon starts when a guest is created and none runs.
 - Same code as on disk: every request first compares the modification times of the modules the
   server loaded; if any changed, the launcher is told to run the command itself and the server exits.
-- Root only: the socket lives in a 0700 directory and the launcher checks that its owner is the
-  launcher's own user before handing over its terminal.
+- Root only: the socket is 0600 and the launcher checks that its owner is the launcher's own user
+  before handing over its terminal.
 - A child never inherits an open hypervisor handle: the server only imports, it connects to nothing.
 - Ctrl-C: the launcher closing the connection interrupts the child (KeyboardInterrupt), so a
   create rolls back as it would in-process.
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from xentool.cli import protocol
 from xentool.cli.protocol import CODE, LENGTH, LOCAL, STALE, Request, decode_request, forwardable
+from xentool.daemon import end_with_parent
 
 _PROJECT_PACKAGES = ("xentool", "hypercalls", "pvdrivers")
 GO = b"GO"  # the server to its child: the code on disk is the code loaded
@@ -128,19 +130,21 @@ def source_stamps() -> dict[str, int]:
     return stamps
 
 
-def serve(sock: Path, entry: Entry) -> None:
-    """Run the server until SIGTERM, or until the code on disk changes."""
+def serve(sock: Path, entry: Entry, warmed: bool = False) -> None:
+    """Run the server until SIGTERM, or until the code on disk changes (``warmed``: warm_up ran)."""
     other = running_pid(sock)
     if other is not None:
         raise SystemExit(f"xentool: error: a command server already serves {sock} (pid {other}); "
-                         "`xentool server stop` ends it")
-    warm_up(entry)
+                         "`xentool daemon stop` ends it")
+    if not warmed:
+        warm_up(entry)
     # What is loaded now stays: out of the garbage collector's sight, whose passes would otherwise
     # write to every object and so copy every page into each forked child (a copy costs a
     # hypercall in a PV dom0).
     gc.freeze()
-    sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(sock.parent, 0o700)
+    # The directory is the daemon's, and holds its read-only socket for every user too; this
+    # socket is root's alone by its own mode (the umask below), which connecting needs.
+    sock.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     sock.unlink(missing_ok=True)  # no live server owns it: left by one that was killed
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o077)
@@ -209,9 +213,9 @@ def _fork_waiting_child(listener: socket.socket, entry: Entry) -> tuple[int, int
             os.close(taken_r)
             os.close(verdict_w)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _die_with(server)
+            end_with_parent(server)
             conn, _ = listener.accept()
-            _die_with(None)  # from here on it runs a command, which finishes even if the server goes
+            end_with_parent(None)  # from here on it runs a command, which finishes even if the server goes
             listener.close()
             os.write(taken_w, b"T")
             os.close(taken_w)
@@ -221,18 +225,6 @@ def _fork_waiting_child(listener: socket.socket, entry: Entry) -> tuple[int, int
     os.close(taken_w)
     os.close(verdict_r)
     return child, taken_r, verdict_w
-
-
-_PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
-
-
-def _die_with(server: int | None) -> None:  # pragma: no cover - runs in the forked child
-    """While it waits for a connection, a child ends with its server (even a SIGKILLed one)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM if server else 0)
-    if server is not None and os.getppid() != server:
-        os._exit(0)  # the server went before the request could be asked for
 
 
 def _reap() -> None:

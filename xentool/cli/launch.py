@@ -1,7 +1,7 @@
 """The `xentool` program in Python: hands the command to a running command server, or runs it here.
 
 Kept to what Python imports at start-up anyway (os, sys, the C socket module, struct), so that
-when a server runs (``xentool server start``) a command costs the interpreter's start-up and a
+while the host's daemon runs (xentoold, started by the first create) a command costs the interpreter's start-up and a
 socket round trip rather than importing the toolstack.  The server says which commands it runs
 (xentool.cli.protocol.forwardable); the launcher asks first only to spare itself a round trip for
 the others.  The native launcher (launcher.c, built by xentool.cli.native_launcher) does the same

@@ -3,8 +3,9 @@
  * (xentool/cli/command_server.py), or runs xentool's Python entry point.
  *
  * Python's start-up is most of a short command's time where dom0 is slow (the lab's dom0 runs
- * under QEMU TCG: seconds before the first line of xentool runs).  With `xentool server start`,
- * this program makes a command cost a fork in the warm server and a socket round trip.  It knows
+ * under QEMU TCG: seconds before the first line of xentool runs).  While the host's daemon runs
+ * (xentoold, started by the first create), this program makes a command cost a fork in the warm
+ * daemon's command forker and a socket round trip.  It knows
  * nothing of the commands: the server answers "LOCL" for those it does not run (consoles, the
  * lab, --help), "STAL" when its code changed on disk, and then this program becomes
  * `python -m xentool.cli.main ARGS`, exactly what the Python launcher would run.
@@ -141,13 +142,21 @@ static int send_request(int sock, const struct buffer *b)
 int main(int argc, char **argv)
 {
     const char *path = getenv("XENTOOL_COMMAND_SOCKET");
-    const char *no_server = getenv("XENTOOL_NO_SERVER");
+    const char *no_daemon = getenv("XENTOOL_NO_DAEMON");
+    const char *no_server = getenv("XENTOOL_NO_SERVER"); /* its older name */
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     struct stat st;
     struct buffer request;
 
-    if (no_server != NULL && *no_server != '\0')
+    if ((no_daemon != NULL && *no_daemon != '\0') || (no_server != NULL && *no_server != '\0'))
         run_here(argc, argv);
+    char in_run_dir[sizeof(addr.sun_path)];
+    const char *run_dir = getenv("XENTOOL_RUN_DIR");
+    if ((path == NULL || *path == '\0') && run_dir != NULL && *run_dir != '\0') {
+        if (snprintf(in_run_dir, sizeof(in_run_dir), "%s/command.sock", run_dir) >= (int)sizeof(in_run_dir))
+            run_here(argc, argv);
+        path = in_run_dir;
+    }
     if (path == NULL || *path == '\0')
         path = DEFAULT_SOCKET;
     /* Never hand our terminal to someone else's socket. */

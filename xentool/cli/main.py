@@ -394,19 +394,6 @@ def restore(
 
 
 @app.command()
-def supervise(
-    background: bool = typer.Option(False, "--background", help="Start it in the background (if none runs) and return."),
-) -> None:
-    """Keep every xentool guest's on_poweroff/on_reboot/on_crash promise (one per host; `create`
-    starts it when none runs).  In the foreground unless --background, for a service manager."""
-    with _toolstack() as xt:
-        if background:
-            out().print(f"supervisor running (pid {xt.start_supervisor()})")
-            return
-        xt.run_supervisor()
-
-
-@app.command()
 def console(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     log: bool = typer.Option(False, "--log", help="Print what the guest printed so far, and return."),
@@ -442,6 +429,19 @@ def wait_cmd(
     """Wait until a domain reaches one of the given states."""
     with _toolstack() as xt:
         out().print(xt.wait_for_state(domain, states, timeout))
+
+
+@app.command()
+def events(
+    domains: Optional[list[str]] = typer.Argument(None, help="Only these guests (names or uuids); all if none."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Print what happens to guests as it happens (xl's guests too), until interrupted; goes on
+    across a restart of the daemon, telling what changed meanwhile."""
+    with _toolstack() as xt:
+        stream = xt.events(domains or ())
+        for event in stream:
+            _say(json.dumps(event.to_json()) if as_json else event.line())
 
 
 @host_app.command("info")
@@ -502,9 +502,9 @@ from xentool.cli.protocol import first_command_index  # noqa: E402
 app.add_typer(lab_app, name="lab")
 
 from xentool.cli.command_server import Entry  # noqa: E402
-from xentool.cli.server import server_app  # noqa: E402
+from xentool.cli.daemon import daemon_app  # noqa: E402
 
-app.add_typer(server_app, name="server")
+app.add_typer(daemon_app, name="daemon")
 
 
 # -- entry point ------------------------------------------------------------------------------------
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
 
             raise SystemExit(run_in_lab(lab_argv))
         # Without standalone mode, click returns (not raises) the code of a typer.Exit.
-        # `server run` serves this very main(): handed to it here, since the CLI sits above it.
+        # `daemon run` serves this very main(): handed to it here, since the CLI sits above it.
         code = click_command()(args=argv, prog_name="xentool", standalone_mode=False, obj=Entry(main, click_command))
         if isinstance(code, int) and code:
             raise SystemExit(code)
@@ -587,6 +587,11 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+
+
+def xentoold() -> None:
+    """The `xentoold` program: `xentool daemon run` (what contrib/systemd's unit runs)."""
+    main(["daemon", "run", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ import os
 import struct
 
 SOCKET_ENV = "XENTOOL_COMMAND_SOCKET"
+RUN_DIR_ENV = "XENTOOL_RUN_DIR"
 DEFAULT_SOCKET = "/run/xentool/command.sock"
-NO_SERVER_ENV = "XENTOOL_NO_SERVER"
+NO_DAEMON_ENV = "XENTOOL_NO_DAEMON"  # commands run in their own process, not in the daemon
+NO_SERVER_ENV = "XENTOOL_NO_SERVER"  # its older name, still honoured
 STALE = b"STAL"  # the server's code changed on disk: the launcher runs the command itself
 LOCAL = b"LOCL"  # a command the server does not run (it reads the terminal, or drives the lab)
 # Commands that neither read the terminal nor drive the lab: the server runs them as they are.
@@ -34,7 +36,11 @@ CODE = struct.Struct("!i")
 
 
 def socket_path(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    return env.get(SOCKET_ENV) or DEFAULT_SOCKET
+    """$XENTOOL_COMMAND_SOCKET, else command.sock in $XENTOOL_RUN_DIR (the daemon's directory,
+    moved for tests: xentool.wire), else DEFAULT_SOCKET."""
+    if env.get(SOCKET_ENV):
+        return env[SOCKET_ENV]
+    return f"{env[RUN_DIR_ENV]}/command.sock" if env.get(RUN_DIR_ENV) else DEFAULT_SOCKET
 
 
 def first_command_index(argv: list[str]) -> int:
@@ -47,7 +53,7 @@ def first_command_index(argv: list[str]) -> int:
 
 def forwardable(argv: list[str], env: dict[str, str]) -> bool:
     """Whether the server runs ``argv`` (given the launcher's environment) or the launcher does."""
-    if env.get(NO_SERVER_ENV) or env.get("XENTOOL_CONNECT") == "lab":
+    if env.get(NO_DAEMON_ENV) or env.get(NO_SERVER_ENV) or env.get("XENTOOL_CONNECT") == "lab":
         return False
     if LOCAL_FLAGS.intersection(argv) or any(a == "--connect" and b == "lab" for a, b in zip(argv, argv[1:], strict=False)):
         return False

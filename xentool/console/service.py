@@ -22,7 +22,7 @@ from typing import BinaryIO
 from hypercalls.interface import Hypervisor, ShutdownReason
 from pvdrivers.console import ConsoleBackend
 from pvdrivers.console_ring import ConsoleRing
-from xentool import obituaries
+from xentool import events, obituaries
 from xentool.console.paths import LOG_DIR, RUN_DIR, console_log_path, console_pid_path, console_socket_path
 from xentool.console.serial import SerialGone, SerialStream
 from xentool.daemon import become_daemon
@@ -31,6 +31,7 @@ from xentool.devicemodel.privilege import remove_chroot
 from xentool.devicemodel.process import START_TIMEOUT, last_log_line
 from xentool.domains import state_of
 from xentool.errors import DeviceError
+from xentool.events import DEVICE_MODEL_DIED, Event
 
 READY_TIMEOUT = 30.0  # seconds; generous for a loaded lab
 DYING_TIMEOUT = 30.0  # seconds for a destroyed domain to be gone (xl destroy returns before that)
@@ -238,6 +239,7 @@ def _device_model_died(hv: Hypervisor, domid: int, uuid: str, watch: DeviceModel
     log.flush()
     obituaries.record(uuid, watch.name, domid, reason)
     watch.destroy_domain(hv, domid)
+    events.publish(Event(DEVICE_MODEL_DIED, watch.name, uuid, domid, {"pid": watch.dm_pid, "then": "destroyed"}))
 
 
 def _domain_gone(hv: Hypervisor, domid: int, wait: float = 0.0, even_if_alive: bool = False) -> bool:

@@ -1,0 +1,42 @@
+"""A xentool daemon of a test's own, on the simulator, with its sockets, lock and log in the test's
+directory (XENTOOL_RUN_DIR, XENTOOL_LOG_DIR): never the host's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def daemon_env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "XENTOOL_RUN_DIR": str(tmp_path / "run"), "XENTOOL_LOG_DIR": str(tmp_path / "log"),
+           "XENTOOL_CONNECT": f"sim://{tmp_path / 'sim'}"}
+    for name in ("XENTOOL_NO_SERVER", "XENTOOL_NO_DAEMON", "XENTOOL_COMMAND_SOCKET"):
+        env.pop(name, None)
+    return env
+
+
+def start_daemon(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`xentool daemon run` in the background, once it serves commands and its API."""
+    daemon = subprocess.Popen([sys.executable, "-m", "xentool", "daemon", "run"],
+                              env={**env, "XENTOOL_NO_DAEMON": "1"}, stderr=subprocess.PIPE)
+    run = Path(env["XENTOOL_RUN_DIR"])
+    wait_for_socket(run / "command.sock", daemon)
+    wait_for_socket(run / "xentoold.sock", daemon)
+    return daemon
+
+
+def wait_for_socket(sock: Path, daemon: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        if daemon.poll() is not None:
+            raise AssertionError(f"the daemon ended: {daemon.stderr.read().decode() if daemon.stderr else ''}")
+        assert time.monotonic() < deadline, f"the daemon did not make {sock}"
+        time.sleep(0.05)
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes]) -> int:
+    daemon.terminate()
+    return daemon.wait(30)

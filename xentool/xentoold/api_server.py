@@ -1,0 +1,263 @@
+"""The daemon's API: the protocol of xentool.wire on two unix sockets, one thread per connection.
+
+- API_SOCKET (0600 root, or 0660 with a `xentool` group when the host has one): every call.
+- API_RO_SOCKET (0666): the calls that change nothing (hello, list, info, host_info, events), for
+  any local user, as libvirt's read-only socket.
+Each connection's peer is asked for its credentials (SO_PEERCRED) and the full socket refuses a
+peer that is neither root nor in the `xentool` group, whatever the file's mode says.  A connection
+has a toolstack of its own (its own hypervisor handle), made at its first call; a call runs to its
+end even when the client hangs up meanwhile (a create is finished or rolled back, not abandoned
+half-way; the events say which).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from xentool.api import Toolstack
+from xentool.errors import UsageError
+from xentool.wire import (
+    API_RO_SOCKET,
+    API_SOCKET,
+    MAX_MESSAGE,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    check_request,
+    decode,
+    encode,
+    error_to_wire,
+)
+from xentool.xentoold.eventlog import EventLog
+
+MAX_CONNECTIONS = 64  # beyond this a client is told to come back later, so a flood cannot exhaust the daemon
+ADMIN_GROUP = "xentool"
+READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events"})
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def _ref(args: dict[str, Any]) -> str | int:
+    ref = args.get("domain")
+    if not isinstance(ref, str | int) or isinstance(ref, bool):
+        raise UsageError('this call names a domain: "args": {"domain": NAME, ID or UUID}')
+    return ref
+
+
+# The calls: each takes the connection's toolstack and the request's arguments.
+CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
+    "list": lambda xt, a: xt.list_domains(),
+    "info": lambda xt, a: xt.info(_ref(a)),
+    "host_info": lambda xt, a: xt.host_info(),
+    "create": lambda xt, a: xt.create(a["config"], a.get("overrides", ()), bool(a.get("paused", False))),
+    "destroy": lambda xt, a: xt.destroy(_ref(a)),
+    "pause": lambda xt, a: xt.pause(_ref(a)),
+    "unpause": lambda xt, a: xt.unpause(_ref(a)),
+    "shutdown": lambda xt, a: xt.shutdown(_ref(a), bool(a.get("wait", False)), float(a.get("timeout", 60.0))),
+    "reboot": lambda xt, a: xt.reboot(_ref(a), bool(a.get("wait", False)), float(a.get("timeout", 60.0))),
+    "rename": lambda xt, a: xt.rename(_ref(a), str(a["new_name"])),
+    "mem_set": lambda xt, a: xt.mem_set(_ref(a), int(a["memory_mib"])),
+    "vcpu_set": lambda xt, a: xt.vcpu_set(_ref(a), int(a["vcpus"])),
+}
+
+
+class ApiServer:
+    def __init__(self, connect: Callable[[], Toolstack], log: EventLog, note: Callable[[str], None],
+                 stopping: threading.Event) -> None:
+        self._connect = connect
+        self._log = log
+        self._note = note
+        self._stopping = stopping
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._listeners: list[socket.socket] = []
+
+    def start(self) -> None:
+        group = _admin_gid()
+        for path, read_only, mode in ((API_SOCKET, False, 0o660 if group is not None else 0o600), (API_RO_SOCKET, True, 0o666)):
+            listener = _listen(path, mode, group if not read_only else None)
+            self._listeners.append(listener)
+            threading.Thread(target=self._accept, args=(listener, read_only), name=f"api-{path.name}", daemon=True).start()
+
+    def stop(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        for path in (API_SOCKET, API_RO_SOCKET):
+            path.unlink(missing_ok=True)
+
+    def _accept(self, listener: socket.socket, read_only: bool) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the daemon is stopping
+            if not self._slots.acquire(blocking=False):
+                _send_error(conn, None, ProtocolError(f"the daemon serves {MAX_CONNECTIONS} connections at most; try again"))
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn, read_only), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, read_only: bool) -> None:
+        xt: Toolstack | None = None
+        try:
+            if not read_only and not _may_administer(conn):
+                _send_error(conn, None, UsageError("only root and the `xentool` group may use this socket; "
+                                                   f"{API_RO_SOCKET} serves read-only calls to anyone"))
+                return
+            reader = _Lines(conn)
+            while True:
+                line = reader.next()
+                if line is None:
+                    return
+                try:
+                    ident, call, args = check_request(decode(line))
+                except ProtocolError as e:
+                    _send_error(conn, None, e)
+                    return  # the stream cannot be trusted to be in step any more
+                if read_only and call not in READ_ONLY_CALLS:
+                    _send_error(conn, ident, UsageError(f"{call!r} changes the host: call it on {API_SOCKET} (root)"))
+                    continue
+                if call == "hello":
+                    conn.sendall(encode({"id": ident, "result": {"protocol": PROTOCOL_VERSION, "pid": os.getpid(),
+                                                                 "token": self._log.token()}}))
+                    continue
+                if call == "events":
+                    self._stream_events(conn, ident, args)
+                    return
+                handler = CALLS.get(call)
+                if handler is None:
+                    known = ", ".join(sorted({*CALLS, "hello", "events"}))
+                    _send_error(conn, ident, UsageError(f"no call {call!r}; the calls are {known}"))
+                    continue
+                try:
+                    if xt is None:
+                        xt = self._connect()
+                    result = _jsonable(handler(xt, args))
+                except Exception as e:  # noqa: BLE001 - every failure crosses the socket as an error reply
+                    _send_error(conn, ident, e)
+                    continue
+                conn.sendall(encode({"id": ident, "result": result}))
+        except OSError:
+            pass  # the client went away
+        finally:
+            conn.close()
+            if xt is not None:
+                xt.close()
+            self._slots.release()
+
+    def _stream_events(self, conn: socket.socket, ident: Any, args: dict[str, Any]) -> None:
+        names = set(args.get("names") or ())
+        since = args.get("since")
+        wanted = (lambda event: True) if not names else (
+            lambda event: event.name in names or event.uuid in names or event.detail.get("old") in names)
+        seq = self._log.last_seq
+        missed = self._log.since(since) if isinstance(since, str) else None
+        guests = [view.to_json() for view in self._log.guests().values() if not names or view.name in names or view.uuid in names]
+        conn.sendall(encode({"id": ident, "result": {
+            "token": self._log.token(seq), "guests": guests,
+            "missed": None if missed is None else [e.to_json() for e in missed if e.seq <= seq and wanted(e)],
+        }}))
+        conn.setblocking(True)
+        while not self._stopping.is_set():
+            for event in self._log.wait_after(seq, 1.0):
+                seq = event.seq
+                if wanted(event):
+                    view = self._log.guest(event.domid)
+                    conn.sendall(encode({"event": event.to_json(), "token": self._log.token(seq),
+                                         "guest": view.to_json() if view is not None else None}))
+            if _hung_up(conn):
+                return
+
+
+class _Lines:
+    """A connection's messages, one per line, each at most MAX_MESSAGE bytes."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._buffer = b""
+
+    def next(self) -> bytes | None:
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > MAX_MESSAGE:
+                _send_error(self._conn, None, ProtocolError(f"a message of over {MAX_MESSAGE} bytes"))
+                return None
+            chunk = self._conn.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+
+def _send_error(conn: socket.socket, ident: Any, error: BaseException) -> None:
+    try:
+        conn.sendall(encode({"id": ident, "error": error_to_wire(error)}))
+    except OSError:
+        pass
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _admin_gid() -> int | None:
+    try:
+        return grp.getgrnam(ADMIN_GROUP).gr_gid
+    except KeyError:
+        return None
+
+
+def _may_administer(conn: socket.socket) -> bool:
+    pid, uid, gid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    if uid == 0:
+        return True
+    admin = _admin_gid()
+    if admin is None:
+        return False
+    if gid == admin:
+        return True
+    try:  # the peer's supplementary groups, as the kernel has them now
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return str(admin) in line.split()[1:]
+    except OSError:
+        pass
+    return False
+
+
+def _listen(path: Path, mode: int, group: int | None) -> socket.socket:
+    path.unlink(missing_ok=True)  # left by a daemon that was killed: this one holds the lock now
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # no moment at which the socket is open to more than root
+    try:
+        listener.bind(os.fspath(path))
+    finally:
+        os.umask(old_umask)
+    if group is not None:
+        os.chown(path, 0, group)
+    os.chmod(path, mode)
+    listener.listen(32)
+    return listener
+
+
+__all__ = ["CALLS", "READ_ONLY_CALLS", "ApiServer"]

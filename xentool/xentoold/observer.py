@@ -1,0 +1,98 @@
+"""The daemon's eyes: looks at the host whenever xenstored says something changed, and checks
+the domains' states every POLL_SECONDS besides (pausing a domain fires no watch; a rename by xl
+neither, and is seen at the next look), and logs what changed as events; and takes in what other
+processes publish (xentool.events.publish).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from hypercalls.errors import XenError
+from hypercalls.interface import Hypervisor
+from xentool.events import BACKENDS, LOOK, Event, GuestView, changes, look, state_name
+from xentool.wire import PUBLISH_SOCKET
+from xentool.xentoold.eventlog import EventLog
+
+POLL_SECONDS = 2.0
+SETTLE_SECONDS = 0.05  # a create fires dozens of watches in a burst: one look after it settles
+WATCHES = ("@introduceDomain", "@releaseDomain", BACKENDS)
+TOKEN = "xentoold-observer"
+
+
+def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: threading.Event) -> None:
+    """Look and log until ``stopping`` is set; ``wake`` asks for a look now (a publication came)."""
+    xs = hv.xenstore()
+    for path in WATCHES:
+        xs.watch(path, TOKEN)
+    try:
+        before = look(hv)
+        log.add((), before)
+        looked = time.monotonic()
+        while not stopping.is_set():
+            fired = xs.read_watch(0.2)
+            if fired is None and not wake.is_set() and time.monotonic() - looked < POLL_SECONDS:
+                continue
+            if fired is not None:  # let the burst pass
+                while xs.read_watch(SETTLE_SECONDS) is not None:
+                    pass
+            looked = time.monotonic()
+            if fired is None and not wake.is_set() and not _states_changed(hv, before):
+                continue  # the poll's cheap check: one hypercall, no xenstore reads
+            wake.clear()
+            after = look(hv)
+            found = changes(before, after)
+            log.add(found, after)
+            before = after
+    finally:
+        for path in WATCHES:
+            try:
+                xs.unwatch(path, TOKEN)
+            except Exception:  # noqa: BLE001 - the connection may be gone; the daemon is stopping anyway
+                pass
+
+
+def _states_changed(hv: Hypervisor, before: dict[int, GuestView]) -> bool:
+    try:
+        now = {info.domid: (info.uuid, state_name(info)) for info in hv.domain_list() if info.domid != 0}
+    except XenError:
+        return True
+    return now != {domid: (view.uuid, view.state) for domid, view in before.items()}
+
+
+def receive_publications(log: EventLog, stopping: threading.Event, wake: threading.Event,
+                         note: Callable[[str], None]) -> None:
+    """Events told by other processes, logged as they come; each one also asks for a look."""
+    PUBLISH_SOCKET.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    old_umask = os.umask(0o177)  # root only: a datagram here becomes an event every client believes
+    try:
+        sock.bind(os.fspath(PUBLISH_SOCKET))
+    finally:
+        os.umask(old_umask)
+    sock.settimeout(0.5)
+    try:
+        while not stopping.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            try:
+                event = Event.from_json(json.loads(data))
+            except (ValueError, TypeError) as e:
+                note(f"a publication that is not an event was dropped: {e}")
+                continue
+            if event.kind != LOOK:
+                log.add([event])
+            wake.set()
+    finally:
+        sock.close()
+        PUBLISH_SOCKET.unlink(missing_ok=True)
+
+
+__all__ = ["observe", "receive_publications"]
