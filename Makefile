@@ -14,7 +14,16 @@ DEBIAN_PACKAGES := qemu-system-x86 qemu-utils qemu-system-xen xen-utils-4.17 xen
 # xl finds it too); xentool refuses to run QEMU as root unless a config says device_model.privileged.
 DM_USER := xen-qemuuser-shared
 
-.PHONY: setup packages users venv bytecode test test-fast demo lab-down clean
+# `make install`: xentool for a real Debian dom0.  An environment of its own in INSTALL_DIR (the
+# Xen bindings and the native launcher built in it), its two programs linked into BIN_DIR, and
+# the daemon's unit in SYSTEMD_DIR; enabled and started when systemd runs this host (and no
+# DESTDIR-like relocation was asked for: set SYSTEMD_START=no to leave it off).
+INSTALL_DIR ?= /opt/xentool
+BIN_DIR ?= /usr/local/bin
+SYSTEMD_DIR ?= /etc/systemd/system
+SYSTEMD_START ?= yes
+
+.PHONY: setup packages users venv bytecode test test-fast demo lab-down clean install
 
 setup: packages users venv
 
@@ -53,6 +62,23 @@ demo: setup bytecode
 	$(BIN)/xentool lab up
 	$(BIN)/xentool lab exec -- cat /proc/xen/capabilities
 	$(BIN)/xentool --lab create configs/examples/pv-hello.yaml --console
+
+install: packages users
+	$(PYTHON) -m venv $(INSTALL_DIR)
+	$(INSTALL_DIR)/bin/pip install -q --upgrade pip
+	$(INSTALL_DIR)/bin/pip install -q .
+	cd / && $(INSTALL_DIR)/bin/python -m hypercalls.xen.build
+	cd / && $(INSTALL_DIR)/bin/python -m xentool.cli.native_launcher
+	cd / && $(INSTALL_DIR)/bin/python -m compileall -q $$($(INSTALL_DIR)/bin/python -c 'import xentool, pathlib; print(pathlib.Path(xentool.__file__).parent.parent)')
+	mkdir -p $(BIN_DIR) $(SYSTEMD_DIR)
+	ln -sf $(INSTALL_DIR)/bin/xentool $(BIN_DIR)/xentool
+	ln -sf $(INSTALL_DIR)/bin/xentoold $(BIN_DIR)/xentoold
+	sed 's|@BINDIR@|$(BIN_DIR)|g' contrib/systemd/xentoold.service > $(SYSTEMD_DIR)/xentoold.service
+	@if [ "$(SYSTEMD_START)" = yes ] && [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload && systemctl enable --now xentoold.service; \
+	else \
+		echo "installed; start the daemon with: systemctl daemon-reload && systemctl enable --now xentoold"; \
+	fi
 
 lab-down:
 	$(BIN)/xentool lab down

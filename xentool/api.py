@@ -272,19 +272,21 @@ class Toolstack:
             ensure_running()
 
     # -- events ---------------------------------------------------------------------------------
-    def events(self, names: Sequence[str] = ()) -> Iterator[Event]:
+    def events(self, names: Sequence[str] = (), subscribed: Callable[[], None] | None = None) -> Iterator[Event]:
         """What happens to the guests called ``names`` (or to all), as it happens, from the host's
         daemon (started if none runs); goes on across a restart of the daemon (see
         :func:`xentool.daemon_client.follow_events`)::
 
             for event in xt.events(["web"]):
                 print(event.kind, event.name, event.detail)
+
+        ``subscribed`` is called once the stream has begun (from then on nothing is missed).
         """
         if self.hv.needs_console_backend:
             await_daemon()
         # On the simulator, only a daemon started by hand serves events (`xentool daemon run` with
         # the same --connect): none is started for it, and without one this fails with one line.
-        return follow_events(names)
+        return follow_events(names, subscribed=subscribed)
 
     def reconnect(self) -> Toolstack:
         """A new Toolstack on the same hypervisor and records, with a connection of its own (for a

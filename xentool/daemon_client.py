@@ -173,11 +173,14 @@ class DaemonConnection:
 
 
 def follow_events(names: Sequence[str] = (), path: Path | str | None = None,
-                  reconnect_seconds: float = RECONNECT_SECONDS) -> Iterator[Event]:
+                  reconnect_seconds: float = RECONNECT_SECONDS,
+                  subscribed: Callable[[], None] | None = None) -> Iterator[Event]:
     """Events as they happen (for guests called ``names``, or all).  When the daemon goes away
     (restarted, upgraded, killed), this waits for it to come back and goes on: the events it
     missed are replayed when the daemon still has them, and otherwise made up from what changed
-    (those carry ``detail["resync"] = True``), so that no change is lost from the caller's view."""
+    (those carry ``detail["resync"] = True``), so that no change is lost from the caller's view.
+    ``subscribed`` is called once the daemon has taken the first subscription: what happens from
+    then on is in the stream."""
     token: str | None = None
     known: dict[int, GuestView] | None = None
     while True:
@@ -196,6 +199,8 @@ def follow_events(names: Sequence[str] = (), path: Path | str | None = None,
                 else:
                     for event in changes(known, now):
                         yield Event(event.kind, event.name, event.uuid, event.domid, {**event.detail, "resync": True})
+            if known is None and subscribed is not None:
+                subscribed()
             known, token = now, result["token"]
             try:
                 while True:

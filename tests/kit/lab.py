@@ -21,6 +21,7 @@ from xentool.lab import guest_images as gi
 from xentool.lab.guest_images import GuestImages
 
 XENTOOL = str(Path(sys.prefix) / "bin" / "xentool")
+PYTHON = str(Path(sys.prefix) / "bin" / "python3")
 BOOT_TIMEOUT = 240.0  # seconds; a guest kernel under TCG on a busy 2-core host
 HVM_BOOT_TIMEOUT = 420.0  # seconds: SeaBIOS, isolinux and Linux with every I/O emulated, under TCG
 SAVE_DIR = "/var/tmp/xentool-test-save"  # in dom0's own memory (its overlay), not on a 9p share
@@ -28,6 +29,13 @@ SAVE_DIR = "/var/tmp/xentool-test-save"  # in dom0's own memory (its overlay), n
 
 def xentool(lab: Lab, *args: str, timeout: float = 300):
     return lab.exec([XENTOOL, *args], capture=True, timeout=timeout)
+
+
+def ensure_xenconsoled(lab: Lab) -> None:
+    """xl create waits for xenconsoled to take the guest's console; the lab starts it only when
+    asked, as it is not xentool's.  Running it also shows the two console backends coexist."""
+    script = "pgrep -x xenconsoled >/dev/null || /usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid"
+    assert lab.exec(["sh", "-c", script], capture=True).returncode == 0
 
 
 def write_config(lab: Lab, guests: GuestImages, name: str, type_: str = "pv", then: str = "wait", **extra) -> Path:

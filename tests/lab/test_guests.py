@@ -12,17 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.lab import domains_json, host_state, wait_for_console, write_config, xentool
-from xentool.lab import Lab
+from kit.lab import domains_json, ensure_xenconsoled, host_state, wait_for_console, write_config, xentool
 
 pytestmark = pytest.mark.lab
-
-
-def ensure_xenconsoled(lab: Lab) -> None:
-    """xl create waits for xenconsoled to take the guest's console; the lab starts it only when
-    asked, as it is not xentool's.  Running it also shows the two console backends coexist."""
-    script = "pgrep -x xenconsoled >/dev/null || /usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid"
-    assert lab.exec(["sh", "-c", script], capture=True).returncode == 0
 
 
 def test_pv_guest_boots_is_seen_by_xl_and_powers_off_on_request(lab, guests):
@@ -134,12 +126,11 @@ def test_bad_input_on_real_xen_is_one_line_and_leaves_the_host_as_it_was(lab, gu
         xentool(lab, "destroy", "twice")
 
 
-def test_the_command_server_creates_and_destroys_a_real_guest(lab, guests):
-    """`xentool server start` in dom0: create and destroy go through it (the launcher imports none
-    of the toolstack) and the guest boots as from a plain create."""
-    started = xentool(lab, "server", "start")  # the session's lab fixture may have started it already
-    assert started.returncode == 0 and "command server" in started.out and "running" in started.out, started.err
-    ours = "already running" not in started.out
+def test_the_daemon_creates_and_destroys_a_real_guest(lab, guests):
+    """The daemon dom0's init started: a plain create and destroy go through it (the launcher
+    imports none of the toolstack) and the guest boots as from a create in its own process."""
+    started = xentool(lab, "daemon", "start")  # the one init started, once it serves
+    assert started.returncode == 0 and "xentoold running" in started.out, started.err
     try:
         check = ("import sys\nfrom xentool.cli import launch\ntry:\n    launch.main()\nexcept SystemExit:\n    pass\n"
                  "print('SERVED' if 'xentool.cli.main' not in sys.modules else 'IN-PROCESS', file=sys.stderr)\n")
@@ -152,6 +143,3 @@ def test_the_command_server_creates_and_destroys_a_real_guest(lab, guests):
         assert "via-server" not in domains_json(lab)
     finally:
         xentool(lab, "destroy", "via-server")
-        if ours:
-            stopped = xentool(lab, "server", "stop")
-            assert stopped.returncode == 0, stopped.err

@@ -23,6 +23,8 @@ STOP_TIMEOUT = 30.0
 def run(
     ctx: typer.Context,
     quiet_if_running: bool = typer.Option(False, "--quiet-if-running", help="Exit with 0, saying nothing, if one runs."),
+    wait: bool = typer.Option(False, "--wait", help="If one runs (started on demand), wait for it to end, then take over "
+                              "(what a service manager wants)."),
 ) -> None:
     """Be the daemon, in the foreground (what a service manager runs; `xentoold` is the same)."""
     from xentool import api, xentoold
@@ -36,7 +38,7 @@ def run(
         connect=lambda: api.connect(),
     )
     try:
-        code = xentoold.run(parts, to_stderr=sys.stderr is not None and not _is_devnull(2))
+        code = xentoold.run(parts, to_stderr=sys.stderr is not None and not _is_devnull(2), wait=wait)
     except xentoold.DaemonRunning:
         if quiet_if_running:
             return

@@ -439,7 +439,7 @@ def events(
     """Print what happens to guests as it happens (xl's guests too), until interrupted; goes on
     across a restart of the daemon, telling what changed meanwhile."""
     with _toolstack() as xt:
-        stream = xt.events(domains or ())
+        stream = xt.events(domains or (), subscribed=lambda: _say("xentool: following events; Ctrl-C ends", stderr=True))
         for event in stream:
             _say(json.dumps(event.to_json()) if as_json else event.line())
 

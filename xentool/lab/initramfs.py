@@ -92,7 +92,7 @@ say() { echo "xentool-lab: $*" > /dev/console; }
 fail() { say "FAILED: $*"; sleep 2; poweroff -f; }
 say "init started"
 
-AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1
+AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1 DAEMON=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     xentool.agent=*) AGENT="${arg#xentool.agent=}" ;;
@@ -100,6 +100,7 @@ for arg in $(cat /proc/cmdline); do
     xentool.share=*) SHARES="$SHARES ${arg#xentool.share=}" ;;
     xentool.imageshare=*) IMAGESHARE="${arg#xentool.imageshare=}" ;;
     xentool.xenconsoled=*) XENCONSOLED="${arg#xentool.xenconsoled=}" ;;
+    xentool.daemon=*) DAEMON="${arg#xentool.daemon=}" ;;
   esac
 done
 
@@ -170,6 +171,18 @@ say "starting the agent"
 cd $R
 chroot $R env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
   "$PYTHON" -I -S "$AGENT" < /dev/null > /dev/console 2>&1 &
+if [ -n "$DAEMON" ]; then
+  # xentoold as contrib/systemd/xentoold.service runs it: in the foreground, with a clean
+  # environment, started again 2 s after it ends (Restart=always).  A test that needs it gone for a
+  # while holds it back with /run/xentool-lab/daemon.hold (systemctl stop, in a real dom0).
+  ( while true; do
+      while [ -e $R/run/xentool-lab/daemon.hold ]; do sleep 1; done
+      chroot $R env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+        "$DAEMON" --wait < /dev/null > /dev/null 2>&1
+      sleep 2
+    done ) &
+  say "xentoold started"
+fi
 # PID 1 stays this shell: it reaps what the daemons leave behind and never exits.
 while true; do wait; sleep 1; done
 """

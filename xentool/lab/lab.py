@@ -203,7 +203,10 @@ class Lab:
                                  options.xenconsoled, shares, image_share=str(guests))
             options.validate()
             python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else os.path.realpath(sys.executable)
-            files = BootFiles(art.hypervisor, art.kernel, initrd, AGENT_SCRIPT, python)
+            # The daemon of the xentool the lab runs: this environment's, as `make install` puts one in place.
+            daemon = Path(sys.prefix) / "bin" / "xentoold"
+            files = BootFiles(art.hypervisor, art.kernel, initrd, AGENT_SCRIPT, python,
+                              daemon if daemon.exists() and " " not in str(daemon) else None)
             argv = qemu_argv(self.name, files, options, self.paths)
             for n in range(AGENT_PORTS):
                 if len(str(self.paths.agent_socket(n)).encode()) > 107:

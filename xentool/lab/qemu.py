@@ -51,6 +51,8 @@ class BootFiles:
     initrd: Path
     agent: Path  # the agent script, at the same path in dom0 (dom0's root is the host's)
     python: str = "/usr/bin/python3"
+    # xentoold, which dom0's init starts as contrib/systemd's unit does (None: no daemon at boot)
+    daemon: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ def dom0_cmdline(files: BootFiles, opts: LabOptions) -> str:
         parts.append(f"xentool.imageshare={opts.image_share}")
     if opts.xenconsoled:
         parts.append("xentool.xenconsoled=1")
+    if files.daemon is not None:
+        parts.append(f"xentool.daemon={files.daemon}")
     return " ".join(parts)
 
 

@@ -79,12 +79,13 @@ class DaemonLog:
                 print(line, file=sys.stderr, flush=True)
 
 
-def take_lock() -> int:
-    """The daemon's lock, as an fd kept open for the process's life (closed on exec)."""
+def take_lock(wait: bool = False) -> int:
+    """The daemon's lock, as an fd kept open for the process's life (closed on exec).  With
+    ``wait``, waits for a running daemon to end instead of raising DaemonRunning."""
     RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o755)
     fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         os.close(fd)
         raise DaemonRunning(running_pid()) from None
@@ -93,9 +94,10 @@ def take_lock() -> int:
     return fd
 
 
-def run(parts: DaemonParts, to_stderr: bool = True) -> int:
-    """Be the host's daemon until SIGTERM; returns the exit status.  Raises DaemonRunning if one runs."""
-    lock_fd = take_lock()
+def run(parts: DaemonParts, to_stderr: bool = True, wait: bool = False) -> int:
+    """Be the host's daemon until SIGTERM; returns the exit status.  Raises DaemonRunning if one
+    runs, or with ``wait`` waits for it to end first."""
+    lock_fd = take_lock(wait)
     note = DaemonLog(to_stderr)
     note(f"xentoold starting (pid {os.getpid()})")
     parts.warm_up()
