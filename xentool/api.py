@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import uuid as uuid_module
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -28,10 +28,11 @@ from xentool import lifecycle, obituaries
 from xentool.console.attach import ConsoleUnavailable, attach
 from xentool.console.paths import console_log_path, console_socket_path
 from xentool.daemon_client import await_daemon, ensure_running, follow_events, wait_with_events
+from xentool.definitions import DEFINITIONS_DIR, Definition, DefinitionStore
 from xentool.devicemodel.qmp import QmpFailed
 from xentool.domains import DOMAIN_GONE, DomainSummary, is_shut_down, state_of, summarize, wait_until
-from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, UsageError
-from xentool.events import RESTORED, Event, ask_for_look, publish
+from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, NotDefined, UsageError
+from xentool.events import DEFINED, RESTORED, STARTED, UNDEFINED, Event, ask_for_look, publish
 from xentool.records import DomainRecord, RecordStore
 
 if TYPE_CHECKING:
@@ -91,13 +92,16 @@ def connect(url: str | None = None, records_dir: str | Path | None = None) -> To
         raise NoHypervisor(str(e)) from e
     if records_dir is None:
         records_dir = Path(url[len("sim://"):]) / "xentool" if url and url.startswith("sim://") else REAL_RECORDS_DIR
-    return Toolstack(hv, RecordStore(Path(records_dir)))
+    # A simulator's defined guests are its own, beside its records; a real host's are in /etc.
+    definitions = Path(records_dir) / "defined" if url and url.startswith("sim://") else DEFINITIONS_DIR
+    return Toolstack(hv, RecordStore(Path(records_dir)), DefinitionStore(definitions))
 
 
 class Toolstack:
-    def __init__(self, hv: Hypervisor, records: RecordStore) -> None:
+    def __init__(self, hv: Hypervisor, records: RecordStore, definitions: DefinitionStore | None = None) -> None:
         self.hv = hv
         self.records = records
+        self.definitions = definitions if definitions is not None else DefinitionStore(records.directory / "defined")
 
     def close(self) -> None:
         self.hv.close()
@@ -241,6 +245,65 @@ class Toolstack:
         self._ensure_supervised()
         return domain
 
+    # -- defined guests ---------------------------------------------------------------------------
+    def define(self, source: GuestConfig | str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Definition:
+        """Keep a validated config, to start by name (:meth:`start`) and at the host's boot
+        (:meth:`set_autostart`).  Defining a name again replaces its config and keeps its uuid
+        (unless the config names another) and its autostart settings."""
+        config = self.load(source, overrides)
+        old = self.definitions.load(config.name)
+        uuid = str(config.uuid) if config.uuid else (old.uuid if old else str(uuid_module.uuid4()))
+        resolved = config.model_dump(mode="json", exclude_none=True, exclude={"source"})
+        resolved["uuid"] = uuid
+        text, where = "", "<data>"
+        if isinstance(source, str | Path):
+            where = str(Path(source).resolve())
+            text = Path(source).read_text(encoding="utf-8")  # load() read it a moment ago
+        definition = Definition(config.name, uuid, where, text, resolved)
+        if old is not None:  # its autostart settings stay
+            definition = replace(definition, autostart=old.autostart, autostart_order=old.autostart_order,
+                                 autostart_delay=old.autostart_delay)
+        definition = self.definitions.save(definition)
+        publish(Event(DEFINED, config.name, uuid, detail={"source": where}))
+        return definition
+
+    def undefine(self, name: str) -> None:
+        """Forget a defined guest's config (a running guest of that name goes on running)."""
+        definition = self.defined_guest(name)
+        self.definitions.remove(name)
+        publish(Event(UNDEFINED, name, definition.uuid))
+
+    def start(self, name: str, paused: bool = False) -> DomainSummary:
+        """Create the defined guest ``name`` from its kept config, with its uuid."""
+        from xentool.config import config_from_dict
+
+        definition = self.defined_guest(name)
+        config = config_from_dict(definition.resolved, source=f"<the definition of {name}>")
+        domain = self._create(config, definition.uuid, paused)
+        publish(Event(STARTED, domain.name, domain.uuid, domain.domid))
+        self._ensure_supervised()
+        return domain
+
+    def set_autostart(self, name: str, on: bool, order: int | None = None, delay: float | None = None) -> Definition:
+        """Whether the daemon starts ``name`` when the host boots; ``order`` (lower first) and
+        ``delay`` (seconds before the next one) if given."""
+        definition = self.defined_guest(name)
+        changed = replace(definition, autostart=on,
+                          autostart_order=definition.autostart_order if order is None else order,
+                          autostart_delay=definition.autostart_delay if delay is None else delay)
+        return self.definitions.save(changed)
+
+    def defined(self) -> list[Definition]:
+        """Every defined guest, running or not."""
+        return self.definitions.all()
+
+    def defined_guest(self, name: str) -> Definition:
+        """The definition of ``name`` (NotDefined if there is none)."""
+        definition = self.definitions.load(name)
+        if definition is None:
+            raise NotDefined(name)
+        return definition
+
     # -- save and restore -------------------------------------------------------------------------
     def save(self, ref: str | int, path: str | Path, checkpoint: bool = False) -> SaveResult:
         """Suspend the guest and write it to ``path`` (Xen's migration stream, with its config);
@@ -291,7 +354,7 @@ class Toolstack:
     def reconnect(self) -> Toolstack:
         """A new Toolstack on the same hypervisor and records, with a connection of its own (for a
         forked process, which must not share this one's)."""
-        return Toolstack(self.hv.reopen(), RecordStore(self.records.directory))
+        return Toolstack(self.hv.reopen(), RecordStore(self.records.directory), DefinitionStore(self.definitions.directory))
 
     def _create(self, config: GuestConfig, uuid: str, paused: bool, restore: RestoreSource | None = None,
                 timings: list[OpTiming] | None = None) -> DomainSummary:

@@ -61,6 +61,16 @@ class DomainNotFound(XentoolError):
         super().__init__(obituary or f"no domain {ref!r}; `xentool list` shows the domains there are")
 
 
+class NotDefined(DomainNotFound):
+    """No defined guest of that name (`xentool define` keeps them)."""
+
+    def __init__(self, name: str) -> None:
+        self.ref = name
+        self.obituary = None
+        XentoolError.__init__(self, f"no defined guest {name!r}; `xentool list --all` shows them, "
+                                    "`xentool define FILE` defines one")
+
+
 class NameInUse(XentoolError):
     exit_code = 4
 

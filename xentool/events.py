@@ -23,6 +23,9 @@ from xentool.domains import dom_path
 from xentool.wire import PUBLISH_SOCKET
 
 # The kinds of event, with what each one's detail holds.
+DEFINED = "defined"  # a config kept to start by name (detail: source)
+UNDEFINED = "undefined"
+STARTED = "started"  # a defined guest was started (its domain's "created" comes too)
 CREATED = "created"  # a domain appeared (detail: type)
 DESTROYED = "destroyed"  # it is gone
 SHUTDOWN = "shutdown"  # it shut down (detail: reason: poweroff, reboot, suspend, watchdog)
@@ -38,7 +41,7 @@ RESTORED = "restored"  # detail: path
 DEVICE_MODEL_DIED = "device-model-died"  # detail: pid, what was done
 DAEMON_STARTED = "daemon-started"  # the daemon took over the host (detail: pid, guests)
 LOOK = "look"  # not an event: a process asking the daemon to look now (ask_for_look)
-KINDS = (CREATED, DESTROYED, SHUTDOWN, CRASHED, PAUSED, UNPAUSED, RENAMED, DEVICE_ATTACHED, DEVICE_DETACHED,
+KINDS = (DEFINED, UNDEFINED, STARTED, CREATED, DESTROYED, SHUTDOWN, CRASHED, PAUSED, UNPAUSED, RENAMED, DEVICE_ATTACHED, DEVICE_DETACHED,
          RESTARTED, SAVED, RESTORED, DEVICE_MODEL_DIED, DAEMON_STARTED)
 
 # The devices reported, by their backend's kind; consoles are not: every PV guest has one from its

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "xentool.errors": 1,
     "xentool.config": 1,
     "xentool.records": 1,
+    "xentool.definitions": 1,
     "xentool.daemon": 1,
     "xentool.savefile": 1,
     "xentool.obituaries": 1,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from kit.lab import PYTHON, XENTOOL, ensure_xenconsoled, write_config, xentool
+from kit.lab import PYTHON, XENTOOL, ensure_xenconsoled, wait_for_console, write_config, xentool
 from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -53,27 +53,33 @@ def test_events_tell_of_xentools_and_xls_guests_as_it_happens(lab, guests):
     cfg.write_text(f'name = "xl-evented"\ntype = "pv"\nkernel = "{guests.kernel}"\nramdisk = "{guests.initrd}"\n'
                    'extra = "console=hvc0 xentool.then=wait"\nmemory = 128\nvcpus = 1\n')
     try:
-        assert xentool(lab, "create", str(write_config(lab, guests, "evented"))).returncode == 0
+        assert lab.exec(["truncate", "-s", "16M", "/var/tmp/evented.img"], capture=True).returncode == 0
+        config = write_config(lab, guests, "evented", disks="[{target: /var/tmp/evented.img, vdev: xvdb}]")
+        assert xentool(lab, "create", str(config)).returncode == 0
         assert xentool(lab, "pause", "evented").returncode == 0
         assert xentool(lab, "unpause", "evented").returncode == 0
+        wait_for_console(lab, "evented", "xentool-guest: marker=evented")  # booted: it hears a shutdown request
         assert xentool(lab, "shutdown", "-w", "evented").returncode == 0  # woken by the same events
         ensure_xenconsoled(lab)
         assert lab.exec(["xl", "create", str(cfg)], capture=True, timeout=300).returncode == 0
         assert lab.exec(["xl", "pause", "xl-evented"], capture=True).returncode == 0
         assert lab.exec(["xl", "destroy", "xl-evented"], capture=True).returncode == 0
         events = wait_for_events(lab, out, [
-            ("created", "evented"), ("paused", "evented"), ("unpaused", "evented"),
+            ("created", "evented"), ("device-attached", "evented"), ("paused", "evented"), ("unpaused", "evented"),
             ("shutdown", "evented"), ("destroyed", "evented"),
             ("created", "xl-evented"), ("paused", "xl-evented"), ("destroyed", "xl-evented"),
         ])
         shutdown = next(e for e in events if e["kind"] == "shutdown" and e["name"] == "evented")
         assert shutdown["detail"]["reason"] == "poweroff"
+        disk = next(e for e in events if e["kind"] == "device-attached" and e["name"] == "evented")
+        assert disk["detail"] == {"kind": "vbd", "devid": 51728}  # xvdb
         seqs = [e["seq"] for e in events]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     finally:
         lab.exec(["sh", "-c", f"kill $(cat {out}.pid) 2>/dev/null; rm -f {out}.pid"], capture=True)
         lab.exec(["xl", "destroy", "xl-evented"], capture=True)
         xentool(lab, "destroy", "evented")
+        lab.exec(["rm", "-f", "/var/tmp/evented.img"], capture=True)
 
 
 def test_a_user_who_is_not_root_reads_from_the_read_only_socket_only(lab, guests):

@@ -22,7 +22,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import typer
 
 from hypercalls.errors import HypervisorError, XenError
-from xentool.errors import ConfigError, XentoolError
+from xentool.errors import ConfigError, UsageError, XentoolError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -153,12 +153,17 @@ def create(
 
 
 @app.command("list")
-def list_domains(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_domains(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    all_guests: bool = typer.Option(False, "--all", "-a", help="Defined guests that are not running too (state shut off)."),
+) -> None:
     """List the domains, dom0 included."""
     with _toolstack() as xt:
         domains = xt.list_domains()
+        running = {d.name for d in domains} | {d.uuid for d in domains}
+        off = [d for d in xt.defined() if d.name not in running and d.uuid not in running] if all_guests else []
     if as_json:
-        _print_json([d.to_json() for d in domains])
+        _print_json([d.to_json() for d in domains] + [_shut_off_json(d) for d in off])
         return
     from rich.table import Table
 
@@ -169,7 +174,69 @@ def list_domains(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     for d in domains:
         state = d.state + (f" ({d.shutdown_reason})" if d.shutdown_reason else "")
         table.add_row(d.name, str(d.domid), str(d.memory_mib), str(d.vcpus), state, f"{d.cpu_time_s:.1f}", d.type)
+    for o in off:
+        row = _shut_off_json(o)
+        table.add_row(o.name, "-", str(row["memory_mib"]), str(row["vcpus"]), "shut off", "-", str(row["type"]))
     out().print(table)
+
+
+def _shut_off_json(definition: Any) -> dict[str, Any]:
+    """A defined guest that is not running, as a row of `list --json`."""
+    config = definition.resolved
+    return {"domid": None, "name": definition.name, "uuid": definition.uuid, "type": config.get("type"),
+            "state": "shut off", "memory_mib": config.get("memory"), "max_memory_mib": config.get("maxmem", config.get("memory")),
+            "vcpus": config.get("vcpus", 1), "cpu_time_s": None, "shutdown_reason": None, "autostart": definition.autostart}
+
+
+# -- defined guests ---------------------------------------------------------------------------------
+
+
+@app.command()
+def define(
+    config_file: Path = typer.Argument(..., help="The guest config (YAML)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE settings that override the file's."),
+) -> None:
+    """Keep a guest's config, checked, to start it by name (`start`) and when the host boots (`autostart`)."""
+    with _toolstack() as xt:
+        definition = xt.define(config_file, overrides or [])
+    _say(f"defined guest {definition.name} (uuid {definition.uuid}) from {definition.source}")
+
+
+@app.command()
+def undefine(name: str = typer.Argument(..., help="A defined guest's name.")) -> None:
+    """Forget a defined guest's config (if it runs, it goes on running)."""
+    with _toolstack() as xt:
+        xt.undefine(name)
+    _say(f"undefined guest {name}")
+
+
+@app.command()
+def start(
+    name: str = typer.Argument(..., help="A defined guest's name."),
+    paused: bool = typer.Option(False, "-p", "--paused", help="Leave the domain paused."),
+) -> None:
+    """Create a defined guest from its kept config (same uuid, same MACs)."""
+    with _toolstack() as xt:
+        domain = xt.start(name, paused)
+    _say(f"started guest {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
+
+
+@app.command()
+def autostart(
+    name: str = typer.Argument(..., help="A defined guest's name."),
+    setting: str = typer.Argument(..., help="on or off."),
+    order: Optional[int] = typer.Option(None, "--order", help="Lower starts first when the host boots."),
+    delay: Optional[float] = typer.Option(None, "--delay", help="Seconds to wait after starting it before the next."),
+) -> None:
+    """Whether the daemon starts a defined guest when the host boots."""
+    if setting not in ("on", "off"):
+        raise UsageError(f"autostart {name} {setting!r}: say on or off")
+    if delay is not None and not 0 <= delay <= 3600:
+        raise UsageError(f"--delay {delay:g}: between 0 and 3600 seconds")
+    with _toolstack() as xt:
+        definition = xt.set_autostart(name, setting == "on", order, delay)
+    _say(f"autostart of {name}: {'on' if definition.autostart else 'off'} "
+         f"(order {definition.autostart_order}, delay {definition.autostart_delay:g} s)")
 
 
 @app.command()
@@ -474,6 +541,22 @@ def config_check(files: list[Path] = typer.Argument(..., help="Config files to v
             _say(str(e), stderr=True)
     if failed:
         raise typer.Exit(ConfigError.exit_code)
+
+
+@config_app.command("show")
+def config_show(
+    name: str = typer.Argument(..., help="A defined guest's name."),
+    resolved: bool = typer.Option(False, "--resolved", help="What it resolved to (uuid and defaults), not the YAML as written."),
+) -> None:
+    """Print a defined guest's config: the YAML as it was defined, or what it resolved to."""
+    with _toolstack() as xt:
+        definition = xt.defined_guest(name)
+    if resolved or not definition.text:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(definition.resolved, sort_keys=False))
+    else:
+        sys.stdout.write(definition.text)
 
 
 @config_app.command("import")

@@ -28,7 +28,7 @@ LOCAL = b"LOCL"  # a command the server does not run (it reads the terminal, or 
 FORWARDED = frozenset({
     "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "rename",
     "mem-set", "vcpu-set", "block-attach", "block-detach", "block-list", "network-attach", "network-detach",
-    "network-list", "save", "restore", "events", "wait",
+    "network-list", "save", "restore", "events", "wait", "define", "undefine", "start", "autostart",
 })
 LOCAL_FLAGS = frozenset({"-c", "--console", "--lab", "--connect=lab", "--help", "-h"})
 LENGTH = struct.Struct("!I")

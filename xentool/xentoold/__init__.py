@@ -39,6 +39,7 @@ from xentool.events import DAEMON_STARTED, RESTARTED, Event
 from xentool.supervisor import supervise
 from xentool.wire import LOCK_PATH, LOG_PATH, RUN_DIR
 from xentool.xentoold.api_server import ApiServer
+from xentool.xentoold.autostart import AUTOSTARTED, autostart
 from xentool.xentoold.eventlog import EventLog
 from xentool.xentoold.observer import observe, receive_publications
 
@@ -120,6 +121,9 @@ def run(parts: DaemonParts, to_stderr: bool = True, wait: bool = False) -> int:
         log.add([Event(DAEMON_STARTED, detail={"pid": os.getpid(), "guests": len(log.guests())})])
         note(f"xentoold ready: {len(log.guests())} guests found, commands on the command socket, API on {RUN_DIR}")
         _tell_service_manager(b"READY=1")
+        if not AUTOSTARTED.exists():  # /run is empty after a boot: this is the host's first daemon since
+            AUTOSTARTED.touch()
+            threads.append(_start_thread("autostart", lambda: autostart(parts.connect, note, stopping), note, stopping, failed))
         while not stopping.wait(1.0):
             if failed:
                 break
@@ -166,12 +170,15 @@ def _start_parts(parts: DaemonParts, log: EventLog, note: Callable[[str], None],
     def publications() -> None:
         receive_publications(log, stopping, wake, note)
 
-    threads = []
-    for name, body in (("observer", observer), ("supervisor", supervisor), ("publications", publications)):
-        thread = threading.Thread(target=_part, args=(name, body, note, stopping, failed), name=name, daemon=True)
-        thread.start()
-        threads.append(thread)
-    return threads
+    return [_start_thread(name, body, note, stopping, failed)
+            for name, body in (("observer", observer), ("supervisor", supervisor), ("publications", publications))]
+
+
+def _start_thread(name: str, body: Callable[[], None], note: Callable[[str], None], stopping: threading.Event,
+                  failed: list[str]) -> threading.Thread:
+    thread = threading.Thread(target=_part, args=(name, body, note, stopping, failed), name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def _part(name: str, body: Callable[[], None], note: Callable[[str], None], stopping: threading.Event,

@@ -39,7 +39,7 @@ from xentool.xentoold.eventlog import EventLog
 
 MAX_CONNECTIONS = 64  # beyond this a client is told to come back later, so a flood cannot exhaust the daemon
 ADMIN_GROUP = "xentool"
-READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events"})
+READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined"})
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -74,6 +74,11 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "rename": lambda xt, a: xt.rename(_ref(a), str(a["new_name"])),
     "mem_set": lambda xt, a: xt.mem_set(_ref(a), int(a["memory_mib"])),
     "vcpu_set": lambda xt, a: xt.vcpu_set(_ref(a), int(a["vcpus"])),
+    "define": lambda xt, a: xt.define(a["config"], a.get("overrides", ())),
+    "undefine": lambda xt, a: xt.undefine(str(a["name"])),
+    "start": lambda xt, a: xt.start(str(a["name"]), bool(a.get("paused", False))),
+    "autostart": lambda xt, a: xt.set_autostart(str(a["name"]), bool(a["on"]), a.get("order"), a.get("delay")),
+    "defined": lambda xt, a: xt.defined(),
 }
 
 

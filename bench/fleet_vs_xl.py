@@ -1,0 +1,87 @@
+"""Many guests: create time as guests accumulate, and `list` with 10 and 30 guests, xentool against
+xl in one lab run.  Not a test.
+
+    .venv/bin/python bench/fleet_vs_xl.py [--guests 10] [--more 20] [--gap 12] [--name bench-fleet]
+
+`xentool` here is the plain command a user types: dom0's init runs the daemon as its systemd unit
+would, and the launcher hands each command to it.  Each guest (128 MiB PV, the lab's kernel) is
+left --gap seconds to finish booting before the next create, since a booting guest takes the
+lab's CPU (../shared/lab-notes.md).  Printed: each create's seconds, the last against the first
+for both tools; then the medians of 5 `xentool list`, `xentool list --json` and `xl list` with
+--guests running guests, and again once --more guests were added (created paused: they hold
+memory and a name, not CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from create_vs_xl import XENTOOL, timed  # this directory is on the path of a script run from it
+
+from xentool.lab import Lab
+from xentool.lab.guest_images import install_guest_images
+from xentool.lab.qemu import LabOptions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--guests", type=int, default=10)
+    parser.add_argument("--more", type=int, default=20)
+    parser.add_argument("--gap", type=float, default=12.0)
+    parser.add_argument("--name", default="bench-fleet")
+    args = parser.parse_args()
+    lab = Lab(args.name)
+    total = args.guests + args.more
+    lab.up(LabOptions(memory_mib=1024 + 160 * total + 1024), timeout=900)
+    try:
+        guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
+                                      modules_dir=lab.artifacts.modules_dir)
+        timed(lab, [XENTOOL, "daemon", "start"])  # the daemon init started, once it serves
+        lab.exec(["sh", "-c", "pgrep -x xenconsoled || /usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid"],
+                 capture=True)
+        common = {"kernel": str(guests.kernel), "ramdisk": str(guests.initrd), "memory": 128, "vcpus": 1}
+
+        def files(n: int) -> tuple[str, str]:
+            yaml, cfg = lab.share_dir / f"fleet{n}.yaml", lab.share_dir / f"fleet{n}.cfg"
+            yaml.write_text(f"name: fleet{n}\ntype: pv\ncmdline: \"console=hvc0 xentool.then=wait\"\n"
+                            + "".join(f"{k}: {v}\n" for k, v in common.items()))
+            cfg.write_text(f'name = "fleet{n}"\ntype = "pv"\nextra = "console=hvc0 xentool.then=wait"\n'
+                           + "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in common.items()))
+            return str(yaml), str(cfg)
+
+        growth = {}
+        for tool in ("xl", "xentool"):  # xentool last: its guests stay for the list figures
+            times = []
+            for n in range(1, args.guests + 1):
+                yaml, cfg = files(n)
+                times.append(timed(lab, ["xl", "create", cfg] if tool == "xl" else [XENTOOL, "create", yaml]))
+                print(f"{tool} create #{n}: {times[-1]:.2f} s", flush=True)
+                time.sleep(args.gap)
+            growth[tool] = times
+            if tool == "xl":
+                for n in range(1, args.guests + 1):
+                    timed(lab, ["xl", "destroy", f"fleet{n}"])
+        for tool, times in growth.items():
+            print(f"{tool}: create #{args.guests} {times[-1]:.2f} s against #1 {times[0]:.2f} s: x{times[-1] / times[0]:.2f}")
+
+        def lists(count: int) -> None:
+            figures = {}
+            for label, argv in (("xentool list", [XENTOOL, "list"]), ("xentool list --json", [XENTOOL, "list", "--json"]),
+                                ("xl list", ["xl", "list"])):
+                figures[label] = statistics.median(timed(lab, argv) for _ in range(5))
+            xl = figures["xl list"]
+            for label, seconds in figures.items():
+                print(f"{count} guests, median of 5: {label} {seconds:.2f} s, ratio to xl list {seconds / xl:.2f}")
+
+        lists(args.guests)
+        for n in range(args.guests + 1, total + 1):
+            timed(lab, [XENTOOL, "create", "-p", files(n)[0]])
+        lists(total)
+    finally:
+        lab.down()
+
+
+if __name__ == "__main__":
+    main()
