@@ -259,11 +259,10 @@ class Toolstack:
         if isinstance(source, str | Path):
             where = str(Path(source).resolve())
             text = Path(source).read_text(encoding="utf-8")  # load() read it a moment ago
-        definition = Definition(config.name, uuid, where, text, resolved)
-        if old is not None:  # its autostart settings stay
-            definition = replace(definition, autostart=old.autostart, autostart_order=old.autostart_order,
-                                 autostart_delay=old.autostart_delay)
-        definition = self.definitions.save(definition)
+        # Autostart: what the config says where it says it, else what was set before (`xentool autostart`).
+        autostart = {key: getattr(config, key) if key in config.model_fields_set or old is None else getattr(old, key)
+                     for key in ("autostart", "autostart_order", "autostart_delay")}
+        definition = self.definitions.save(Definition(config.name, uuid, where, text, resolved, **autostart))
         publish(Event(DEFINED, config.name, uuid, detail={"source": where}))
         return definition
 

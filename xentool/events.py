@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hypercalls.errors import XenError
@@ -139,6 +139,14 @@ def look(hv: Hypervisor) -> dict[int, GuestView]:
     return seen
 
 
+def with_known_names(before: dict[int, GuestView], after: dict[int, GuestView]) -> dict[int, GuestView]:
+    """``after``, where a domain's name is gone (its xenstore directory removed as it is destroyed)
+    but ``before`` knew it: events then still say whose they are."""
+    return {domid: replace(view, name=before[domid].name)
+            if view.name is None and domid in before and before[domid].uuid == view.uuid else view
+            for domid, view in after.items()}
+
+
 def changes(before: dict[int, GuestView], after: dict[int, GuestView]) -> list[Event]:
     """The events that turn the look ``before`` into ``after``."""
     events: list[Event] = []
@@ -151,8 +159,10 @@ def changes(before: dict[int, GuestView], after: dict[int, GuestView]) -> list[E
         if seen is None or seen.uuid != new.uuid:
             if new.name is None:
                 continue  # still being made: its name is its first node; reported once it has one
-            events.append(Event(CREATED, new.name, new.uuid, domid, {"type": new.type}))
-            seen = GuestView(domid, new.uuid, new.name, new.type, "running", None, frozenset())
+            # Its state when first seen is where it starts from (a domain is made paused, and
+            # unpaused once built): "created" says it, a later change is an event of its own.
+            events.append(Event(CREATED, new.name, new.uuid, domid, {"type": new.type, "state": new.state}))
+            seen = GuestView(domid, new.uuid, new.name, new.type, new.state, new.reason, frozenset())
         events += _guest_changes(seen, new)
     return events
 
@@ -198,4 +208,4 @@ def publish(event: Event) -> None:
         pass
 
 
-__all__ = ["KINDS", "Event", "GuestView", "ask_for_look", "changes", "look", "publish", "state_name"]
+__all__ = ["KINDS", "Event", "GuestView", "ask_for_look", "changes", "look", "publish", "state_name", "with_known_names"]

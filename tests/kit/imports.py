@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "xentool.api": 4,
     "xentool.lab": 5,
     "xentool.xentoold": 5,
+    "xentool.desired": 5,
     "xentool.cli": 6,
     "xentool": 7,  # the package's own __init__: `import xentool` gives the API
     "xentool.__main__": 7,

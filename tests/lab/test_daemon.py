@@ -62,6 +62,8 @@ def test_events_tell_of_xentools_and_xls_guests_as_it_happens(lab, guests):
         assert xentool(lab, "shutdown", "-w", "evented").returncode == 0  # woken by the same events
         ensure_xenconsoled(lab)
         assert lab.exec(["xl", "create", str(cfg)], capture=True, timeout=300).returncode == 0
+        wait_for_events(lab, out, [("created", "xl-evented")])
+        time.sleep(3)  # the daemon has seen it run (a pause fires no watch: its 2 s poll sees it)
         assert lab.exec(["xl", "pause", "xl-evented"], capture=True).returncode == 0
         assert lab.exec(["xl", "destroy", "xl-evented"], capture=True).returncode == 0
         events = wait_for_events(lab, out, [

@@ -15,19 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from kit.daemon import daemon_env, start_daemon, stop_daemon
+from kit.daemon import daemon_env, sim_guest, start_daemon, stop_daemon
 from xentool.daemon_client import DaemonConnection, follow_events
 from xentool.errors import DomainNotFound, UsageError, XentoolError
 from xentool.events import Event
 from xentool.wire import MAX_MESSAGE
-
-EXAMPLE = Path("configs/examples/pv-hello.yaml").resolve()
 
 
 @pytest.fixture
 def daemon(tmp_path):
     env = daemon_env(tmp_path)
     process = start_daemon(env)
+    env["EXAMPLE"] = str(sim_guest(tmp_path / "configs", "pv-hello"))
     yield env, process
     if process.poll() is None:
         assert stop_daemon(process) == 0
@@ -78,7 +77,7 @@ def test_events_tell_what_happens_to_a_guest_as_it_happens(daemon):
                      daemon=True).start()
     try:
         time.sleep(1)  # subscribed
-        for args in (("create", str(EXAMPLE)), ("pause", "pv-hello"), ("unpause", "pv-hello"),
+        for args in (("create", env["EXAMPLE"]), ("pause", "pv-hello"), ("unpause", "pv-hello"),
                      ("rename", "pv-hello", "renamed"), ("destroy", "renamed")):
             assert here(env, *args).returncode == 0
             time.sleep(0.5)
@@ -92,7 +91,7 @@ def test_events_tell_what_happens_to_a_guest_as_it_happens(daemon):
 
 def test_the_read_only_socket_reads_and_refuses_changes_and_errors_keep_their_type(daemon):
     env, _ = daemon
-    assert here(env, "create", str(EXAMPLE)).returncode == 0
+    assert here(env, "create", env["EXAMPLE"]).returncode == 0
     full, read_only = sockets(env)
     with DaemonConnection(read_only) as ro:
         assert [d["name"] for d in ro.call("list")] == ["Domain-0", "pv-hello"]
@@ -130,7 +129,7 @@ def test_a_malformed_or_oversized_request_gets_an_error_and_the_daemon_serves_on
 def test_a_client_is_told_what_changed_while_the_daemon_was_away(daemon):
     env, process = daemon
     full, _ = sockets(env)
-    assert here(env, "create", str(EXAMPLE)).returncode == 0
+    assert here(env, "create", env["EXAMPLE"]).returncode == 0
     events: queue.Queue = queue.Queue()
     threading.Thread(target=collect, args=(follow_events(path=full), events), daemon=True).start()
     time.sleep(1)
@@ -143,7 +142,7 @@ def test_a_client_is_told_what_changed_while_the_daemon_was_away(daemon):
     try:
         seen = next_events(events, ["destroyed"], timeout=30)
         assert seen[-1].name == "pv-hello" and seen[-1].detail.get("resync") is True
-        assert here(env, "create", str(EXAMPLE)).returncode == 0  # and the stream goes on, live
+        assert here(env, "create", env["EXAMPLE"]).returncode == 0  # and the stream goes on, live
         assert next_events(events, ["created"])[-1].detail.get("resync") is None
     finally:
         assert stop_daemon(restarted) == 0
@@ -157,7 +156,7 @@ def test_two_clients_creating_one_name_exactly_one_wins(daemon):
     def create() -> None:
         with DaemonConnection(full) as conn:
             try:
-                results.append(conn.call("create", config=str(EXAMPLE)))
+                results.append(conn.call("create", config=env["EXAMPLE"]))
             except XentoolError as e:  # NameInUse, or the skeleton step's CreationError when both passed the check
                 results.append(e)
 

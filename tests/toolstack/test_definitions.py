@@ -7,11 +7,8 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from kit.daemon import daemon_env, start_daemon, stop_daemon
-
-EXAMPLE = Path("configs/examples/pv-hello.yaml").resolve()
+from kit.daemon import daemon_env, sim_guest, start_daemon, stop_daemon
 
 
 def xentool(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,7 +24,8 @@ def listed(env: dict[str, str]) -> dict[str, dict]:
 
 def test_a_defined_guest_starts_by_name_with_its_uuid_every_time(tmp_path):
     env = daemon_env(tmp_path)
-    defined = xentool(env, "define", str(EXAMPLE), "memory=192")
+    example = sim_guest(tmp_path, "pv-hello", comment="# the web front end\n", memory=256)
+    defined = xentool(env, "define", str(example), "memory=192")
     assert defined.returncode == 0 and defined.stdout.startswith("defined guest pv-hello (uuid "), defined.stderr
     off = listed(env)["pv-hello"]
     assert (off["state"], off["domid"], off["memory_mib"]) == ("shut off", None, 192)
@@ -44,11 +42,11 @@ def test_a_defined_guest_starts_by_name_with_its_uuid_every_time(tmp_path):
     assert uuids[0] == uuids[1] == off["uuid"]
     # Defined again (the file's own memory, 256): the uuid and the autostart setting stay.
     assert xentool(env, "autostart", "pv-hello", "on", "--order", "3").returncode == 0
-    assert xentool(env, "define", str(EXAMPLE)).returncode == 0
+    assert xentool(env, "define", str(example)).returncode == 0
     again = listed(env)["pv-hello"]
     assert (again["uuid"], again["autostart"], again["memory_mib"]) == (off["uuid"], True, 256)
     shown = xentool(env, "config", "show", "pv-hello")
-    assert shown.stdout == EXAMPLE.read_text()  # the YAML as written, comments and all
+    assert shown.stdout == example.read_text()  # the YAML as written, comments and all
     resolved = xentool(env, "config", "show", "--resolved", "pv-hello")
     assert f"uuid: {off['uuid']}" in resolved.stdout
     assert xentool(env, "undefine", "pv-hello").returncode == 0
@@ -72,11 +70,8 @@ def test_bad_input_to_the_defined_guests_commands_is_one_line(tmp_path):
 
 def test_the_daemon_starts_autostart_guests_once_per_boot_in_their_order(tmp_path):
     env = daemon_env(tmp_path)
-    configs = []
     for name, order in (("late", 2), ("early", 1), ("manual", None)):
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(EXAMPLE.read_text().replace("name: pv-hello", f"name: {name}"))
-        configs.append(config)
+        config = sim_guest(tmp_path, name)
         assert xentool(env, "define", str(config)).returncode == 0
         if order is not None:
             assert xentool(env, "autostart", name, "on", "--order", str(order)).returncode == 0

@@ -190,6 +190,8 @@ def _shut_off_json(definition: Any) -> dict[str, Any]:
 
 # -- defined guests ---------------------------------------------------------------------------------
 
+CHANGES_PENDING = 10  # `apply --dry-run`: terraform plan -detailed-exitcode's "2", which here means bad usage
+
 
 @app.command()
 def define(
@@ -200,6 +202,44 @@ def define(
     with _toolstack() as xt:
         definition = xt.define(config_file, overrides or [])
     _say(f"defined guest {definition.name} (uuid {definition.uuid}) from {definition.source}")
+
+
+@app.command()
+def apply(
+    paths: list[Path] = typer.Argument(..., help="Guest configs, or folders of them (*.yaml, *.yml)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing; exit status "
+                                 f"{CHANGES_PENDING} if changes are pending, 0 if none."),
+    prune: bool = typer.Option(False, "--prune", help="Destroy and undefine defined guests that no file names."),
+    restart: bool = typer.Option(False, "--restart", help="Restart guests whose changes cannot be made live."),
+) -> None:
+    """Make the defined and running guests what the files say: define, start, change live; say what needs a restart."""
+    from xentool import desired
+
+    configs = desired.read_files(paths)  # every file's errors at once, before anything changes
+    with _toolstack() as xt, desired.one_at_a_time(lambda: _say("waiting for another apply to finish", stderr=True)):
+        plans = desired.plan(xt, configs, prune=prune, restart=restart)
+        pending = False
+        for guest in plans:
+            for step in guest.steps:
+                _say(f"{guest.name}: {step.says}")
+            if guest.needs_restart:
+                _say(f"{guest.name}: needs restart ({', '.join(guest.needs_restart)} changed): apply --restart does it")
+            if guest.problem:
+                _say(f"{guest.name}: {guest.problem}", stderr=True)
+            pending = pending or bool(guest.steps or guest.needs_restart)
+        if not pending:
+            _say("no changes")
+            return
+        if dry_run:
+            raise typer.Exit(CHANGES_PENDING)
+        failed = False
+        for guest in plans:
+            if guest.steps:
+                outcome = desired.execute(guest)
+                _say(f"{guest.name}: {outcome.says}", stderr=not outcome.done)
+                failed = failed or not outcome.done
+    if failed:
+        raise typer.Exit(5)
 
 
 @app.command()

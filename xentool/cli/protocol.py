@@ -29,6 +29,7 @@ FORWARDED = frozenset({
     "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "rename",
     "mem-set", "vcpu-set", "block-attach", "block-detach", "block-list", "network-attach", "network-detach",
     "network-list", "save", "restore", "events", "wait", "define", "undefine", "start", "autostart",
+    "apply",
 })
 LOCAL_FLAGS = frozenset({"-c", "--console", "--lab", "--connect=lab", "--help", "-h"})
 LENGTH = struct.Struct("!I")

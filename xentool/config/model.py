@@ -565,6 +565,9 @@ class GuestConfig(BaseModel):
         "gives up on one that keeps going down, a guest crashing at boot say, and destroys it.",
     )
     restart_window: Count = Field(60, ge=1, le=86400, description="Seconds; see restart_tries.")
+    autostart: bool = Field(False, description="A defined guest (xentool define, apply): start it when the host boots.")
+    autostart_order: int = Field(0, ge=-1000, le=1000, description="Autostart guests start lowest first (then by name).")
+    autostart_delay: float = Field(0, ge=0, le=3600, description="Seconds to wait after autostarting it before the next guest.")
     disks: list[Annotated[Disk, BeforeValidator(_disk_spec)]] = Field([], description="Virtual disks and cdrom drives.")
     vifs: list[Annotated[Vif, BeforeValidator(_vif_spec)]] = Field([], description="Network interfaces.")
     serial: str | None = Field(

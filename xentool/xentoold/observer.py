@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from hypercalls.errors import XenError
 from hypercalls.interface import Hypervisor
-from xentool.events import BACKENDS, LOOK, Event, GuestView, changes, look, state_name
+from xentool.events import BACKENDS, LOOK, Event, GuestView, changes, look, state_name, with_known_names
 from xentool.wire import PUBLISH_SOCKET
 from xentool.xentoold.eventlog import EventLog
 
@@ -45,7 +45,7 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
             if fired is None and not wake.is_set() and not _states_changed(hv, before):
                 continue  # the poll's cheap check: one hypercall, no xenstore reads
             wake.clear()
-            after = look(hv)
+            after = with_known_names(before, look(hv))
             found = changes(before, after)
             log.add(found, after)
             before = after
