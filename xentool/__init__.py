@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # Imported on first use, so that `xentool lab ...` and `--help` do not pay for the whole toolstack
 # (Python in the lab's dom0 starts slowly: every module counts).
 _EXPORTS = {
-    "connect": "xentool.api",
+    "connect": "xentool.remote",
     "Toolstack": "xentool.api",
     "DomainSummary": "xentool.api",
     "DomainDetails": "xentool.api",

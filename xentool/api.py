@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import uuid as uuid_module
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -30,9 +30,10 @@ from xentool.console.paths import console_log_path, console_socket_path
 from xentool.daemon_client import await_daemon, ensure_running, follow_events, wait_with_events
 from xentool.definitions import DEFINITIONS_DIR, Definition, DefinitionStore
 from xentool.devicemodel.qmp import QmpFailed
-from xentool.domains import DOMAIN_GONE, DomainSummary, is_shut_down, state_of, summarize, wait_until
+from xentool.domains import DOMAIN_GONE, DomainDetails, DomainSummary, is_shut_down, state_of, summarize, wait_until
 from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, NotDefined, UsageError
 from xentool.events import DEFINED, RESTORED, STARTED, UNDEFINED, Event, ask_for_look, publish
+from xentool.host import HostInfo
 from xentool.records import DomainRecord, RecordStore
 
 if TYPE_CHECKING:
@@ -51,29 +52,6 @@ REAL_RECORDS_DIR = Path("/var/lib/xentool/domains")
 # How long a command naming a guest waits for a restart of it (the supervisor acting on its
 # on_reboot, say) to finish: a create, which takes a minute on the lab's emulated CPU at worst.
 RESTART_WAIT_SECONDS = 120.0
-
-
-@dataclass(frozen=True)
-class DomainDetails(DomainSummary):
-    """`xentool info`: the summary plus the balloon target, vcpu limit and the config, if known."""
-
-    target_memory_mib: int | None
-    max_vcpus: int
-    config: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    backend: str
-    xen_version: str
-    nr_cpus: int
-    total_memory_mib: int
-    free_memory_mib: int
-    virt_caps: list[str]
-    capabilities: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def connect(url: str | None = None, records_dir: str | Path | None = None) -> Toolstack:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hypercalls.interface import DomainInfo, Hypervisor
 from xentool.domains import state_of, wait_until
@@ -121,19 +122,27 @@ def wait_with_events(hv: Hypervisor, domid: int, uuid: str, done: Callable[[Doma
     return wait_until(hv, domid, done, what, max(0.0, deadline - time.monotonic()), hint)
 
 
-class DaemonConnection:
-    """One connection to the daemon's API socket: calls, or one event stream."""
+class Stream(Protocol):
+    """What a connection runs over: a unix socket, a TLS socket, or ssh's pipes (xentool.remote)."""
 
-    def __init__(self, path: Path | str | None = None, timeout: float | None = 300.0) -> None:
-        self.path = Path(path) if path is not None else (API_SOCKET if os.geteuid() == 0 else API_RO_SOCKET)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(os.fspath(self.path))
-        except OSError as e:
-            self._sock.close()
-            raise DaemonUnavailable(f"the xentool daemon does not answer on {self.path} ({e.strerror or e}); "
-                                    f"`xentool daemon start` starts it, {LOG_PATH} says why it stopped") from e
+    def sendall(self, data: bytes, /) -> None: ...
+    def recv(self, size: int, /) -> bytes: ...
+    def settimeout(self, seconds: float | None, /) -> None: ...
+    def close(self) -> None: ...
+
+
+class DaemonConnection:
+    """One connection to a daemon's API: calls, or one event stream.  Over the local daemon's
+    socket (``path``; by default the full one for root, the read-only one for others), or over
+    ``stream`` (a remote daemon's, named ``where``)."""
+
+    def __init__(self, path: Path | str | None = None, timeout: float | None = 300.0, stream: Stream | None = None,
+                 where: str | None = None) -> None:
+        if stream is None:
+            path = Path(path) if path is not None else (API_SOCKET if os.geteuid() == 0 else API_RO_SOCKET)
+            stream = _unix_stream(path, timeout)
+        self.path = where or str(path)
+        self._sock: Stream = stream
         self._buffer = b""
         self._ids = 0
 
@@ -146,10 +155,15 @@ class DaemonConnection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, name: str, **args: Any) -> Any:
+    def call(self, call: str, /, **args: Any) -> Any:
         """The call's result; the daemon's error raised as the exception it stands for."""
         self._ids += 1
-        self._sock.sendall(encode(request(name, args, self._ids)))
+        try:
+            self._sock.sendall(encode(request(call, args, self._ids)))
+        except TimeoutError:
+            raise
+        except OSError as e:  # TLS's refusals come here too (a certificate the daemon does not take)
+            raise DaemonUnavailable(f"the xentool daemon at {self.path} ended the connection: {e}") from e
         reply = self.receive()
         if "error" in reply:
             raise error_from_wire(reply["error"])
@@ -164,7 +178,12 @@ class DaemonConnection:
         while b"\n" not in self._buffer:
             if len(self._buffer) > MAX_MESSAGE:
                 raise ProtocolError("the daemon sent a message over the protocol's size")
-            chunk = self._sock.recv(65536)
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                raise
+            except OSError as e:
+                raise DaemonUnavailable(f"the xentool daemon at {self.path} ended the connection: {e}") from e
             if not chunk:
                 raise DaemonUnavailable(f"the xentool daemon closed the connection ({self.path})")
             self._buffer += chunk
@@ -172,44 +191,90 @@ class DaemonConnection:
         return decode(line)
 
 
+def relay_stdio() -> int:
+    """Carry the protocol between stdin/stdout and this host's daemon (`xentool daemon pipe`, what
+    a client's ``ssh HOST xentool daemon pipe`` runs): the full socket for root and the `xentool`
+    group, the read-only one for anyone else.  Returns the exit status."""
+    if os.geteuid() == 0:
+        await_daemon()
+    sock = None
+    for path in (API_SOCKET, API_RO_SOCKET):
+        try:
+            sock = _unix_stream(path, None)
+            break
+        except DaemonUnavailable as e:
+            failure = e
+            if not isinstance(e.__cause__, PermissionError):
+                raise
+    if sock is None:
+        raise failure
+    with sock:
+        while True:
+            ready, _, _ = select.select([0, sock.fileno()], [], [])
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if not data:
+                    return 0
+                sock.sendall(data)
+            if sock.fileno() in ready:
+                data = sock.recv(65536)
+                if not data:
+                    return 0
+                while data:
+                    data = data[os.write(1, data):]
+
+
+def _unix_stream(path: Path, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.fspath(path))
+    except OSError as e:
+        sock.close()
+        raise DaemonUnavailable(f"the xentool daemon does not answer on {path} ({e.strerror or e}); "
+                                f"`xentool daemon start` starts it, {LOG_PATH} says why it stopped") from e
+    return sock
+
+
 def follow_events(names: Sequence[str] = (), path: Path | str | None = None,
                   reconnect_seconds: float = RECONNECT_SECONDS,
-                  subscribed: Callable[[], None] | None = None) -> Iterator[Event]:
-    """Events as they happen (for guests called ``names``, or all).  When the daemon goes away
-    (restarted, upgraded, killed), this waits for it to come back and goes on: the events it
-    missed are replayed when the daemon still has them, and otherwise made up from what changed
+                  subscribed: Callable[[], None] | None = None,
+                  connect: Callable[[], DaemonConnection] | None = None) -> Iterator[Event]:
+    """Events as they happen (for guests called ``names``, or all), from the moment of this call:
+    the subscription is made here, not at the first ``next()``.  When the daemon goes away
+    (restarted, upgraded, killed), the iterator waits for it to come back and goes on: the events
+    it missed are replayed when the daemon still has them, and otherwise made up from what changed
     (those carry ``detail["resync"] = True``), so that no change is lost from the caller's view.
-    ``subscribed`` is called once the daemon has taken the first subscription: what happens from
-    then on is in the stream."""
-    token: str | None = None
-    known: dict[int, GuestView] | None = None
+    ``subscribed`` is called once the subscription is made.  ``connect`` makes the connections (a
+    remote daemon's), else they are made to ``path``."""
+    if connect is None:
+        def connect() -> DaemonConnection:
+            return DaemonConnection(path, timeout=30)
+    names = list(names)
+    conn = connect()
+    try:
+        result = conn.call("events", since=None, names=names)
+    except BaseException:
+        conn.close()
+        raise
+    if subscribed is not None:
+        subscribed()
+    return _follow(conn, result, names, connect, reconnect_seconds)
+
+
+def _follow(conn: DaemonConnection, result: dict[str, Any], names: list[str], connect: Callable[[], DaemonConnection],
+            reconnect_seconds: float) -> Iterator[Event]:
+    known = {view.domid: view for view in map(_view, result["guests"])}
+    token: str = result["token"]
     while True:
-        try:
-            conn = DaemonConnection(path, timeout=30)
-        except DaemonUnavailable:
-            if known is None:
-                raise
-            conn = _reconnect(path, reconnect_seconds)
         with conn:
-            result = conn.call("events", since=token, names=list(names))
-            now = {view.domid: view for view in map(_view, result["guests"])}
-            if known is not None:
-                if result.get("missed") is not None:
-                    yield from (Event.from_json(e) for e in result["missed"])
-                else:
-                    for event in changes(known, now):
-                        yield Event(event.kind, event.name, event.uuid, event.domid, {**event.detail, "resync": True})
-            if known is None and subscribed is not None:
-                subscribed()
-            known, token = now, result["token"]
             try:
                 while True:
                     message = conn.receive(timeout=None)
                     data = message.get("event")
                     if not isinstance(data, dict):
                         raise ProtocolError(f"an event stream holds events, not {message!r}")
-                    guest = message.get("guest")
-                    domid = data.get("domid")
+                    guest, domid = message.get("guest"), data.get("domid")
                     if isinstance(domid, int):
                         if isinstance(guest, dict):
                             known[domid] = _view(guest)
@@ -218,14 +283,23 @@ def follow_events(names: Sequence[str] = (), path: Path | str | None = None,
                     token = message.get("token", token)
                     yield Event.from_json(data)
             except (DaemonUnavailable, OSError):
-                continue  # the daemon went away: reconnect and catch up
+                pass  # the daemon went away: reconnect and catch up
+        conn = _reconnect(connect, reconnect_seconds)
+        result = conn.call("events", since=token, names=names)
+        now = {view.domid: view for view in map(_view, result["guests"])}
+        if result.get("missed") is not None:
+            yield from (Event.from_json(e) for e in result["missed"])
+        else:
+            for event in changes(known, now):
+                yield Event(event.kind, event.name, event.uuid, event.domid, {**event.detail, "resync": True})
+        known, token = now, result["token"]
 
 
-def _reconnect(path: Path | str | None, seconds: float) -> DaemonConnection:
+def _reconnect(connect: Callable[[], DaemonConnection], seconds: float) -> DaemonConnection:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return DaemonConnection(path, timeout=30)
+            return connect()
         except DaemonUnavailable:
             if time.monotonic() > deadline:
                 raise WaitTimeout("the xentool daemon to come back", seconds, f"{LOG_PATH} says why it stopped") from None
@@ -239,6 +313,6 @@ def _view(data: dict[str, Any]) -> GuestView:
 
 
 __all__ = [
-    "DaemonConnection", "DaemonUnavailable", "await_daemon", "ensure_running", "follow_events", "running_pid",
+    "DaemonConnection", "DaemonUnavailable", "await_daemon", "ensure_running", "follow_events", "relay_stdio", "running_pid",
     "wait_with_events",
 ]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xentool.api import Toolstack
-from xentool.config import GuestConfig, load_config
+from xentool.config import GuestConfig, config_from_dict, load_config
 from xentool.definitions import Definition
 from xentool.domains import DomainSummary
 from xentool.errors import ConfigError, ConfigIssue, XentoolError
@@ -235,8 +235,6 @@ def _record(xt: Toolstack, domain: DomainSummary, config: GuestConfig) -> None:
 
 
 def _record_dict(xt: Toolstack, domain: DomainSummary, data: dict[str, Any]) -> None:
-    from xentool.config import config_from_dict
-
     xt.records.reconfigured(domain.uuid, config_from_dict(data, source=f"<record of {domain.name}>"))
 
 

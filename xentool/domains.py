@@ -97,6 +97,15 @@ class DomainSummary:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DomainDetails(DomainSummary):
+    """`xentool info`: the summary plus the balloon target, vcpu limit and the config, if known."""
+
+    target_memory_mib: int | None
+    max_vcpus: int
+    config: dict[str, Any] | None
+
+
 def name_of(hv: Hypervisor, domid: int) -> str:
     name = hv.xenstore().read_or(f"{dom_path(domid)}/name")
     if name is None:

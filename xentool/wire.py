@@ -39,6 +39,22 @@ API_RO_SOCKET = RUN_DIR / "xentoold-ro.sock"
 PUBLISH_SOCKET = RUN_DIR / "xentoold-events.sock"
 LOCK_PATH = RUN_DIR / "xentoold.pid"  # holds the running daemon's pid, locked while it runs
 LOG_PATH = Path(os.environ.get("XENTOOL_LOG_DIR") or "/var/log/xentool") / "xentoold.log"
+# The daemon's own settings (what a service manager's unit cannot say on its command line): listen.
+DAEMON_CONFIG = Path(os.environ.get("XENTOOL_DAEMON_CONFIG") or "/etc/xentool/xentoold.yaml")
+
+# TLS (docs/api.md): a directory of PEM files.  The daemon's holds the CA that signs its clients,
+# its own certificate and key, and optionally the names of the clients it takes; a client's holds
+# the CA that signed the daemon's certificate and its own certificate and key.
+SERVER_TLS_DIR = Path(os.environ.get("XENTOOL_SERVER_TLS_DIR") or "/etc/xentool/tls")
+TLS_CA, TLS_SERVER_CERT, TLS_SERVER_KEY = "ca.pem", "server-cert.pem", "server-key.pem"
+TLS_CLIENT_CERT, TLS_CLIENT_KEY, TLS_ALLOWED_CLIENTS = "client-cert.pem", "client-key.pem", "allowed-clients"
+
+
+def client_tls_dir() -> Path:
+    """$XENTOOL_TLS_DIR, else /etc/xentool/tls for root, else ~/.config/xentool/tls."""
+    if os.environ.get("XENTOOL_TLS_DIR"):
+        return Path(os.environ["XENTOOL_TLS_DIR"])
+    return SERVER_TLS_DIR if os.geteuid() == 0 else Path.home() / ".config" / "xentool" / "tls"
 
 
 class ProtocolError(XentoolError):
@@ -118,7 +134,8 @@ def error_from_wire(data: Any) -> XentoolError:
 
 
 __all__ = [
-    "API_RO_SOCKET", "API_SOCKET", "LOCK_PATH", "LOG_PATH", "MAX_MESSAGE", "PROTOCOL_VERSION",
-    "PUBLISH_SOCKET", "RUN_DIR", "ProtocolError", "check_request", "decode", "encode", "error_from_wire",
-    "error_to_wire", "request",
+    "API_RO_SOCKET", "API_SOCKET", "DAEMON_CONFIG", "LOCK_PATH", "LOG_PATH", "MAX_MESSAGE", "PROTOCOL_VERSION",
+    "PUBLISH_SOCKET", "RUN_DIR", "SERVER_TLS_DIR", "TLS_ALLOWED_CLIENTS", "TLS_CA", "TLS_CLIENT_CERT", "TLS_CLIENT_KEY",
+    "TLS_SERVER_CERT", "TLS_SERVER_KEY", "ProtocolError", "check_request", "client_tls_dir", "decode", "encode",
+    "error_from_wire", "error_to_wire", "request",
 ]

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "xentool.savefile": 1,
     "xentool.obituaries": 1,
     "xentool.domains": 1,
+    "xentool.host": 1,
     "xentool.wire": 1,
     "xentool.events": 1,
     "xentool.daemon_client": 2,
@@ -49,6 +50,7 @@ LAYERS: dict[str, int] = {
     "xentool.lab": 5,
     "xentool.xentoold": 5,
     "xentool.desired": 5,
+    "xentool.remote": 5,
     "xentool.cli": 6,
     "xentool": 7,  # the package's own __init__: `import xentool` gives the API
     "xentool.__main__": 7,

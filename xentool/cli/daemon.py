@@ -6,11 +6,12 @@ import os
 import signal
 import sys
 import time
+from typing import Optional
 
 import typer
 
 from xentool.cli.command_server import Entry, serve, socket_path, warm_up
-from xentool.wire import LOG_PATH
+from xentool.wire import DAEMON_CONFIG, LOG_PATH, SERVER_TLS_DIR
 
 daemon_app = typer.Typer(help="The host's daemon (xentoold): supervises guests, serves commands, the API and events.",
                          no_args_is_help=True)
@@ -25,6 +26,8 @@ def run(
     quiet_if_running: bool = typer.Option(False, "--quiet-if-running", help="Exit with 0, saying nothing, if one runs."),
     wait: bool = typer.Option(False, "--wait", help="If one runs (started on demand), wait for it to end, then take over "
                               "(what a service manager wants)."),
+    listen: Optional[list[str]] = typer.Option(None, "--listen", help="Also serve the API on tls://ADDR:PORT (mutual TLS, "
+                                               f"certificates in {SERVER_TLS_DIR}); besides {DAEMON_CONFIG}'s listen."),
 ) -> None:
     """Be the daemon, in the foreground (what a service manager runs; `xentoold` is the same)."""
     from xentool import api, xentoold
@@ -32,13 +35,14 @@ def run(
     entry = ctx.find_root().obj
     if not isinstance(entry, Entry):  # the CLI's main() hands it over; typer alone does not
         raise typer.BadParameter("run it as `xentool daemon run` or `xentoold`", ctx)
+    listeners = xentoold.listeners(list(listen or ()))  # bad addresses or settings: one line, before anything starts
     parts = xentoold.DaemonParts(
         warm_up=lambda: warm_up(entry),
         serve_commands=lambda: serve(socket_path(), entry, warmed=True),
         connect=lambda: api.connect(),
     )
     try:
-        code = xentoold.run(parts, to_stderr=sys.stderr is not None and not _is_devnull(2), wait=wait)
+        code = xentoold.run(parts, to_stderr=sys.stderr is not None and not _is_devnull(2), wait=wait, listen=listeners)
     except xentoold.DaemonRunning:
         if quiet_if_running:
             return
@@ -51,6 +55,14 @@ def _is_devnull(fd: int) -> bool:
         return os.path.samestat(os.fstat(fd), os.stat(os.devnull))
     except OSError:
         return True
+
+
+@daemon_app.command("pipe")
+def pipe() -> None:
+    """Relay the daemon's API between stdin/stdout and its socket (what `--connect ssh://HOST` runs there)."""
+    from xentool.daemon_client import relay_stdio
+
+    raise typer.Exit(relay_stdio())
 
 
 @daemon_app.command("start")

@@ -71,6 +71,10 @@ options = Options()
 
 
 def _toolstack() -> Toolstack:
+    if options.connect and options.connect.split("://", 1)[0] in ("ssh", "tls"):
+        from xentool.remote import connect as connect_remote  # ssl and ssh only for remote hosts
+
+        return connect_remote(options.connect)
     from xentool.api import connect
 
     return connect(options.connect)
@@ -91,7 +95,8 @@ def _print_json(data: Any) -> None:
 @app.callback()
 def main_options(
     connect: Optional[str] = typer.Option(
-        None, "--connect", envvar="XENTOOL_CONNECT", help="xen, sim:///PATH (the simulator), or lab."
+        None, "--connect", envvar="XENTOOL_CONNECT",
+        help="xen, sim:///PATH (the simulator), lab, or another host's daemon: ssh://[user@]HOST[:PORT], tls://HOST[:PORT]."
     ),
     lab: bool = typer.Option(False, "--lab", help="Run this command in the Xen lab's dom0 (starts the lab if needed)."),
     debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),

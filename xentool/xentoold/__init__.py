@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from xentool.api import Toolstack
@@ -42,6 +42,7 @@ from xentool.xentoold.api_server import ApiServer
 from xentool.xentoold.autostart import AUTOSTARTED, autostart
 from xentool.xentoold.eventlog import EventLog
 from xentool.xentoold.observer import observe, receive_publications
+from xentool.xentoold.tls import TlsListener, listeners
 
 STOP_SECONDS = 10.0  # how long the parts get to finish when the daemon stops
 
@@ -95,9 +96,9 @@ def take_lock(wait: bool = False) -> int:
     return fd
 
 
-def run(parts: DaemonParts, to_stderr: bool = True, wait: bool = False) -> int:
+def run(parts: DaemonParts, to_stderr: bool = True, wait: bool = False, listen: Sequence[TlsListener] = ()) -> int:
     """Be the host's daemon until SIGTERM; returns the exit status.  Raises DaemonRunning if one
-    runs, or with ``wait`` waits for it to end first."""
+    runs, or with ``wait`` waits for it to end first.  ``listen``: TLS listeners (xentoold.tls)."""
     lock_fd = take_lock(wait)
     note = DaemonLog(to_stderr)
     note(f"xentoold starting (pid {os.getpid()})")
@@ -116,7 +117,7 @@ def run(parts: DaemonParts, to_stderr: bool = True, wait: bool = False) -> int:
     threads = _start_parts(parts, log, note, stopping, failed)
     restart = False
     try:
-        api.start()
+        api.start(listen)
         log.wait_for_first_look(30.0)
         log.add([Event(DAEMON_STARTED, detail={"pid": os.getpid(), "guests": len(log.guests())})])
         note(f"xentoold ready: {len(log.guests())} guests found, commands on the command socket, API on {RUN_DIR}")
@@ -231,4 +232,4 @@ def _tell_service_manager(state: bytes) -> None:
         pass
 
 
-__all__ = ["DaemonLog", "DaemonParts", "DaemonRunning", "run", "take_lock"]
+__all__ = ["DaemonLog", "DaemonParts", "DaemonRunning", "TlsListener", "listeners", "run", "take_lock"]

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import grp
 import os
+import select
 import socket
+import ssl
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +38,12 @@ from xentool.wire import (
     error_to_wire,
 )
 from xentool.xentoold.eventlog import EventLog
+from xentool.xentoold.tls import TlsListener
 
+HANDSHAKE_SECONDS = 30.0  # a TLS client that does not finish its handshake in this long is dropped
 MAX_CONNECTIONS = 64  # beyond this a client is told to come back later, so a flood cannot exhaust the daemon
 ADMIN_GROUP = "xentool"
-READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined"})
+READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined", "defined_guest", "wait"})
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -79,6 +83,8 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "start": lambda xt, a: xt.start(str(a["name"]), bool(a.get("paused", False))),
     "autostart": lambda xt, a: xt.set_autostart(str(a["name"]), bool(a["on"]), a.get("order"), a.get("delay")),
     "defined": lambda xt, a: xt.defined(),
+    "defined_guest": lambda xt, a: xt.defined_guest(str(a["name"])),
+    "wait": lambda xt, a: xt.wait_for_state(_ref(a), [str(s) for s in a.get("states", ())], float(a.get("timeout", 60.0))),
 }
 
 
@@ -92,12 +98,49 @@ class ApiServer:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._listeners: list[socket.socket] = []
 
-    def start(self) -> None:
+    def start(self, tls: Sequence[TlsListener] = ()) -> None:
         group = _admin_gid()
         for path, read_only, mode in ((API_SOCKET, False, 0o660 if group is not None else 0o600), (API_RO_SOCKET, True, 0o666)):
             listener = _listen(path, mode, group if not read_only else None)
             self._listeners.append(listener)
             threading.Thread(target=self._accept, args=(listener, read_only), name=f"api-{path.name}", daemon=True).start()
+        for wanted in tls:
+            try:
+                listener = socket.create_server((wanted.host, wanted.port), family=_family(wanted.host), reuse_port=False)
+            except OSError as e:
+                raise UsageError(f"cannot listen on {wanted.url}: {e.strerror or e}") from e
+            self._listeners.append(listener)
+            self._note(f"API on {wanted.url} (mutual TLS)")
+            threading.Thread(target=self._accept_tls, args=(listener, wanted), name=f"api-{wanted.url}", daemon=True).start()
+
+    def _accept_tls(self, listener: socket.socket, tls: TlsListener) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, peer = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve_tls, args=(conn, peer, tls), daemon=True).start()
+
+    def _serve_tls(self, conn: socket.socket, peer: Any, tls: TlsListener) -> None:
+        conn.settimeout(HANDSHAKE_SECONDS)
+        try:
+            secure = tls.context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            self._note(f"{tls.url}: refused a client at {peer[0]}: {e}")
+            conn.close()
+            return
+        why = tls.admits(secure)
+        if why is not None:
+            self._note(f"{tls.url}: refused a client at {peer[0]}: {why}")
+            _send_error(secure, None, UsageError(f"this daemon does not take your certificate: {why}"))
+            secure.close()
+            return
+        secure.settimeout(None)
+        if not self._slots.acquire(blocking=False):
+            _send_error(secure, None, ProtocolError(f"the daemon serves {MAX_CONNECTIONS} connections at most; try again"))
+            secure.close()
+            return
+        self._serve(secure, read_only=False, vouched=True)
 
     def stop(self) -> None:
         for listener in self._listeners:
@@ -117,10 +160,11 @@ class ApiServer:
                 continue
             threading.Thread(target=self._serve, args=(conn, read_only), daemon=True).start()
 
-    def _serve(self, conn: socket.socket, read_only: bool) -> None:
+    def _serve(self, conn: socket.socket, read_only: bool, vouched: bool = False) -> None:
+        """Serve one client (``vouched``: its TLS certificate stands for it, not its credentials)."""
         xt: Toolstack | None = None
         try:
-            if not read_only and not _may_administer(conn):
+            if not read_only and not vouched and not _may_administer(conn):
                 _send_error(conn, None, UsageError("only root and the `xentool` group may use this socket; "
                                                    f"{API_RO_SOCKET} serves read-only calls to anyone"))
                 return
@@ -217,12 +261,29 @@ def _send_error(conn: socket.socket, ident: Any, error: BaseException) -> None:
 
 
 def _hung_up(conn: socket.socket) -> bool:
+    if isinstance(conn, ssl.SSLSocket):  # no peeking through TLS: a streaming client sends nothing, so read
+        readable, _, _ = select.select([conn], [], [], 0)
+        if not readable:
+            return False
+        try:
+            conn.setblocking(False)
+            return conn.recv(1) == b""
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return False
+        except OSError:
+            return True
+        finally:
+            conn.setblocking(True)
     try:
         return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except OSError:
         return True
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _admin_gid() -> int | None:
