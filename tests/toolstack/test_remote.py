@@ -110,8 +110,8 @@ def test_tls_takes_a_client_its_ca_signed_and_refuses_others(tmp_path):
         other.joinpath("ca.pem").write_bytes((client_dir / "ca.pem").read_bytes())
         make_cert(other_ca, other / "client-cert.pem", other / "client-key.pem", "admin")
         refused = client(env, "--connect", f"tls://127.0.0.1:{port}?tls_dir={other}", "list")
-        assert refused.returncode == 7 and "ended the connection" in refused.stderr and "unknown ca" in refused.stderr, \
-            refused.stderr
+        # (TLS 1.3: the client hears of it at its first read, as the alert or as the connection's end)
+        assert refused.returncode == 7 and "ended the connection" in refused.stderr, refused.stderr
         # No certificate at all: no client files, one line saying which.
         bare = client(env, "--connect", f"tls://127.0.0.1:{port}?tls_dir={tmp_path / 'none'}", "list")
         assert bare.returncode == 2 and "missing" in bare.stderr
