@@ -1,14 +1,18 @@
-"""The daemon on real Xen: events for xentool's guests and xl's alike, as they happen, and a
-client of the read-only socket that is not root."""
+"""The daemon on real Xen: events for xentool's guests and xl's alike, as they happen, a client of
+the read-only socket that is not root, and a client on this machine over TLS."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from kit.lab import PYTHON, XENTOOL, ensure_xenconsoled, wait_for_console, write_config, xentool
+from kit.lab import PYTHON, XENTOOL, domains_json, ensure_xenconsoled, wait_for_console, write_config, xentool
+from kit.tls import make_ca, make_cert, server_and_client_dirs
 from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -100,3 +104,53 @@ def test_a_user_who_is_not_root_reads_from_the_read_only_socket_only(lab, guests
     assert lines[0].startswith("list ") and int(lines[0].split()[1]) >= 1
     assert lines[1:] == ["refused UsageError", "full socket DaemonUnavailable"]
 
+
+
+def test_this_machine_drives_dom0s_daemon_over_tls_and_a_stranger_is_refused(lab, guests):
+    """The daemon listens only when told to; through the lab's forward (127.0.0.1 here, nothing else)
+    a client with a certificate the daemon's CA signed creates and destroys a guest; one whose
+    certificate another CA signed is refused."""
+    port = lab.api_port
+    assert port, "this lab has no API forward"
+    root = lab.share_dir / "tls-test"
+    server, client_dir = server_and_client_dirs(root)
+    setup = (f"mkdir -p /etc/xentool/tls && cp {server}/ca.pem {server}/server-cert.pem {server}/server-key.pem "
+             "/etc/xentool/tls/ && chmod 600 /etc/xentool/tls/server-key.pem && "
+             "echo 'listen: [tls://0.0.0.0:16514]' > /etc/xentool/xentoold.yaml")
+    assert lab.exec(["sh", "-c", setup], capture=True).returncode == 0
+
+    def here(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XENTOOL_")}
+        return subprocess.run([sys.executable, "-m", "xentool", *args], env={**env, "XENTOOL_NO_DAEMON": "1"},
+                              capture_output=True, text=True, timeout=300)
+
+    try:
+        restart_daemon(lab)
+        url = f"tls://127.0.0.1:{port}?tls_dir={client_dir}"
+        listed = here("--connect", url, "list", "--json")
+        assert listed.returncode == 0 and json.loads(listed.stdout)[0]["name"] == "Domain-0", listed.stderr
+        config = write_config(lab, guests, "over-tls")  # read here; its kernel path is dom0's too (the share)
+        created = here("--connect", url, "create", str(config))
+        assert created.returncode == 0, created.stderr
+        assert "over-tls" in domains_json(lab)
+        assert here("--connect", url, "destroy", "over-tls").returncode == 0
+        assert "over-tls" not in domains_json(lab)
+        stranger = root / "stranger"
+        make_cert(make_ca(stranger / "ca", "a stranger's CA"), stranger / "client-cert.pem", stranger / "client-key.pem",
+                  "admin")
+        (stranger / "ca.pem").write_bytes((client_dir / "ca.pem").read_bytes())
+        refused = here("--connect", f"tls://127.0.0.1:{port}?tls_dir={stranger}", "list")
+        assert refused.returncode == 7 and "ended the connection" in refused.stderr, refused.stderr
+        log = lab.exec(["cat", "/var/log/xentool/xentoold.log"], capture=True).out
+        assert "API on tls://0.0.0.0:16514 (mutual TLS)" in log and "refused a client" in log
+    finally:
+        lab.exec(["sh", "-c", "rm -rf /etc/xentool/xentoold.yaml /etc/xentool/tls"], capture=True)
+        xentool(lab, "destroy", "over-tls")
+        restart_daemon(lab)
+
+
+def restart_daemon(lab: Lab) -> None:
+    """Stop dom0's daemon; init starts it again (as systemd's Restart= would), and it serves."""
+    assert xentool(lab, "daemon", "stop").returncode == 0
+    started = xentool(lab, "daemon", "start")
+    assert started.returncode == 0, started.err

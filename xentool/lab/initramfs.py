@@ -23,6 +23,8 @@ DOM0_MODULES: tuple[str, ...] = (
     "xen-privcmd", "xen-evtchn", "xen-gntdev", "xen-gntalloc", "xenfs", "xen-blkback", "xen-netback",
     # for guests' devices: file-backed disks, bridged and routed vifs
     "loop", "bridge", "tun",
+    # the network of the daemon's API forward (xentool.lab.qemu DOM0_API_ADDRESS)
+    "virtio_net",
 )
 
 
@@ -92,7 +94,7 @@ say() { echo "xentool-lab: $*" > /dev/console; }
 fail() { say "FAILED: $*"; sleep 2; poweroff -f; }
 say "init started"
 
-AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1 DAEMON=
+AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1 DAEMON= APINET=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     xentool.agent=*) AGENT="${arg#xentool.agent=}" ;;
@@ -101,6 +103,7 @@ for arg in $(cat /proc/cmdline); do
     xentool.imageshare=*) IMAGESHARE="${arg#xentool.imageshare=}" ;;
     xentool.xenconsoled=*) XENCONSOLED="${arg#xentool.xenconsoled=}" ;;
     xentool.daemon=*) DAEMON="${arg#xentool.daemon=}" ;;
+    xentool.apinet=*) APINET="${arg#xentool.apinet=}" ;;
   esac
 done
 
@@ -151,6 +154,11 @@ done
 hostname xentool-lab
 # The loopback interface, as any system brings it up: QEMU serves VNC on 127.0.0.1.
 ip link set lo up || fail "loopback up"
+if [ -n "$APINET" ]; then
+  # The one NIC QEMU gives dom0: the daemon's API forward, a network that leads nowhere else.
+  nic=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+  [ -n "$nic" ] && ip addr add "$APINET/24" dev "$nic" && ip link set "$nic" up || fail "API network ($nic)"
+fi
 say "root filesystem ready (host / over 9p, tmpfs overlay)"
 grep -q control_d $R/proc/xen/capabilities || fail "not a control domain: $(cat $R/proc/xen/capabilities)"
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,6 +116,13 @@ class Lab:
     def serial_tail(self, lines: int = 20) -> list[str]:
         return self.serial_log().splitlines()[-lines:]
 
+    @property
+    def api_port(self) -> int | None:
+        """The port on this machine's 127.0.0.1 that reaches dom0's daemon API (xentoold --listen
+        tls://0.0.0.0:16514), if this lab has one."""
+        port = self._meta().get("options", {}).get("api_port")
+        return int(port) if port else None
+
     def _meta(self) -> dict:
         try:
             return json.loads((self.state / "lab.json").read_text())
@@ -200,7 +208,7 @@ class Lab:
             for share in shares:
                 Path(share).mkdir(parents=True, exist_ok=True)
             options = LabOptions(options.memory_mib, options.vcpus, options.dom0_memory_mib, options.accel,
-                                 options.xenconsoled, shares, image_share=str(guests))
+                                 options.xenconsoled, shares, image_share=str(guests), api_port=_free_loopback_port())
             options.validate()
             python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else os.path.realpath(sys.executable)
             # The daemon of the xentool the lab runs: this environment's, as `make install` puts one in place.
@@ -393,3 +401,10 @@ class Lab:
                 [f"agent-{n}.lock" for n in range(AGENT_PORTS)]
         for name in names:
             (self.state / name).unlink(missing_ok=True)
+
+
+def _free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for QEMU's forward (which binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

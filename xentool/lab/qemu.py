@@ -29,6 +29,9 @@ class LabOptions:
     # The one of them that holds guest images (disks, ISOs): dom0 reads it through its page cache,
     # which QEMU needs, at the price of not seeing a host's later change to a file it has read.
     image_share: str | None = None
+    # A TCP port on this machine's 127.0.0.1 that QEMU forwards to dom0's port DOM0_API_PORT (the
+    # daemon's TLS API, when dom0's daemon is told to listen), over a network with no way out.
+    api_port: int | None = None
 
     def validate(self) -> None:
         if self.accel not in ("tcg", "kvm"):
@@ -69,6 +72,10 @@ class LabPaths:
         return self.state / f"agent-{n}.sock"
 
 
+DOM0_API_ADDRESS = "10.0.2.15"  # dom0's address on the API forward's network (QEMU user networking's default)
+DOM0_API_PORT = 16514
+
+
 def xen_cmdline(opts: LabOptions) -> str:
     mem = opts.dom0_memory_mib
     # guest_loglvl=all: `xl dmesg` then tells why a guest died (a triple fault, a bad hypercall),
@@ -87,6 +94,8 @@ def dom0_cmdline(files: BootFiles, opts: LabOptions) -> str:
         parts.append("xentool.xenconsoled=1")
     if files.daemon is not None:
         parts.append(f"xentool.daemon={files.daemon}")
+    if opts.api_port is not None:
+        parts.append(f"xentool.apinet={DOM0_API_ADDRESS}")
     return " ".join(parts)
 
 
@@ -109,7 +118,6 @@ def qemu_argv(name: str, files: BootFiles, opts: LabOptions, paths: LabPaths, qe
         "-display", "none", "-vga", "none", "-monitor", "none", "-parallel", "none",
         "-serial", f"file:{paths.serial_log}",
         "-no-reboot",
-        "-nic", "none",
         "-kernel", str(files.hypervisor),
         "-append", xen_cmdline(opts),
         "-initrd", modules,
@@ -119,6 +127,13 @@ def qemu_argv(name: str, files: BootFiles, opts: LabOptions, paths: LabPaths, qe
     for n, share in enumerate(opts.shares, start=1):
         argv += ["-fsdev", f"local,id=share{n},path={share},security_model=none,multidevs=remap",
                  "-device", f"virtio-9p-pci,fsdev=share{n},mount_tag=share{n}"]
+    if opts.api_port is not None:
+        # restrict=on: dom0 reaches nothing through it; hostfwd listens on this machine's loopback only.
+        argv += ["-netdev", f"user,id=api,restrict=on,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{opts.api_port}-{DOM0_API_ADDRESS}:"
+                            f"{DOM0_API_PORT}",
+                 "-device", "virtio-net-pci,netdev=api"]
+    else:
+        argv += ["-nic", "none"]
     argv += ["-device", "virtio-serial-pci,id=agentbus"]
     for n in range(AGENT_PORTS):
         argv += ["-chardev", f"socket,id=agent{n},path={paths.agent_socket(n)},server=on,wait=off",
