@@ -154,3 +154,32 @@ def restart_daemon(lab: Lab) -> None:
     assert xentool(lab, "daemon", "stop").returncode == 0
     started = xentool(lab, "daemon", "start")
     assert started.returncode == 0, started.err
+
+
+def test_guests_marked_autostart_run_again_after_the_host_reboots(lab, guests):
+    """Defined guests outlive a reboot of dom0 (their definitions are in /etc/xentool, which the lab
+    keeps as a real dom0 keeps /etc); the daemon that init starts then starts those marked
+    autostart, and leaves the others shut off."""
+    comes_back, stays_off = write_config(lab, guests, "comes-back"), write_config(lab, guests, "stays-off")
+    for config in (comes_back, stays_off):
+        assert xentool(lab, "define", str(config)).returncode == 0
+    assert xentool(lab, "autostart", "comes-back", "on").returncode == 0
+    listed = json.loads(xentool(lab, "list", "--all", "--json").out)
+    uuid = next(d["uuid"] for d in listed if d["name"] == "comes-back")
+    try:
+        lab.down()
+        lab.up(timeout=600)
+        assert xentool(lab, "daemon", "start").returncode == 0
+        deadline = time.monotonic() + 300
+        while "comes-back" not in domains_json(lab):
+            assert time.monotonic() < deadline, lab.exec(["tail", "-5", "/var/log/xentool/xentoold.log"], capture=True).out
+            time.sleep(3)
+        assert domains_json(lab)["comes-back"]["uuid"] == uuid
+        wait_for_console(lab, "comes-back", "xentool-guest: marker=comes-back")
+        off = {d["name"]: d for d in json.loads(xentool(lab, "list", "--all", "--json").out)}["stays-off"]
+        assert off["state"] == "shut off"
+        assert "autostart: started comes-back" in lab.exec(["cat", "/var/log/xentool/xentoold.log"], capture=True).out
+    finally:
+        xentool(lab, "destroy", "comes-back")
+        for name in ("comes-back", "stays-off"):
+            xentool(lab, "undefine", name)

@@ -94,7 +94,7 @@ say() { echo "xentool-lab: $*" > /dev/console; }
 fail() { say "FAILED: $*"; sleep 2; poweroff -f; }
 say "init started"
 
-AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1 DAEMON= APINET=
+AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1 DAEMON= APINET= ETC=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     xentool.agent=*) AGENT="${arg#xentool.agent=}" ;;
@@ -104,6 +104,7 @@ for arg in $(cat /proc/cmdline); do
     xentool.xenconsoled=*) XENCONSOLED="${arg#xentool.xenconsoled=}" ;;
     xentool.daemon=*) DAEMON="${arg#xentool.daemon=}" ;;
     xentool.apinet=*) APINET="${arg#xentool.apinet=}" ;;
+    xentool.etc=*) ETC="${arg#xentool.etc=}" ;;
   esac
 done
 
@@ -151,6 +152,11 @@ for share in $SHARES; do
   mkdir -p "$R$share" && mount -t 9p -o "trans=virtio,version=9p2000.L,msize=512000,cache=$cache" "share$n" "$R$share" \
     || fail "mount share $share"
 done
+if [ "$ETC" = 1 ]; then
+  # xentool's /etc (defined guests, the daemon's settings): the lab's own, kept across its reboots.
+  mkdir -p $R/etc/xentool && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none etcxentool $R/etc/xentool \
+    || fail "mount /etc/xentool"
+fi
 hostname xentool-lab
 # The loopback interface, as any system brings it up: QEMU serves VNC on 127.0.0.1.
 ip link set lo up || fail "loopback up"

@@ -117,6 +117,12 @@ class Lab:
         return self.serial_log().splitlines()[-lines:]
 
     @property
+    def etc_dir(self) -> Path:
+        """dom0's /etc/xentool, kept here across the lab's reboots, for as long as the lab's state
+        directory is."""
+        return self.state / "etc-xentool"
+
+    @property
     def api_port(self) -> int | None:
         """The port on this machine's 127.0.0.1 that reaches dom0's daemon API (xentoold --listen
         tls://0.0.0.0:16514), if this lab has one."""
@@ -208,7 +214,9 @@ class Lab:
             for share in shares:
                 Path(share).mkdir(parents=True, exist_ok=True)
             options = LabOptions(options.memory_mib, options.vcpus, options.dom0_memory_mib, options.accel,
-                                 options.xenconsoled, shares, image_share=str(guests), api_port=_free_loopback_port())
+                                 options.xenconsoled, shares, image_share=str(guests), api_port=_free_loopback_port(),
+                                 etc_dir=str(self.etc_dir))
+            self.etc_dir.mkdir(mode=0o700, exist_ok=True)
             options.validate()
             python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else os.path.realpath(sys.executable)
             # The daemon of the xentool the lab runs: this environment's, as `make install` puts one in place.

@@ -32,6 +32,10 @@ class LabOptions:
     # A TCP port on this machine's 127.0.0.1 that QEMU forwards to dom0's port DOM0_API_PORT (the
     # daemon's TLS API, when dom0's daemon is told to listen), over a network with no way out.
     api_port: int | None = None
+    # A directory of this machine's that dom0 mounts as its /etc/xentool, so that what xentool
+    # keeps there (defined guests, the daemon's settings) outlives a reboot of the lab, as /etc
+    # outlives a reboot of a real dom0 (dom0's root is otherwise a tmpfs over the host's).
+    etc_dir: str | None = None
 
     def validate(self) -> None:
         if self.accel not in ("tcg", "kvm"):
@@ -42,7 +46,7 @@ class LabOptions:
             raise UsageError("--dom0-memory must be at least 256 MiB")
         if self.memory_mib < self.dom0_memory_mib + 128:
             raise UsageError(f"--memory {self.memory_mib} MiB leaves nothing beside dom0's {self.dom0_memory_mib} MiB")
-        for share in self.shares:
+        for share in (*self.shares, *([self.etc_dir] if self.etc_dir else [])):
             if not share.startswith("/") or any(c in share for c in " ,\t\n\"'"):
                 raise UsageError(f"share {share!r}: use an absolute path without spaces, commas or quotes")
 
@@ -96,6 +100,8 @@ def dom0_cmdline(files: BootFiles, opts: LabOptions) -> str:
         parts.append(f"xentool.daemon={files.daemon}")
     if opts.api_port is not None:
         parts.append(f"xentool.apinet={DOM0_API_ADDRESS}")
+    if opts.etc_dir is not None:
+        parts.append("xentool.etc=1")
     return " ".join(parts)
 
 
@@ -127,6 +133,9 @@ def qemu_argv(name: str, files: BootFiles, opts: LabOptions, paths: LabPaths, qe
     for n, share in enumerate(opts.shares, start=1):
         argv += ["-fsdev", f"local,id=share{n},path={share},security_model=none,multidevs=remap",
                  "-device", f"virtio-9p-pci,fsdev=share{n},mount_tag=share{n}"]
+    if opts.etc_dir is not None:
+        argv += ["-fsdev", f"local,id=etc,path={opts.etc_dir},security_model=none",
+                 "-device", "virtio-9p-pci,fsdev=etc,mount_tag=etcxentool"]
     if opts.api_port is not None:
         # restrict=on: dom0 reaches nothing through it; hostfwd listens on this machine's loopback only.
         argv += ["-netdev", f"user,id=api,restrict=on,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{opts.api_port}-{DOM0_API_ADDRESS}:"
