@@ -233,10 +233,12 @@ class Toolstack:
         uuid = str(config.uuid) if config.uuid else (old.uuid if old else str(uuid_module.uuid4()))
         resolved = config.model_dump(mode="json", exclude_none=True, exclude={"source"})
         resolved["uuid"] = uuid
+        # The file it came from, and its text as written: given by path, or a config loaded from one.
+        given = source if isinstance(source, str | Path) else getattr(source, "source", None)
         text, where = "", "<data>"
-        if isinstance(source, str | Path):
-            where = str(Path(source).resolve())
-            text = Path(source).read_text(encoding="utf-8")  # load() read it a moment ago
+        if given and Path(given).is_file():
+            where = str(Path(given).resolve())
+            text = Path(given).read_text(encoding="utf-8")
         # Autostart: what the config says where it says it, else what was set before (`xentool autostart`).
         autostart = {key: getattr(config, key) if key in config.model_fields_set or old is None else getattr(old, key)
                      for key in ("autostart", "autostart_order", "autostart_delay")}

@@ -144,7 +144,7 @@ def _plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None
         changed = "new" if old is None else ", ".join(sorted(k for k in {*wanted, *old.resolved}
                                                              if wanted.get(k) != old.resolved.get(k)))
         guest.steps.append(Step(f"{'define' if old is None else 'redefine'} ({changed})",
-                                lambda: xt.define(config.model_copy(update={"uuid": uuid_module.UUID(uuid)})),
+                                lambda: xt.define(_with_uuid(config, uuid)),
                                 lambda: _restore_definition(xt, name, old)))
     if domain is None:
         guest.steps.append(Step("start", lambda: xt.start(name), lambda: xt.destroy(name)))
@@ -167,6 +167,13 @@ def _plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None
         guest.steps.append(Step("record the guest's new config", lambda: _record(xt, domain, config),
                                 lambda: _record_dict(xt, domain, current)))
     return guest
+
+
+def _with_uuid(config: GuestConfig, uuid: str) -> GuestConfig:
+    """``config`` with the guest's uuid, still naming the file it came from."""
+    copy = config.model_copy(update={"uuid": uuid_module.UUID(uuid)})
+    copy._source = config.source
+    return copy
 
 
 def _same_vifs(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> bool:

@@ -44,6 +44,7 @@ def test_a_folder_is_made_real_and_a_second_apply_changes_nothing(tmp_path):
     assert web["state"] != "shut off" and domains(env)["db"]["state"] != "shut off"
     again = xentool(env, "apply", str(folder))
     assert (again.returncode, again.stdout) == (0, "no changes\n"), again.stdout + again.stderr
+    assert xentool(env, "config", "show", "web").stdout == (folder / "web.yaml").read_text()  # the file, as written
     assert xentool(env, "apply", "--dry-run", str(folder)).returncode == 0
     # A live change, then one that needs a restart.
     guest(folder, "web", maxmem=512, memory=256, on_crash="preserve")
