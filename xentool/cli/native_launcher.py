@@ -3,7 +3,7 @@
     python -m xentool.cli.native_launcher [TARGET]
 
 TARGET defaults to this environment's ``bin/xentool``, the console script pip wrote.  The native
-launcher does what the Python one does (xentool.cli.launch): a command server's commands cost no
+launcher does what the Python one does (xentool.cli.launch): the commands the daemon runs cost no
 interpreter start-up, everything else runs `python -m xentool.cli.main` with this interpreter
 (baked in).  `make setup` runs this; without a C compiler the Python launcher stays, and works.
 A later `pip install` writes the Python launcher back: run this again.
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         built = build(target)
     except (LauncherBuildFailed, OSError) as e:
         raise SystemExit(f"xentool: native launcher not built: {e}") from None
-    print(f"native launcher: {built} (runs {sys.executable} -m xentool.cli.main when no command server runs)")
+    print(f"native launcher: {built} (runs {sys.executable} -m xentool.cli.main when no daemon runs)")
 
 
 if __name__ == "__main__":
