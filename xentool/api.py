@@ -32,7 +32,7 @@ from xentool.definitions import DEFINITIONS_DIR, Definition, DefinitionStore
 from xentool.devicemodel.qmp import QmpFailed
 from xentool.domains import DOMAIN_GONE, DomainDetails, DomainSummary, is_shut_down, state_of, summarize, wait_until
 from xentool.errors import DomainNotFound, DomainOperationError, NoHypervisor, NotDefined, UsageError
-from xentool.events import DEFINED, RESTORED, STARTED, UNDEFINED, Event, ask_for_look, publish
+from xentool.events import DEFINED, PAUSED, RENAMED, RESTORED, STARTED, UNDEFINED, UNPAUSED, Event, publish
 from xentool.host import HostInfo
 from xentool.records import DomainRecord, RecordStore
 
@@ -362,7 +362,9 @@ class Toolstack:
     def pause(self, ref: str | int) -> None:
         domain = self._guest(ref)
         lifecycle.checked("pause", domain.name, lambda: self.hv.domain_pause(domain.domid))
-        ask_for_look()  # a pause fires no xenstore watch: the daemon's event comes at once, not at its next poll
+        # A pause fires no xenstore watch, and an unpause may follow before the daemon's next
+        # look: it is told (and logs it once, whether or not it saw it too).
+        publish(Event(PAUSED, domain.name, domain.uuid, domain.domid))
 
     def unpause(self, ref: str | int) -> None:
         domain = self._guest(ref)
@@ -372,7 +374,7 @@ class Toolstack:
             except QmpFailed as e:
                 raise DomainOperationError("unpause", domain.name, e) from e
         lifecycle.checked("unpause", domain.name, lambda: self.hv.domain_unpause(domain.domid))
-        ask_for_look()
+        publish(Event(UNPAUSED, domain.name, domain.uuid, domain.domid))
 
     def rename(self, ref: str | int, new_name: str) -> None:
         domain = self._guest(ref)
@@ -385,7 +387,7 @@ class Toolstack:
             raise UsageError(f"cannot rename {domain.name} to {new_name!r}: {e}") from None
         lifecycle.checked("rename", domain.name, lambda: lifecycle.rename(self.hv, domain.domid, new_name))
         self.records.renamed(domain.uuid, new_name)
-        ask_for_look()
+        publish(Event(RENAMED, new_name, domain.uuid, domain.domid, {"old": domain.name}))
 
     def mem_set(self, ref: str | int, memory_mib: int) -> None:
         domain = self._guest(ref)

@@ -168,3 +168,20 @@ def test_two_clients_creating_one_name_exactly_one_wins(daemon):
     assert len(results) == 2 and sum(isinstance(r, dict) for r in results) == 1
     assert "a domain named 'pv-hello' already exists" in str(next(r for r in results if not isinstance(r, dict)))
     assert [d["name"] for d in json.loads(here(env, "list", "--json").stdout)] == ["Domain-0", "pv-hello"]
+
+
+def test_a_pause_undone_at_once_is_told_once_each_way(daemon):
+    """A pause and an unpause quicker than the daemon's poll: seen by no look, still in the stream
+    (the command tells the daemon), and once only (a look that did see them adds nothing)."""
+    env, _ = daemon
+    full, _ = sockets(env)
+    assert here(env, "create", env["EXAMPLE"]).returncode == 0
+    events: queue.Queue = queue.Queue()
+    threading.Thread(target=collect, args=(follow_events(path=full), events), daemon=True).start()
+    script = ("import xentool\nwith xentool.connect() as xt:\n"
+              "    for _ in range(2):\n        xt.pause('pv-hello')\n        xt.unpause('pv-hello')\n")
+    ran = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    next_events(events, ["paused", "unpaused", "paused", "unpaused"])
+    time.sleep(3)  # more than a poll: nothing more comes
+    assert events.empty(), [(e.kind, e.name) for e in iter(events.get_nowait, None) if not events.empty()]

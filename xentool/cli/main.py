@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
@@ -179,7 +180,7 @@ def list_domains(
     _say(_columns(("Name", "ID", "Mem", "VCPUs", "State", "Time(s)", "Type"), rows, right={1, 2, 3, 5}))
 
 
-def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]], right: set[int]) -> str:
+def _columns(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: set[int]) -> str:
     """A plain table, as xl prints one: `list` is the command run most, and rich's tables cost a
     third of a second of it in the lab's dom0 (bench/fleet_vs_xl.py)."""
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]

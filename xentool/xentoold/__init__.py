@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import signal
 import socket
 import sys
@@ -155,6 +156,7 @@ def run(parts: DaemonParts, to_stderr: bool = True, wait: bool = False, listen: 
 def _start_parts(parts: DaemonParts, log: EventLog, note: Callable[[str], None], stopping: threading.Event,
                  failed: list[str]) -> list[threading.Thread]:
     wake = threading.Event()
+    told: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
     def report(domain: DomainSummary, reason: str, outcome: str) -> None:
         if outcome == "running":
@@ -162,14 +164,14 @@ def _start_parts(parts: DaemonParts, log: EventLog, note: Callable[[str], None],
 
     def observer() -> None:
         with parts.connect() as xt:
-            observe(xt.hv, log, stopping, wake)
+            observe(xt.hv, log, stopping, wake, told)
 
     def supervisor() -> None:
         with parts.connect() as xt:
             supervise(xt.hv, xt.records, stopping, note, report)
 
     def publications() -> None:
-        receive_publications(log, stopping, wake, note)
+        receive_publications(log, stopping, wake, told, note)
 
     return [_start_thread(name, body, note, stopping, failed)
             for name, body in (("observer", observer), ("supervisor", supervisor), ("publications", publications))]

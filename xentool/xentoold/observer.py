@@ -8,14 +8,28 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from hypercalls.errors import XenError
 from hypercalls.interface import Hypervisor
-from xentool.events import BACKENDS, LOOK, Event, GuestView, changes, look, state_name, with_known_names
+from xentool.events import (
+    BACKENDS,
+    LOOK,
+    PAUSED,
+    RENAMED,
+    UNPAUSED,
+    Event,
+    GuestView,
+    changes,
+    look,
+    state_name,
+    with_known_names,
+)
 from xentool.wire import PUBLISH_SOCKET
 from xentool.xentoold.eventlog import EventLog
 
@@ -23,10 +37,15 @@ POLL_SECONDS = 2.0
 SETTLE_SECONDS = 0.05  # a create fires dozens of watches in a burst: one look after it settles
 WATCHES = ("@introduceDomain", "@releaseDomain", BACKENDS)
 TOKEN = "xentoold-observer"
+# Publications of changes the observer would see, if it looked in time: it logs them itself.
+TOLD_TO_THE_OBSERVER = frozenset({PAUSED, UNPAUSED, RENAMED})
 
 
-def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: threading.Event) -> None:
-    """Look and log until ``stopping`` is set; ``wake`` asks for a look now (a publication came)."""
+def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: threading.Event,
+            told: queue.SimpleQueue[Event]) -> None:
+    """Look and log until ``stopping`` is set; ``wake`` asks for a look now (a publication came);
+    ``told`` brings changes that a command made and told of (a pause, a rename), which a look may
+    come too late to see (a pause undone within the poll), logged here once whichever comes first."""
     xs = hv.xenstore()
     for path in WATCHES:
         xs.watch(path, TOKEN)
@@ -45,6 +64,7 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
             if fired is None and not wake.is_set() and not _states_changed(hv, before):
                 continue  # the poll's cheap check: one hypercall, no xenstore reads
             wake.clear()
+            log.add(_take_told(told, before))
             after = with_known_names(before, look(hv))
             found = changes(before, after)
             log.add(found, after)
@@ -57,6 +77,30 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
                 pass
 
 
+def _take_told(told: queue.SimpleQueue[Event], before: dict[int, GuestView]) -> list[Event]:
+    """The told changes that the last look does not already show; ``before`` takes them in, so
+    that the next look does not report them again."""
+    news: list[Event] = []
+    while True:
+        try:
+            event = told.get_nowait()
+        except queue.Empty:
+            return news
+        view = before.get(event.domid) if event.domid is not None else None
+        if view is None or view.uuid != event.uuid:
+            continue  # a domain no look has seen yet: the next look reports it whole
+        if event.kind == PAUSED and view.state == "running":
+            before[view.domid] = replace(view, state="paused")
+        elif event.kind == UNPAUSED and view.state == "paused":
+            before[view.domid] = replace(view, state="running")
+        elif event.kind == RENAMED and event.name and view.name != event.name:
+            before[view.domid] = replace(view, name=event.name)
+            event = replace(event, detail={"old": view.name})
+        else:
+            continue  # seen already
+        news.append(event)
+
+
 def _states_changed(hv: Hypervisor, before: dict[int, GuestView]) -> bool:
     try:
         now = {info.domid: (info.uuid, state_name(info)) for info in hv.domain_list() if info.domid != 0}
@@ -66,7 +110,7 @@ def _states_changed(hv: Hypervisor, before: dict[int, GuestView]) -> bool:
 
 
 def receive_publications(log: EventLog, stopping: threading.Event, wake: threading.Event,
-                         note: Callable[[str], None]) -> None:
+                         told: queue.SimpleQueue[Event], note: Callable[[str], None]) -> None:
     """Events told by other processes, logged as they come; each one also asks for a look."""
     PUBLISH_SOCKET.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -87,7 +131,9 @@ def receive_publications(log: EventLog, stopping: threading.Event, wake: threadi
             except (ValueError, TypeError) as e:
                 note(f"a publication that is not an event was dropped: {e}")
                 continue
-            if event.kind != LOOK:
+            if event.kind in TOLD_TO_THE_OBSERVER:
+                told.put(event)
+            elif event.kind != LOOK:
                 log.add([event])
             wake.set()
     finally:
