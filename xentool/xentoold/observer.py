@@ -64,9 +64,11 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
             if fired is None and not wake.is_set() and not _states_changed(hv, before):
                 continue  # the poll's cheap check: one hypercall, no xenstore reads
             wake.clear()
-            log.add(_take_told(told, before))
             after = with_known_names(before, look(hv))
             found = changes(before, after)
+            # Told changes after the look: set against what is true now, not against a view that
+            # may not yet have seen what came before them (the unpause that ends a create).
+            found += _take_told(told, after)
             log.add(found, after)
             before = after
     finally:
@@ -78,8 +80,9 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
 
 
 def _take_told(told: queue.SimpleQueue[Event], before: dict[int, GuestView]) -> list[Event]:
-    """The told changes that the last look does not already show; ``before`` takes them in, so
-    that the next look does not report them again."""
+    """The told changes that the look ``before`` (just made) does not already show; ``before``
+    takes them in, so that the next look does not report them again.  A pause told after its
+    unpause was seen still counts: the look shows running, the pause is news, then the unpause."""
     news: list[Event] = []
     while True:
         try:
