@@ -156,7 +156,8 @@ def changes(before: dict[int, GuestView], after: dict[int, GuestView]) -> list[E
             events.append(Event(DESTROYED, old.name, old.uuid, domid))
     for domid, new in after.items():
         seen = before.get(domid)
-        if seen is None or seen.uuid != new.uuid:
+        # New: not seen before, or seen only while still being made (nameless, not yet reported).
+        if seen is None or seen.uuid != new.uuid or seen.name is None:
             if new.name is None:
                 continue  # still being made: its name is its first node; reported once it has one
             # Its state when first seen is where it starts from (a domain is made paused, and

@@ -19,6 +19,7 @@ from hypercalls.errors import XenError
 from hypercalls.interface import Hypervisor
 from xentool.events import (
     BACKENDS,
+    CREATED,
     LOOK,
     PAUSED,
     RENAMED,
@@ -52,6 +53,7 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
     try:
         before = look(hv)
         log.add((), before)
+        reported: dict[int, tuple[str, float]] = {}  # per domain: the state last reported, and when
         looked = time.monotonic()
         while not stopping.is_set():
             fired = xs.read_watch(0.2)
@@ -66,9 +68,8 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
             wake.clear()
             after = with_known_names(before, look(hv))
             found = changes(before, after)
-            # Told changes after the look: set against what is true now, not against a view that
-            # may not yet have seen what came before them (the unpause that ends a create).
-            found += _take_told(told, after)
+            _note_reported(found, reported)
+            found += _take_told(told, after, reported)
             log.add(found, after)
             before = after
     finally:
@@ -79,10 +80,23 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
                 pass
 
 
-def _take_told(told: queue.SimpleQueue[Event], before: dict[int, GuestView]) -> list[Event]:
-    """The told changes that the look ``before`` (just made) does not already show; ``before``
-    takes them in, so that the next look does not report them again.  A pause told after its
-    unpause was seen still counts: the look shows running, the pause is news, then the unpause."""
+_STATE_AFTER = {PAUSED: "paused", UNPAUSED: "running"}
+
+
+def _note_reported(events: list[Event], reported: dict[int, tuple[str, float]]) -> None:
+    now = time.time()
+    for event in events:
+        state = event.detail.get("state") if event.kind == CREATED else _STATE_AFTER.get(event.kind)
+        if event.domid is not None and isinstance(state, str):
+            reported[event.domid] = (state, now)
+
+
+def _take_told(told: queue.SimpleQueue[Event], before: dict[int, GuestView],
+               reported: dict[int, tuple[str, float]]) -> list[Event]:
+    """The told changes that no look reported since they were made; ``before`` (the look just
+    made) takes them in, so that the next look does not report them again.  The state a look
+    shows is no proof: a pause made just after a create may find the view still paused from the
+    create itself, whose unpause no look saw."""
     news: list[Event] = []
     while True:
         try:
@@ -92,10 +106,13 @@ def _take_told(told: queue.SimpleQueue[Event], before: dict[int, GuestView]) -> 
         view = before.get(event.domid) if event.domid is not None else None
         if view is None or view.uuid != event.uuid:
             continue  # a domain no look has seen yet: the next look reports it whole
-        if event.kind == PAUSED and view.state == "running":
-            before[view.domid] = replace(view, state="paused")
-        elif event.kind == UNPAUSED and view.state == "paused":
-            before[view.domid] = replace(view, state="running")
+        if event.kind in _STATE_AFTER:
+            state = _STATE_AFTER[event.kind]
+            last = reported.get(view.domid)
+            if last is not None and last[0] == state and last[1] >= event.time:
+                continue  # a look reported it after it was made
+            before[view.domid] = replace(view, state=state)
+            reported[view.domid] = (state, time.time())
         elif event.kind == RENAMED and event.name and view.name != event.name:
             before[view.domid] = replace(view, name=event.name)
             event = replace(event, detail={"old": view.name})
