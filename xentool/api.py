@@ -231,7 +231,7 @@ class Toolstack:
         config = self.load(source, overrides)
         old = self.definitions.load(config.name)
         uuid = str(config.uuid) if config.uuid else (old.uuid if old else str(uuid_module.uuid4()))
-        resolved = config.model_dump(mode="json", exclude_none=True, exclude={"source"})
+        resolved = config.as_data()
         resolved["uuid"] = uuid
         # The file it came from, and its text as written: given by path, or a config loaded from one.
         given = source if isinstance(source, str | Path) else getattr(source, "source", None)

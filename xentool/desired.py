@@ -125,10 +125,6 @@ def plan(xt: Toolstack, configs: Sequence[GuestConfig], prune: bool = False, res
     return plans
 
 
-def _dump(config: GuestConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json", exclude_none=True, exclude={"source"})
-
-
 def _plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None, restart: bool) -> GuestPlan:
     name = config.name
     guest = GuestPlan(name)
@@ -139,7 +135,7 @@ def _plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None
         guest.problem = (f"a domain named {name} runs with uuid {domain.uuid}, not this guest's ({uuid}); "
                          "left alone: rename or destroy it, or give the file its uuid")
         return guest
-    wanted = {**_dump(config), "uuid": uuid}
+    wanted = {**config.as_data(), "uuid": uuid}
     if old is None or old.resolved != wanted:
         changed = "new" if old is None else ", ".join(sorted(k for k in {*wanted, *old.resolved}
                                                              if wanted.get(k) != old.resolved.get(k)))

@@ -40,7 +40,6 @@ SAVED = "saved"  # detail: path, kept_running
 RESTORED = "restored"  # detail: path
 DEVICE_MODEL_DIED = "device-model-died"  # detail: pid, what was done
 DAEMON_STARTED = "daemon-started"  # the daemon took over the host (detail: pid, guests)
-LOOK = "look"  # not an event: a process asking the daemon to look now (ask_for_look)
 KINDS = (DEFINED, UNDEFINED, STARTED, CREATED, DESTROYED, SHUTDOWN, CRASHED, PAUSED, UNPAUSED, RENAMED, DEVICE_ATTACHED, DEVICE_DETACHED,
          RESTARTED, SAVED, RESTORED, DEVICE_MODEL_DIED, DAEMON_STARTED)
 
@@ -192,12 +191,6 @@ def _guest_changes(old: GuestView, new: GuestView) -> list[Event]:
     return events
 
 
-def ask_for_look() -> None:
-    """Ask the daemon to look at the host now: something changed that fires no watch it has (a
-    pause, a rename).  It would see it at its next poll anyway; this makes the event prompt."""
-    publish(Event(LOOK))
-
-
 def publish(event: Event) -> None:
     """Tell the daemon, if one runs here, of something it cannot see for itself.  Never fails:
     without a daemon nobody listens, and the command that did it has its own output."""
@@ -209,4 +202,4 @@ def publish(event: Event) -> None:
         pass
 
 
-__all__ = ["KINDS", "Event", "GuestView", "ask_for_look", "changes", "look", "publish", "state_name", "with_known_names"]
+__all__ = ["KINDS", "Event", "GuestView", "changes", "look", "publish", "state_name", "with_known_names"]

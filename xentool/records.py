@@ -51,7 +51,7 @@ class RecordStore:
             domid=domid,
             name=config.name,
             created=time.time(),
-            config=config.model_dump(mode="json", exclude_none=True, exclude={"source"}),
+            config=config.as_data(),
             restarts=tuple(restarts),
         )
         self._write(record)
@@ -121,7 +121,7 @@ class RecordStore:
         """The guest's devices changed while it ran: a restart must rebuild it as it is now."""
         record = self.load(uuid)
         if record is not None:
-            dumped = config.model_dump(mode="json", exclude_none=True, exclude={"source"})
+            dumped = config.as_data()
             self._write(dataclasses.replace(record, config=dumped))
 
     def remove(self, uuid: str) -> None:

@@ -179,7 +179,7 @@ class RemoteToolstack(Toolstack):
             config = config_from_dict(source)
         else:
             config = source
-        return config.model_dump(mode="json", exclude_none=True, exclude={"source"})
+        return config.as_data()
 
     # The calls the API carries, with the local toolstack's results.
     def host_info(self) -> HostInfo:

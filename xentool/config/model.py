@@ -660,6 +660,11 @@ class GuestConfig(BaseModel):
         """Where the config came from (a file name, "<dict>"); not part of the config itself."""
         return self._source
 
+    def as_data(self) -> dict[str, Any]:
+        """The config as plain data (JSON types, unset keys left out): one form for what records
+        and definitions keep, what the daemon's API carries, and what `apply` compares."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"source"})
+
     @property
     def memory_kib(self) -> int:
         return self.memory * 1024

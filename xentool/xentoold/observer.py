@@ -20,7 +20,6 @@ from hypercalls.interface import Hypervisor
 from xentool.events import (
     BACKENDS,
     CREATED,
-    LOOK,
     PAUSED,
     RENAMED,
     UNPAUSED,
@@ -153,7 +152,7 @@ def receive_publications(log: EventLog, stopping: threading.Event, wake: threadi
                 continue
             if event.kind in TOLD_TO_THE_OBSERVER:
                 told.put(event)
-            elif event.kind != LOOK:
+            else:
                 log.add([event])
             wake.set()
     finally:
