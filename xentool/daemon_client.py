@@ -284,8 +284,7 @@ def _follow(conn: DaemonConnection, result: dict[str, Any], names: list[str], co
                     yield Event.from_json(data)
             except (DaemonUnavailable, OSError):
                 pass  # the daemon went away: reconnect and catch up
-        conn = _reconnect(connect, reconnect_seconds)
-        result = conn.call("events", since=token, names=names)
+        conn, result = _resubscribe(connect, token, names, reconnect_seconds)
         now = {view.domid: view for view in map(_view, result["guests"])}
         if result.get("missed") is not None:
             yield from (Event.from_json(e) for e in result["missed"])
@@ -295,15 +294,24 @@ def _follow(conn: DaemonConnection, result: dict[str, Any], names: list[str], co
         known, token = now, result["token"]
 
 
-def _reconnect(connect: Callable[[], DaemonConnection], seconds: float) -> DaemonConnection:
+def _resubscribe(connect: Callable[[], DaemonConnection], token: str, names: list[str],
+                 seconds: float) -> tuple[DaemonConnection, dict[str, Any]]:
+    """A new subscription from ``token``, once the daemon is back: a connection made while the
+    old daemon's socket is still being torn down can be reset, which is "not back yet" too."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return connect()
+            conn = connect()
         except DaemonUnavailable:
-            if time.monotonic() > deadline:
-                raise WaitTimeout("the xentool daemon to come back", seconds, f"{LOG_PATH} says why it stopped") from None
-            time.sleep(0.5)
+            conn = None
+        if conn is not None:
+            try:
+                return conn, conn.call("events", since=token, names=names)
+            except DaemonUnavailable:
+                conn.close()
+        if time.monotonic() > deadline:
+            raise WaitTimeout("the xentool daemon to come back", seconds, f"{LOG_PATH} says why it stopped")
+        time.sleep(0.5)
 
 
 def _view(data: dict[str, Any]) -> GuestView:
