@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from hypercalls.interface import Hypervisor, ShutdownReason
 from xentool.domains import DomainSummary, summarize
@@ -26,8 +27,18 @@ from xentool.shutdown_actions import apply_shutdown_action
 POLL_SECONDS = 5.0
 WATCH_TOKEN = "xentool-supervisor"
 
-# Told of each action taken: the domain as it was, why it went down, and its state afterwards.
-Report = Callable[[DomainSummary, str, str], None]
+WENT_DOWN = "went down"  # the key in ``reported`` of a guest whose going down was told
+
+
+class Report(Protocol):
+    """Who is told what the supervisor finds and does (the daemon's events)."""
+
+    def went_down(self, domain: DomainSummary, reason: str) -> None:
+        """A guest is found down, before anything is done to it: the action may destroy it before
+        anyone else has looked, and then only this tells that it shut down or crashed."""
+
+    def acted(self, domain: DomainSummary, reason: str, outcome: str) -> None:
+        """The action was taken: the domain as it was, why it went down, its state afterwards."""
 
 
 def sweep(hv: Hypervisor, records: RecordStore, reported: set[tuple[int, str]], log: Callable[[str], None],
@@ -41,6 +52,9 @@ def sweep(hv: Hypervisor, records: RecordStore, reported: set[tuple[int, str]], 
             continue  # not ours
         domain = summarize(hv, info)
         reason = info.shutdown_reason.name.lower() if info.shutdown_reason is not None else "shutdown"
+        if report is not None and (info.domid, WENT_DOWN) not in reported:
+            reported.add((info.domid, WENT_DOWN))
+            report.went_down(domain, reason)
         try:
             outcome = apply_shutdown_action(hv, records, domain)
         except Exception as e:  # noqa: BLE001 - one guest's failure must not end the others' supervision
@@ -49,7 +63,7 @@ def sweep(hv: Hypervisor, records: RecordStore, reported: set[tuple[int, str]], 
             reported.add((info.domid, outcome))
             log(f"domain {domain.name} (id {info.domid}, uuid {info.uuid}) went down ({reason}): {outcome}")
             if report is not None:
-                report(domain, reason, outcome)
+                report.acted(domain, reason, outcome)
 
 
 def supervise(hv: Hypervisor, records: RecordStore, stopping: threading.Event, log: Callable[[str], None],

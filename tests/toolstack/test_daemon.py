@@ -187,3 +187,30 @@ def test_a_pause_undone_at_once_is_told_once_each_way(daemon):
     assert [e.kind for e in seen].count("paused") == 2
     time.sleep(3)  # more than a poll: nothing more comes
     assert events.empty(), [(e.kind, e.name) for e in iter(events.get_nowait, None) if not events.empty()]
+
+
+def test_a_guest_the_supervisor_destroys_at_once_is_told_shut_down_first(daemon):
+    """on_poweroff=destroy: the supervisor destroys the guest as soon as it is down, before any
+    look can see it shut down (the lab's events test lost the shutdown so).  The supervisor tells
+    the observer what it found before it acts: shutdown (with its reason), then destroyed, and for
+    a reboot the restart."""
+    env, _ = daemon
+    full, _ = sockets(env)
+    events: queue.Queue = queue.Queue()
+    threading.Thread(target=collect, args=(follow_events(path=full), events), daemon=True).start()
+    assert here(env, "create", env["EXAMPLE"]).returncode == 0
+    next_events(events, ["created"])
+    script = ("import sys, xentool\nfrom hypercalls.interface import ShutdownReason\n"
+              "with xentool.connect() as xt:\n    xt.hv.guest_shutdown(xt.lookup('pv-hello').domid, ShutdownReason[sys.argv[1]])\n")
+    for reason, then in (("REBOOT", {"restarted", "created"}), ("POWEROFF", set())):
+        ran = subprocess.run([sys.executable, "-c", script, reason], env=env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        seen = next_events(events, ["shutdown", "destroyed"])
+        shutdown = next(e for e in seen if e.kind == "shutdown")
+        assert shutdown.name == "pv-hello" and shutdown.detail == {"reason": reason.lower()}
+        assert seen[-2:] == [shutdown, seen[-1]], [(e.kind, e.name) for e in seen]  # nothing between them
+        for kind in sorted(then):  # the new domain's created may come before or after the restarted
+            if kind not in {e.kind for e in seen[seen.index(shutdown):]}:
+                seen += next_events(events, [kind])
+    time.sleep(3)  # more than a poll: nothing more comes (no second shutdown from a late look)
+    assert events.empty(), [(e.kind, e.name) for e in iter(events.get_nowait, None) if not events.empty()]

@@ -34,15 +34,14 @@ from dataclasses import dataclass
 from xentool.api import Toolstack
 from xentool.daemon import end_with_parent
 from xentool.daemon_client import running_pid
-from xentool.domains import DomainSummary
 from xentool.errors import XentoolError
-from xentool.events import DAEMON_STARTED, RESTARTED, Event
+from xentool.events import DAEMON_STARTED, Event
 from xentool.supervisor import supervise
 from xentool.wire import LOCK_PATH, LOG_PATH, RUN_DIR
 from xentool.xentoold.api_server import ApiServer
 from xentool.xentoold.autostart import AUTOSTARTED, autostart
 from xentool.xentoold.eventlog import EventLog
-from xentool.xentoold.observer import observe, receive_publications
+from xentool.xentoold.observer import SupervisorTells, observe, receive_publications
 from xentool.xentoold.tls import TlsListener, listeners
 
 STOP_SECONDS = 10.0  # how long the parts get to finish when the daemon stops
@@ -158,17 +157,13 @@ def _start_parts(parts: DaemonParts, log: EventLog, note: Callable[[str], None],
     wake = threading.Event()
     told: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
-    def report(domain: DomainSummary, reason: str, outcome: str) -> None:
-        if outcome == "running":
-            log.add([Event(RESTARTED, domain.name, domain.uuid, domain.domid, {"reason": reason})])
-
     def observer() -> None:
         with parts.connect() as xt:
             observe(xt.hv, log, stopping, wake, told)
 
     def supervisor() -> None:
         with parts.connect() as xt:
-            supervise(xt.hv, xt.records, stopping, note, report)
+            supervise(xt.hv, xt.records, stopping, note, SupervisorTells(told, wake))
 
     def publications() -> None:
         receive_publications(log, stopping, wake, told, note)

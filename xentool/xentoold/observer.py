@@ -17,11 +17,15 @@ from dataclasses import replace
 
 from hypercalls.errors import XenError
 from hypercalls.interface import Hypervisor
+from xentool.domains import DomainSummary
 from xentool.events import (
     BACKENDS,
+    CRASHED,
     CREATED,
     PAUSED,
     RENAMED,
+    RESTARTED,
+    SHUTDOWN,
     UNPAUSED,
     Event,
     GuestView,
@@ -39,6 +43,9 @@ WATCHES = ("@introduceDomain", "@releaseDomain", BACKENDS)
 TOKEN = "xentoold-observer"
 # Publications of changes the observer would see, if it looked in time: it logs them itself.
 TOLD_TO_THE_OBSERVER = frozenset({PAUSED, UNPAUSED, RENAMED})
+# Told by the supervisor, which sees a guest go down before it acts: the shutdown comes before
+# the destroy that the action may be, the restart after both.
+_WENT_DOWN = frozenset({SHUTDOWN, CRASHED})
 
 
 def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: threading.Event,
@@ -66,9 +73,12 @@ def observe(hv: Hypervisor, log: EventLog, stopping: threading.Event, wake: thre
                 continue  # the poll's cheap check: one hypercall, no xenstore reads
             wake.clear()
             after = with_known_names(before, look(hv))
-            found = changes(before, after)
+            # Taken after the look: a domain gone from it was destroyed after its going down was told.
+            news = _drain(told)
+            found = _went_down(news, before)
+            found += changes(before, after)
             _note_reported(found, reported)
-            found += _take_told(told, after, reported)
+            found += _take_told(news, after, reported)
             log.add(found, after)
             before = after
     finally:
@@ -90,18 +100,40 @@ def _note_reported(events: list[Event], reported: dict[int, tuple[str, float]]) 
             reported[event.domid] = (state, now)
 
 
-def _take_told(told: queue.SimpleQueue[Event], before: dict[int, GuestView],
-               reported: dict[int, tuple[str, float]]) -> list[Event]:
+def _drain(told: queue.SimpleQueue[Event]) -> list[Event]:
+    news: list[Event] = []
+    while True:
+        try:
+            news.append(told.get_nowait())
+        except queue.Empty:
+            return news
+
+
+def _went_down(news: list[Event], before: dict[int, GuestView]) -> list[Event]:
+    """The told shutdowns and crashes of domains the last look saw up: reported now, ahead of the
+    look's own changes (the domain may be gone from it already), and taken into ``before`` so that
+    a look that sees the domain down adds nothing."""
+    found: list[Event] = []
+    for event in news:
+        view = before.get(event.domid) if event.domid is not None else None
+        if event.kind not in _WENT_DOWN or view is None or view.uuid != event.uuid or view.state in ("shutdown", "crashed"):
+            continue  # not a going down, a domain no look has seen (the next reports it whole), or seen down
+        state = "crashed" if event.kind == CRASHED else "shutdown"
+        before[view.domid] = replace(view, state=state, reason=event.detail.get("reason"))
+        found.append(event)
+    return found
+
+
+def _take_told(news: list[Event], before: dict[int, GuestView], reported: dict[int, tuple[str, float]]) -> list[Event]:
     """The told changes that no look reported since they were made; ``before`` (the look just
     made) takes them in, so that the next look does not report them again.  The state a look
     shows is no proof: a pause made just after a create may find the view still paused from the
     create itself, whose unpause no look saw."""
-    news: list[Event] = []
-    while True:
-        try:
-            event = told.get_nowait()
-        except queue.Empty:
-            return news
+    found: list[Event] = []
+    for event in news:
+        if event.kind == RESTARTED:
+            found.append(event)  # of a domain gone by now: told once, after its going down
+            continue
         view = before.get(event.domid) if event.domid is not None else None
         if view is None or view.uuid != event.uuid:
             continue  # a domain no look has seen yet: the next look reports it whole
@@ -116,8 +148,9 @@ def _take_told(told: queue.SimpleQueue[Event], before: dict[int, GuestView],
             before[view.domid] = replace(view, name=event.name)
             event = replace(event, detail={"old": view.name})
         else:
-            continue  # seen already
-        news.append(event)
+            continue  # seen already, or a going down (_went_down)
+        found.append(event)
+    return found
 
 
 def _states_changed(hv: Hypervisor, before: dict[int, GuestView]) -> bool:
@@ -126,6 +159,27 @@ def _states_changed(hv: Hypervisor, before: dict[int, GuestView]) -> bool:
     except XenError:
         return True
     return now != {domid: (view.uuid, view.state) for domid, view in before.items()}
+
+
+class SupervisorTells:
+    """The supervisor's findings (xentool.supervisor.Report), told to the observer."""
+
+    def __init__(self, told: queue.SimpleQueue[Event], wake: threading.Event) -> None:
+        self._told = told
+        self._wake = wake
+
+    def went_down(self, domain: DomainSummary, reason: str) -> None:
+        crashed = reason == "crash"
+        self._tell(Event(CRASHED if crashed else SHUTDOWN, domain.name, domain.uuid, domain.domid,
+                         {} if crashed else {"reason": reason}))
+
+    def acted(self, domain: DomainSummary, reason: str, outcome: str) -> None:
+        if outcome == "running":
+            self._tell(Event(RESTARTED, domain.name, domain.uuid, domain.domid, {"reason": reason}))
+
+    def _tell(self, event: Event) -> None:
+        self._told.put(event)
+        self._wake.set()
 
 
 def receive_publications(log: EventLog, stopping: threading.Event, wake: threading.Event,
@@ -160,4 +214,4 @@ def receive_publications(log: EventLog, stopping: threading.Event, wake: threadi
         PUBLISH_SOCKET.unlink(missing_ok=True)
 
 
-__all__ = ["observe", "receive_publications"]
+__all__ = ["SupervisorTells", "observe", "receive_publications"]
