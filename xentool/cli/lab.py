@@ -33,6 +33,7 @@ def err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 NAME_OPTION = typer.Option("default", "--name", "-n", envvar="XENTOOL_LAB", help="Which lab.")
+HOST_OPTION = typer.Option(1, "--host", envvar="XENTOOL_LAB_HOST", help="Which of the lab's hosts (1, the default, or 2).")
 
 
 def _up_with_progress(lab: Lab, options: LabOptions, timeout: float) -> LabStatus:
@@ -46,16 +47,28 @@ def _up_with_progress(lab: Lab, options: LabOptions, timeout: float) -> LabStatu
             f"lab {lab.name}: {phase} [dim]({time.monotonic() - started:.1f} s)[/dim]"))
 
 
+def _up_hosts_with_progress(name: str, hosts: int, options: LabOptions, timeout: float) -> list[LabStatus]:
+    """up_hosts() with a line per boot step and host on stderr (they boot side by side)."""
+    from xentool.lab import up_hosts
+
+    started = time.monotonic()
+    return up_hosts(name, hosts, options, timeout, progress=lambda lab, phase: err().print(
+        f"{lab.label}: {phase} ({time.monotonic() - started:.1f} s)", markup=False))
+
+
 def _describe(status: LabStatus) -> str:
+    which = f"lab {status.name}" + (f" host {status.host}" if status.host > 1 else "")
     if not status.running:
-        return f"lab {status.name}: not running"
-    parts = [f"lab {status.name}: running (pid {status.pid})",
+        return f"{which}: not running"
+    parts = [f"{which}: running (pid {status.pid})",
              f"Xen {status.xen_version or '?'}",
              "dom0 ready" if status.dom0_ready else "dom0 NOT ready"]
     if status.free_memory_mib is not None:
         parts.append(f"{status.free_memory_mib} of {status.total_memory_mib} MiB free")
     if status.uptime_s is not None:
         parts.append(f"up {status.uptime_s:.0f} s")
+    if status.link_name is not None:
+        parts.append(f"{status.link_name} ({status.link_address}) on the link")
     return ", ".join(parts)
 
 
@@ -70,38 +83,46 @@ def up(
     share: list[Path] = typer.Option([], "--share", help="Also export this host directory read-write in dom0 "
                                      "(same path); STATE/share always is."),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for dom0."),
+    hosts: int = typer.Option(1, "--hosts", help="How many hosts (1 or 2): the second is a Xen host of its own, on a "
+                              "private link with the first, both with sshd and the same shared directory."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Start the lab (fetching what is missing) and wait until dom0 is ready."""
     from xentool.lab import Lab, LabOptions
 
-    lab = Lab(name)
     options = LabOptions(memory, vcpus, dom0_memory, accel, xenconsoled,
                          tuple(str(p.resolve()) for p in share))
-    status = _up_with_progress(lab, options, timeout)
+    if hosts == 1:
+        statuses = [_up_with_progress(Lab(name), options, timeout)]
+    else:
+        statuses = _up_hosts_with_progress(name, hosts, options, timeout)
     if as_json:
-        print(json.dumps(status.to_json(), indent=2))
+        print(json.dumps(statuses[0].to_json() if hosts == 1 else [s.to_json() for s in statuses], indent=2))
         return
-    line = _describe(status)
-    if status.already_running:
-        line += " (already running)"
-    elif status.boot_seconds is not None:
-        line += f"; booted in {status.boot_seconds:.1f} s"
-    print(line)
-    if not status.already_running:
-        print(f"shared read-write with dom0: {', '.join(status.shares)}")
+    for status in statuses:
+        line = _describe(status)
+        if status.already_running:
+            line += " (already running)"
+        elif status.boot_seconds is not None:
+            line += f"; booted in {status.boot_seconds:.1f} s"
+        print(line)
+    if not all(status.already_running for status in statuses):
+        print(f"shared read-write with dom0: {', '.join(statuses[0].shares)}")
 
 
 @lab_app.command()
 def status(name: str = NAME_OPTION, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Is the lab running; Xen version, dom0 readiness, free memory, uptime."""
-    from xentool.lab import Lab
+    """Is the lab running; Xen version, dom0 readiness, free memory, uptime (each of its hosts)."""
+    from xentool.lab import hosts_of
 
-    st = Lab(name).status()
+    statuses = [lab.status() for lab in hosts_of(name)]
+    st = statuses[0]
     if as_json:
-        print(json.dumps(st.to_json(), indent=2))
+        print(json.dumps(st.to_json() if len(statuses) == 1 else [s.to_json() for s in statuses], indent=2))
     else:
-        print(_describe(st))
+        for one in statuses:
+            if one.host == 1 or one.running:
+                print(_describe(one))
     if not st.running:
         raise SystemExit(0 if as_json else 1)  # so `lab status || lab up` reads naturally
 
@@ -110,28 +131,30 @@ def status(name: str = NAME_OPTION, as_json: bool = typer.Option(False, "--json"
 def exec_cmd(
     command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),
     name: str = NAME_OPTION,
+    host: int = HOST_OPTION,
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Kill the command after this many seconds."),
 ) -> None:
     """Run a command as root in dom0, in this working directory; exit with its status."""
     from xentool.lab import Lab
 
-    result = Lab(name).exec(command, inherit_env=True, timeout=timeout)
+    result = Lab(name, host).exec(command, inherit_env=True, timeout=timeout)
     raise SystemExit(result.returncode)  # typer.Exit is swallowed under standalone_mode=False
 
 
 @lab_app.command()
 def console(
     name: str = NAME_OPTION,
+    host: int = HOST_OPTION,
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing what comes (Ctrl-C stops)."),
 ) -> None:
     """Print the lab's serial log (Xen and dom0 console)."""
     from xentool.lab import Lab
 
-    path = Lab(name).serial_log_path
+    path = Lab(name, host).serial_log_path
     if not path.exists():
         from xentool.lab.errors import LabNotRunning
 
-        raise LabNotRunning(name)
+        raise LabNotRunning(name, host)
     with open(path, "rb") as f:
         while True:
             chunk = f.read(65536)
@@ -150,14 +173,14 @@ def console(
 @lab_app.command()
 def down(name: str = NAME_OPTION, timeout: float = typer.Option(60.0, "--timeout",
                                                                help="Seconds to wait for a clean power-off.")) -> None:
-    """Power the lab off (cleanly if dom0 answers, else by signal)."""
-    from xentool.lab import Lab
+    """Power the lab off, every host of it (cleanly if dom0 answers, else by signal)."""
+    from xentool.lab import hosts_of
 
-    lab = Lab(name)
-    if lab.down(timeout=timeout):
-        print(f"lab {name}: powered off")
-    else:
-        print(f"lab {name}: was not running")
+    for lab in reversed(hosts_of(name)):
+        if lab.down(timeout=timeout):
+            print(f"{lab.label}: powered off")
+        elif lab.host == 1:
+            print(f"{lab.label}: was not running")
 
 
 def _xentool_argv() -> list[str]:
@@ -168,13 +191,18 @@ def _xentool_argv() -> list[str]:
     return [sys.executable, "-m", "xentool"]
 
 
-def run_in_lab(argv: list[str]) -> int:
-    """Run `xentool *argv` in the lab's dom0 (starting the lab if needed), in this working directory,
-    with this environment minus XENTOOL_CONNECT=lab (in dom0, xentool finds the real Xen itself)."""
+def run_in_lab(argv: list[str], host: int = 1) -> int:
+    """Run `xentool *argv` in the dom0 of the lab's ``host`` (starting the lab if needed), in this
+    working directory, with this environment minus XENTOOL_CONNECT=lab (in dom0, xentool finds the
+    real Xen itself)."""
     from xentool.lab import Lab, LabOptions
 
-    lab = Lab(os.environ.get("XENTOOL_LAB", "default"))
+    name = os.environ.get("XENTOOL_LAB", "default")
+    lab = Lab(name, host)
     if not lab.is_running():
-        _up_with_progress(lab, LabOptions(), 300.0)
+        if host == 1:
+            _up_with_progress(lab, LabOptions(), 300.0)
+        else:
+            _up_hosts_with_progress(name, host, LabOptions(), 300.0)
     env = {k: v for k, v in os.environ.items() if k != "XENTOOL_CONNECT"}
     return lab.exec(_xentool_argv() + list(argv), env=env, inherit_env=False).returncode

@@ -7,10 +7,13 @@ dom0 against real hypercalls.
     lab.up()
     print(lab.exec(["xl", "info"], capture=True).out)
     lab.down()
+
+    up_hosts("default", 2)               # and its second host, on a private link with the first
+    Lab("default", host=2).exec(["ssh", "xen1", "xl", "list"])
 """
 
 from xentool.lab.client import ExecResult
-from xentool.lab.lab import Lab, LabStatus
+from xentool.lab.lab import Lab, LabStatus, hosts_of, up_hosts
 from xentool.lab.qemu import LabOptions
 
-__all__ = ["Lab", "LabStatus", "LabOptions", "ExecResult"]
+__all__ = ["ExecResult", "Lab", "LabOptions", "LabStatus", "hosts_of", "up_hosts"]

@@ -47,10 +47,12 @@ class LabOwnedByOtherUser(LabError):
 
 
 class LabNotRunning(LabError):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, host: int = 1) -> None:
         self.name = name
-        flag = "" if name == "default" else f" --name {name}"
-        super().__init__(f"lab {name!r} is not running; start it with `xentool lab up{flag}`")
+        self.host = host
+        flag = ("" if name == "default" else f" --name {name}") + (f" --hosts {host}" if host > 1 else "")
+        which = f"lab {name!r}" + (f" host {host}" if host > 1 else "")
+        super().__init__(f"{which} is not running; start it with `xentool lab up{flag}`")
 
 
 class BootFailed(LabError):

@@ -15,6 +15,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from xentool.lab import link
+
 # Load order matters: virtio before virtio_ring fails with unknown symbols (lab-notes).  The
 # dependency walk below would sort that out, but the list is kept in a working order regardless.
 DOM0_MODULES: tuple[str, ...] = (
@@ -94,7 +96,7 @@ say() { echo "xentool-lab: $*" > /dev/console; }
 fail() { say "FAILED: $*"; sleep 2; poweroff -f; }
 say "init started"
 
-AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1 DAEMON= APINET= ETC=
+AGENT= SHARES= IMAGESHARE= XENCONSOLED=0 PYTHON=/usr/bin/python3 PORTS=1 DAEMON= APINET= ETC= HOST= SSHDIR=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     xentool.agent=*) AGENT="${arg#xentool.agent=}" ;;
@@ -105,6 +107,8 @@ for arg in $(cat /proc/cmdline); do
     xentool.daemon=*) DAEMON="${arg#xentool.daemon=}" ;;
     xentool.apinet=*) APINET="${arg#xentool.apinet=}" ;;
     xentool.etc=*) ETC="${arg#xentool.etc=}" ;;
+    xentool.host=*) HOST="${arg#xentool.host=}" ;;
+    xentool.ssh=*) SSHDIR="${arg#xentool.ssh=}" ;;
   esac
 done
 
@@ -157,13 +161,43 @@ if [ "$ETC" = 1 ]; then
   mkdir -p $R/etc/xentool && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none etcxentool $R/etc/xentool \
     || fail "mount /etc/xentool"
 fi
-hostname xentool-lab
 # The loopback interface, as any system brings it up: QEMU serves VNC on 127.0.0.1.
 ip link set lo up || fail "loopback up"
+nic_with_mac() { for n in /sys/class/net/*; do [ "$(cat "$n/address")" = "$1" ] && { basename "$n"; return; }; done; }
 if [ -n "$APINET" ]; then
-  # The one NIC QEMU gives dom0: the daemon's API forward, a network that leads nowhere else.
-  nic=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+  # The daemon's API forward: a network that leads nowhere else.
+  nic=$(nic_with_mac @API_MAC@)
   [ -n "$nic" ] && ip addr add "$APINET/24" dev "$nic" && ip link set "$nic" up || fail "API network ($nic)"
+fi
+if [ -n "$HOST" ]; then
+  # The link to the lab's other host (xentool.lab.link): this dom0's address and name on it.
+  nic=$(nic_with_mac "$(printf '@LINK_MAC_PREFIX@:%02x' "$HOST")")
+  [ -n "$nic" ] && ip addr add "@NETWORK@.$HOST/24" dev "$nic" && ip link set "$nic" up || fail "link network ($nic)"
+  hostname "xen$HOST"
+  for h in $(seq 1 @MAX_HOSTS@); do echo "@NETWORK@.$h xen$h" >> $R/etc/hosts; done
+else
+  hostname xentool-lab
+fi
+if [ -n "$SSHDIR" ] && [ -n "$HOST" ]; then
+  # sshd on the link only, with the lab's keys (never this machine's): as root with the lab's
+  # client key, from the other host.  Debian's sshd, unpacked in the lab's cache (sshd.env).
+  . "$R$SSHDIR/sshd.env"
+  K=/run/xentool-lab/ssh
+  mkdir -p $R$K $R/run/sshd $R/etc/ssh/ssh_config.d && chmod 700 $R$K
+  cp "$R$SSHDIR/host$HOST/ssh_host_ed25519_key" "$R$SSHDIR/client/id_ed25519" "$R$SSHDIR/known_hosts" \
+     "$R$SSHDIR/authorized_keys" $R$K/ && chmod 600 $R$K/* || fail "ssh keys"
+  # Without PAM, sshd refuses an account whose password is locked ("!"): root logs in by key only.
+  sed -i 's/^root:![^:]*:/root:*:/' $R/etc/shadow 2>/dev/null || true
+  grep -q '^sshd:' $R/etc/passwd || echo 'sshd:x:998:65534:sshd privilege separation:/run/sshd:/usr/sbin/nologin' >> $R/etc/passwd
+  printf '%s\n' "ListenAddress @NETWORK@.$HOST" "HostKey $K/ssh_host_ed25519_key" "AuthorizedKeysFile $K/authorized_keys" \
+    "PermitRootLogin prohibit-password" "PasswordAuthentication no" "KbdInteractiveAuthentication no" "UsePAM no" \
+    "PidFile /run/sshd.pid" "Subsystem sftp $SFTP" > $R$K/sshd_config
+  printf '%s\n' "Host xen* @NETWORK@.*" "  User root" "  IdentityFile $K/id_ed25519" "  IdentitiesOnly yes" \
+    "  UserKnownHostsFile $K/known_hosts" "  StrictHostKeyChecking yes" "  BatchMode yes" \
+    > $R/etc/ssh/ssh_config.d/xentool-lab.conf
+  chroot $R env -i LD_LIBRARY_PATH="$LIBS" PATH=/usr/sbin:/usr/bin:/sbin:/bin "$SSHD" -f $K/sshd_config -E /var/log/sshd.log \
+    || fail "sshd ($(tail -n 3 $R/var/log/sshd.log 2>/dev/null))"
+  say "sshd started on xen$HOST"
 fi
 say "root filesystem ready (host / over 9p, tmpfs overlay)"
 grep -q control_d $R/proc/xen/capabilities || fail "not a control domain: $(cat $R/proc/xen/capabilities)"
@@ -202,6 +236,12 @@ while true; do wait; sleep 1; done
 """
 
 
+def init_script() -> str:
+    """INIT_SCRIPT with the link's constants (xentool.lab.link) filled in."""
+    return (INIT_SCRIPT.replace("@API_MAC@", link.API_MAC).replace("@LINK_MAC_PREFIX@", link.link_mac(1)[:-3])
+            .replace("@NETWORK@", link.NETWORK).replace("@MAX_HOSTS@", str(link.MAX_HOSTS)))
+
+
 @dataclass(frozen=True)
 class Entry:
     """One file in the initramfs: path inside it, mode, and content or device numbers."""
@@ -218,7 +258,7 @@ def contents(busybox: Path, modules_dir: Path, wanted: tuple[str, ...] = DOM0_MO
     entries = [Entry(d, stat.S_IFDIR | 0o755) for d in ("bin", "dev", "proc", "sys", "modules", "newroot")]
     entries.append(Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     entries.append(Entry("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes()))
-    entries.append(Entry("init", stat.S_IFREG | 0o755, INIT_SCRIPT.encode()))
+    entries.append(Entry("init", stat.S_IFREG | 0o755, init_script().encode()))
     flat = [Path(p).name for p in order]
     entries.append(Entry("modules.order", stat.S_IFREG | 0o644, ("\n".join(flat) + "\n").encode()))
     for rel, name in zip(order, flat, strict=True):

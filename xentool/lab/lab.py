@@ -16,13 +16,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from xentool.lab import guest_images, initramfs, packages
+from xentool.lab import guest_images, initramfs, link, packages
 from xentool.lab.client import AgentConnection, ExecResult
 from xentool.lab.errors import AgentError, BootFailed, LabError, LabNotRunning, LabOwnedByOtherUser, NoDiskSpace
 from xentool.lab.paths import cache_dir, check_name, state_dir
@@ -61,21 +62,58 @@ class LabStatus:
     xenconsoled: bool = False
     boot_seconds: float | None = None
     already_running: bool = False
+    host: int = 1
+    link_name: str | None = None  # dom0's name and address on the link between the lab's hosts
+    link_address: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 class Lab:
-    """One named lab.  ``Lab("default").up()`` boots it (or finds it running); ``exec`` runs commands
-    as root in its dom0; ``down`` powers it off."""
+    """One named lab's host.  ``Lab("default").up()`` boots it (or finds it running); ``exec`` runs
+    commands as root in its dom0; ``down`` powers it off.  ``Lab("default", host=2)`` is the same
+    lab's second host, on the private link with the first (xentool.lab.link); it keeps its state in
+    the first's state directory and shares the first's ``share_dir``."""
 
-    def __init__(self, name: str = "default") -> None:
+    def __init__(self, name: str = "default", host: int = 1) -> None:
         self.name = check_name(name)
-        self.state = state_dir(name)
+        self.host = link.check_host(host)
+        self.lab_state = state_dir(name)  # the lab's, which is host 1's
+        self.state = self.lab_state if host == 1 else self.lab_state / f"host{host}"
         self.cache = cache_dir()
         self.paths = LabPaths(self.state)
         self._artifacts: packages.Artifacts | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: "lab NAME", or "lab NAME host 2"."""
+        return f"lab {self.name}" + (f" host {self.host}" if self.host > 1 else "")
+
+    @property
+    def qemu_name(self) -> str:
+        return f"xentool-lab-{self._instance}"
+
+    @property
+    def _instance(self) -> str:
+        return self.name + (f"-host{self.host}" if self.host > 1 else "")
+
+    @property
+    def link_name(self) -> str:
+        """dom0's name on the lab's link (ssh to it from the other host)."""
+        return link.host_name(self.host)
+
+    @property
+    def link_address(self) -> str:
+        return link.address(self.host)
+
+    @property
+    def link_socket(self) -> Path:
+        return self.state / "link.sock"
+
+    def peer(self) -> Lab:
+        """The lab's other host."""
+        return Lab(self.name, 2 if self.host == 1 else 1)
 
     # -- files ------------------------------------------------------------------------------------
 
@@ -85,8 +123,9 @@ class Lab:
 
     @property
     def share_dir(self) -> Path:
-        """The default shared directory: read-write at this same path on the host and in dom0."""
-        return self.state / "share"
+        """The default shared directory: read-write at this same path on this machine and in every
+        host's dom0 (the storage a migrated guest finds on both, as NFS or a SAN would be)."""
+        return self.lab_state / "share"
 
     @property
     def artifacts(self) -> packages.Artifacts:
@@ -161,7 +200,7 @@ class Lab:
             return False
         if state in ("Z", "X"):
             return False
-        return f"xentool-lab-{self.name},process=xentool-lab-{self.name}".encode() in cmdline and \
+        return f"{self.qemu_name},process={self.qemu_name}".encode() in cmdline and \
             any(str(self.paths.pidfile).encode() == arg for arg in cmdline)
 
     def is_running(self) -> bool:
@@ -210,12 +249,15 @@ class Lab:
             # Shared, not just visible through the root: dom0 has its own tmpfs on /var/lib/xentool,
             # and files added to the host later would not show through the overlay anyway.
             shares = tuple(dict.fromkeys([str(self.share_dir), str(guests), *options.shares]))
-            self.share_dir.mkdir(exist_ok=True)
+            self.share_dir.mkdir(parents=True, exist_ok=True)
             for share in shares:
                 Path(share).mkdir(parents=True, exist_ok=True)
+            say("making the lab's ssh keys")
+            ssh_dir = link.ensure_keys(self.lab_state / "ssh", art.openssh)
             options = LabOptions(options.memory_mib, options.vcpus, options.dom0_memory_mib, options.accel,
                                  options.xenconsoled, shares, image_share=str(guests), api_port=_free_loopback_port(),
-                                 etc_dir=str(self.etc_dir))
+                                 etc_dir=str(self.etc_dir), host=self.host, link_socket=str(self.link_socket),
+                                 peer_socket=str(self.peer().link_socket), ssh_dir=str(ssh_dir))
             self.etc_dir.mkdir(mode=0o700, exist_ok=True)
             options.validate()
             python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else os.path.realpath(sys.executable)
@@ -223,7 +265,7 @@ class Lab:
             daemon = Path(sys.prefix) / "bin" / "xentoold"
             files = BootFiles(art.hypervisor, art.kernel, initrd, AGENT_SCRIPT, python,
                               daemon if daemon.exists() and " " not in str(daemon) else None)
-            argv = qemu_argv(self.name, files, options, self.paths)
+            argv = qemu_argv(self._instance, files, options, self.paths)
             for n in range(AGENT_PORTS):
                 if len(str(self.paths.agent_socket(n)).encode()) > 107:
                     raise LabError(f"state directory {self.state} is too deep for a Unix socket path; "
@@ -232,7 +274,7 @@ class Lab:
             say("starting QEMU")
             self.serial_log_path.write_bytes(b"")
             self._start_qemu(argv)
-            meta = {"name": self.name, "started": time.time(), "options": asdict(options),
+            meta = {"name": self.name, "host": self.host, "started": time.time(), "options": asdict(options),
                     "argv": argv, "uid": os.geteuid(), "hypervisor_version": art.hypervisor_version,
                     "kernel_release": art.kernel_release}
             (self.state / "lab.json").write_text(json.dumps(meta, indent=2))
@@ -258,11 +300,11 @@ class Lab:
                 raise packages.MissingTool("qemu", QEMU, "qemu-system-x86") from None
             except subprocess.TimeoutExpired:
                 self._kill_qemu()
-                raise BootFailed(self.name, "QEMU did not daemonize within 60 s", self.serial_tail()) from None
+                raise BootFailed(self._instance, "QEMU did not daemonize within 60 s", self.serial_tail()) from None
         if result.returncode != 0 or not self.is_running():
             self._kill_qemu()
             text = qemu_log.read_text(errors="replace").strip().splitlines()
-            raise BootFailed(self.name, f"QEMU failed to start (exit {result.returncode}): "
+            raise BootFailed(self._instance, f"QEMU failed to start (exit {result.returncode}): "
                              + (" | ".join(text[-3:]) if text else "no message"), self.serial_tail())
 
     def _wait_ready(self, timeout: float, started: float, say: Callable[[str], None]) -> None:
@@ -277,21 +319,21 @@ class Lab:
             for mark in FATAL_MARKS:
                 if mark in log:
                     time.sleep(1)
-                    raise BootFailed(self.name, f"dom0 did not come up ({mark.strip()!r} in the serial log)",
+                    raise BootFailed(self._instance, f"dom0 did not come up ({mark.strip()!r} in the serial log)",
                                      self.serial_tail())
             if not self.is_running():
-                raise BootFailed(self.name, "QEMU exited while dom0 was booting", self.serial_tail())
+                raise BootFailed(self._instance, "QEMU exited while dom0 was booting", self.serial_tail())
             if phase == len(BOOT_PHASES) - 1:
                 try:
                     with AgentConnection(self.state, timeout=5) as agent:
                         reply = agent.request("status", timeout=max(5.0, deadline - time.monotonic()), full=False)
                     if reply.get("dom0_ready"):
                         return
-                    raise BootFailed(self.name, f"the agent answers but dom0 is not ready: {reply}", self.serial_tail())
+                    raise BootFailed(self._instance, f"the agent answers but dom0 is not ready: {reply}", self.serial_tail())
                 except (AgentError, TimeoutError):
                     pass
             if time.monotonic() > deadline:
-                raise BootFailed(self.name, f"dom0 was not ready within {timeout:g} s (last step: "
+                raise BootFailed(self._instance, f"dom0 was not ready within {timeout:g} s (last step: "
                                  f"{BOOT_PHASES[max(phase, 0)][1]})", self.serial_tail())
             time.sleep(0.2)
 
@@ -301,12 +343,14 @@ class Lab:
         self._check_owner()
         pid = self.pid()
         meta = self._meta()
-        status = LabStatus(self.name, pid is not None, str(self.state), pid)
+        status = LabStatus(self.name, pid is not None, str(self.state), pid, host=self.host)
         if pid is None:
             return status
         status.shares = list(meta.get("options", {}).get("shares", []))
         status.xenconsoled = bool(meta.get("options", {}).get("xenconsoled"))
         status.boot_seconds = meta.get("boot_seconds")
+        if meta.get("options", {}).get("link_socket"):
+            status.link_name, status.link_address = self.link_name, self.link_address
         if "started" in meta:
             status.uptime_s = round(time.time() - meta["started"], 1)
         try:
@@ -334,7 +378,7 @@ class Lab:
         if not argv:
             raise LabError("nothing to run: the command is empty")
         if self.pid() is None:
-            raise LabNotRunning(self.name)
+            raise LabNotRunning(self.name, self.host)
         base = dict(os.environ) if inherit_env else {
             "PATH": DEFAULT_ENV_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb")}
         if base.get("XENTOOL_CONNECT") == "lab":  # dom0's xentool must use the Xen it runs on
@@ -405,10 +449,56 @@ class Lab:
     def _remove_leftovers(self) -> None:
         """No pid file, socket or lock outlives the QEMU they belong to (the serial log stays)."""
         # The state lock itself is held by our caller, which removes it on release.
-        names = ["qemu.pid"] + [f"agent-{n}.sock" for n in range(AGENT_PORTS)] + \
+        names = ["qemu.pid", "link.sock"] + [f"agent-{n}.sock" for n in range(AGENT_PORTS)] + \
                 [f"agent-{n}.lock" for n in range(AGENT_PORTS)]
         for name in names:
             (self.state / name).unlink(missing_ok=True)
+
+
+def up_hosts(name: str, count: int, options: LabOptions | None = None, timeout: float = 300.0,
+             progress: Callable[[Lab, str], None] | None = None) -> list[LabStatus]:
+    """Hosts 1 to ``count`` of the lab ``name`` up (those running are reported as they are).  They
+    are prepared one after the other (they share the cache: packages, the initramfs, guest images)
+    and boot side by side.  If one fails, the others this call booted are powered off again."""
+    labs = [Lab(name, host) for host in range(1, link.check_host(count) + 1)]
+    results: dict[int, LabStatus | BaseException] = {}
+    threads = []
+    for lab in labs:
+        qemu_started = threading.Event()
+
+        def boot(lab: Lab = lab, qemu_started: threading.Event = qemu_started) -> None:
+            def say(phase: str) -> None:
+                if progress is not None:
+                    progress(lab, phase)
+                if phase == "starting QEMU":
+                    qemu_started.set()
+            try:
+                results[lab.host] = lab.up(options, timeout=timeout, progress=say)
+            except BaseException as e:  # noqa: BLE001 - raised below, once every host has ended its boot
+                results[lab.host] = e
+            finally:
+                qemu_started.set()
+
+        thread = threading.Thread(target=boot, name=f"lab-{lab.host}", daemon=True)
+        thread.start()
+        qemu_started.wait()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    failed = [result for result in results.values() if isinstance(result, BaseException)]
+    if failed:
+        for lab in labs:
+            status = results[lab.host]
+            if isinstance(status, LabStatus) and not status.already_running:
+                lab.down()
+        raise failed[0]
+    return [result for _, result in sorted(results.items()) if isinstance(result, LabStatus)]
+
+
+def hosts_of(name: str) -> list[Lab]:
+    """The lab's hosts that have state (host 1 always): what `lab status` and `lab down` cover."""
+    first = Lab(name)
+    return [first] + [Lab(name, host) for host in range(2, link.MAX_HOSTS + 1) if (first.state / f"host{host}").is_dir()]
 
 
 def _free_loopback_port() -> int:

@@ -52,6 +52,17 @@ class Artifacts:
     kernel_release: str  # "6.1.0-56-amd64"
     modules_dir: Path  # .../lib/modules/<release>, depmod'ed
     busybox: Path
+    openssh: OpenSsh
+
+
+@dataclass(frozen=True)
+class OpenSsh:
+    """Debian's sshd unpacked in the cache, for dom0s to run on the lab's link: not installed on this
+    machine, whose own sshd (if any) the lab never touches, and which gets none it did not have."""
+
+    sshd: Path
+    sftp_server: Path
+    library_path: str  # LD_LIBRARY_PATH for the libraries this machine lacks (libwrap)
 
 
 def check_host_tools() -> None:
@@ -184,10 +195,31 @@ def fetch_busybox(cache: Path) -> Path:
     return dest / "bin" / "busybox"
 
 
+OPENSSH_PACKAGES = ("openssh-server", "openssh-sftp-server", "libwrap0")
+
+
+def fetch_openssh(cache: Path) -> OpenSsh:
+    dirs = {package: cache / package for package in OPENSSH_PACKAGES}
+    for package, dest in dirs.items():
+        if not (dest / ".deb").is_file():
+            _download_and_unpack(package, cache, dest)
+    libs = ":".join(str(d / sub / "x86_64-linux-gnu") for d in dirs.values() for sub in ("lib", "usr/lib"))
+    found = OpenSsh(dirs["openssh-server"] / "usr" / "sbin" / "sshd",
+                    dirs["openssh-sftp-server"] / "usr" / "lib" / "openssh" / "sftp-server", libs)
+    for path in (found.sshd, found.sftp_server):
+        if not path.is_file():
+            raise PackageFetchError(path.parts[len(cache.parts)], f"{path} is not in the unpacked package")
+    ldd = subprocess.run(["ldd", str(found.sshd)], capture_output=True, text=True, env={"LD_LIBRARY_PATH": libs})
+    missing = [line.split()[0] for line in ldd.stdout.splitlines() if "not found" in line]
+    if missing:
+        raise PackageFetchError("openssh-server", f"sshd needs libraries this machine lacks: {', '.join(missing)}")
+    return found
+
+
 def fetch_all(cache: Path) -> Artifacts:
     """Everything the lab boots, fetching only what the cache lacks."""
     cache.mkdir(parents=True, exist_ok=True)
     hypervisor, version = fetch_hypervisor(cache)
     kernel, release, modules = fetch_kernel(cache)
     busybox = fetch_busybox(cache)
-    return Artifacts(hypervisor, version, kernel, release, modules, busybox)
+    return Artifacts(hypervisor, version, kernel, release, modules, busybox, fetch_openssh(cache))

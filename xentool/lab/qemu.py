@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xentool.errors import UsageError
+from xentool.lab.link import API_MAC, link_mac
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 # `-cpu max` crashes dom0 under TCG (create_bounce_frame); svm+npt give Xen HVM with HAP.
@@ -36,6 +37,12 @@ class LabOptions:
     # keeps there (defined guests, the daemon's settings) outlives a reboot of the lab, as /etc
     # outlives a reboot of a real dom0 (dom0's root is otherwise a tmpfs over the host's).
     etc_dir: str | None = None
+    # Which of the lab's hosts this is (its address and name on the link), its end of the link (a
+    # Unix datagram socket QEMU binds) and the other host's end, and the lab's ssh material.
+    host: int = 1
+    link_socket: str | None = None
+    peer_socket: str | None = None
+    ssh_dir: str | None = None
 
     def validate(self) -> None:
         if self.accel not in ("tcg", "kvm"):
@@ -46,7 +53,7 @@ class LabOptions:
             raise UsageError("--dom0-memory must be at least 256 MiB")
         if self.memory_mib < self.dom0_memory_mib + 128:
             raise UsageError(f"--memory {self.memory_mib} MiB leaves nothing beside dom0's {self.dom0_memory_mib} MiB")
-        for share in (*self.shares, *([self.etc_dir] if self.etc_dir else [])):
+        for share in (*self.shares, *(path for path in (self.etc_dir, self.link_socket, self.peer_socket, self.ssh_dir) if path)):
             if not share.startswith("/") or any(c in share for c in " ,\t\n\"'"):
                 raise UsageError(f"share {share!r}: use an absolute path without spaces, commas or quotes")
 
@@ -102,6 +109,10 @@ def dom0_cmdline(files: BootFiles, opts: LabOptions) -> str:
         parts.append(f"xentool.apinet={DOM0_API_ADDRESS}")
     if opts.etc_dir is not None:
         parts.append("xentool.etc=1")
+    if opts.link_socket is not None:
+        parts.append(f"xentool.host={opts.host}")
+    if opts.ssh_dir is not None:
+        parts.append(f"xentool.ssh={opts.ssh_dir}")
     return " ".join(parts)
 
 
@@ -140,8 +151,13 @@ def qemu_argv(name: str, files: BootFiles, opts: LabOptions, paths: LabPaths, qe
         # restrict=on: dom0 reaches nothing through it; hostfwd listens on this machine's loopback only.
         argv += ["-netdev", f"user,id=api,restrict=on,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{opts.api_port}-{DOM0_API_ADDRESS}:"
                             f"{DOM0_API_PORT}",
-                 "-device", "virtio-net-pci,netdev=api"]
-    else:
+                 "-device", f"virtio-net-pci,netdev=api,mac={API_MAC}"]
+    if opts.link_socket is not None and opts.peer_socket is not None:
+        # The link to the lab's other host: datagrams between two Unix sockets, no address of this machine's.
+        argv += ["-netdev", f"dgram,id=link,local.type=unix,local.path={opts.link_socket},"
+                            f"remote.type=unix,remote.path={opts.peer_socket}",
+                 "-device", f"virtio-net-pci,netdev=link,mac={link_mac(opts.host)}"]
+    if opts.api_port is None and opts.link_socket is None:
         argv += ["-nic", "none"]
     argv += ["-device", "virtio-serial-pci,id=agentbus"]
     for n in range(AGENT_PORTS):

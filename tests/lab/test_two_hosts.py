@@ -1,0 +1,75 @@
+"""Two Xen hosts: the session's lab and its second host, on the private link between them (sshd on
+each, the lab's own keys, the same shared directory).  The second host boots once for this module
+and is powered off after it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kit.lab import XENTOOL, xentool
+from xentool.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab2(lab: Lab):
+    """Host 2 of the session's lab (host 1), booted beside it."""
+    second = Lab(lab.name, host=2)
+    started = time.monotonic()
+    status = second.up(timeout=float(os.environ.get("XENTOOL_TEST_LAB_TIMEOUT", "600")))
+    print(f"lab {lab.name} host 2: booted in {time.monotonic() - started:.1f} s (beside a running host 1)")
+    assert status.link_name == "xen2" and status.link_address == "192.168.127.2"
+    assert second.exec([XENTOOL, "daemon", "start"], capture=True, timeout=600).returncode == 0
+    try:
+        yield second
+    finally:
+        second.down()
+
+
+def test_each_host_reaches_the_other_by_name_over_ssh_with_the_labs_keys(lab, lab2):
+    for here, there, name in ((lab, lab2, "xen2"), (lab2, lab, "xen1")):
+        ran = here.exec(["ssh", name, "hostname; cat /proc/xen/capabilities; ip -4 -o addr show"], capture=True, timeout=120)
+        assert ran.returncode == 0, ran.err
+        out = ran.out.splitlines()
+        assert out[0] == name and out[1] == "control_d"
+        assert there.link_address in ran.out
+    # The link leads nowhere else: no default route in either dom0, and sshd listens on the link only.
+    for host in (lab, lab2):
+        assert "default" not in host.exec(["ip", "route"], capture=True).out
+        listening = host.exec(["sh", "-c", "ss -ltn 2>/dev/null || netstat -ltn"], capture=True).out
+        assert f"{host.link_address}:22" in listening and "0.0.0.0:22" not in listening
+    # Only the lab's client key gets in: a key of its own is refused.
+    refused = lab.exec(["sh", "-c", "k=$(mktemp -u); ssh-keygen -q -t ed25519 -N '' -f $k && "
+                        "ssh -o IdentityFile=$k xen2 true; r=$?; rm -f $k $k.pub; exit $r"], capture=True, timeout=120)
+    assert refused.returncode == 255 and "Permission denied" in refused.err
+
+
+def test_both_hosts_see_the_shared_directory_at_the_same_path(lab, lab2):
+    probe = lab.share_dir / f"probe-{os.getpid()}"
+    probe.write_text("from this machine\n")
+    try:
+        assert lab2.exec(["cat", str(probe)], capture=True).out == "from this machine\n"
+        assert lab2.exec(["sh", "-c", f"echo from xen2 >> {probe}"], capture=True).returncode == 0
+        assert lab.exec(["cat", str(probe)], capture=True).out == "from this machine\nfrom xen2\n"
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def test_the_cli_runs_a_command_on_either_host(lab, lab2):
+    env = {**os.environ, "XENTOOL_LAB": lab.name}
+    for host, name in (("1", "xen1"), ("2", "xen2")):
+        ran = subprocess.run([sys.executable, "-m", "xentool", "--lab", "--host", host, "host", "info", "--json"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout)["hostname"] == name
+    status = subprocess.run([sys.executable, "-m", "xentool", "lab", "status", "--name", lab.name],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert "host 2: running" in status.stdout and "xen2 (192.168.127.2) on the link" in status.stdout
+    assert xentool(lab2, "list").returncode == 0
