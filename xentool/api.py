@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from xentool.config.model import Disk, Vif
     from xentool.create import BuildPlan, OpTiming, RestoreSource
     from xentool.live_devices import DeviceStatus
+    from xentool.migration import MigrationResult
     from xentool.saving import SaveResult
 
 # Deferred imports, measured: the config model (pydantic), the creation steps and what needs them
@@ -94,6 +95,7 @@ class Toolstack:
     def host_info(self) -> HostInfo:
         p = self.hv.physinfo()
         return HostInfo(
+            hostname=os.uname().nodename,
             backend=self.hv.kind,
             xen_version=str(p.xen_version),
             nr_cpus=p.nr_cpus,
@@ -296,13 +298,34 @@ class Toolstack:
         where it stopped.  The file is checked whole before anything is created."""
         from xentool import savefile  # hashlib: only restore reads a save file
         from xentool.config import config_from_dict
-        from xentool.create import RestoreSource
+        from xentool.create import SaveFileSource
 
         saved = savefile.read(path)
         config = config_from_dict(saved.config, source=f"{path} (the saved config)")
-        source = RestoreSource(str(path), saved.stream_offset, saved.dm_state_offset)
+        source = SaveFileSource(str(path), saved.stream_offset, saved.dm_state_offset)
         domain = self._create(config, saved.uuid, paused, restore=source, timings=timings)
         publish(Event(RESTORED, domain.name, domain.uuid, domain.domid, {"path": str(path)}))
+        self._ensure_supervised()
+        return domain
+
+    # -- migration --------------------------------------------------------------------------------
+    def migrate(self, ref: str | int, host: str, live: bool = True, keep_source_definition: bool = False,
+                ssh_command: str = "ssh", remote_xentool: str = "xentool") -> MigrationResult:
+        """Move the guest to ``host`` (HOST or USER@HOST, reached with ssh, where ``remote_xentool``
+        runs `migrate-receive`): live unless ``live`` is False (then it is suspended for the whole
+        copy).  It keeps its name, uuid, config and devices; a defined guest's definition moves
+        with it.  On failure it runs on here, except when the target went silent after it was
+        told to start the guest: then it stays suspended here (MigrationError says which)."""
+        from xentool.migration import migrate_guest
+
+        return migrate_guest(self.hv, self.records, self.definitions, self._guest(ref), host, live,
+                             keep_source_definition, ssh_command, remote_xentool)
+
+    def migrate_receive(self, data_fd: int = 0, answer_fd: int = 1) -> DomainSummary:
+        """The target's end of :meth:`migrate` (what `xentool migrate-receive` runs, over ssh)."""
+        from xentool.migration import receive
+
+        domain = receive(self.hv, self.records, self.definitions, data_fd, answer_fd)
         self._ensure_supervised()
         return domain
 

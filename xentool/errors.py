@@ -107,6 +107,18 @@ class DomainOperationError(XentoolError):
         super().__init__(f"{op} of domain {domain} failed: {cause}")
 
 
+class MigrationError(XentoolError):
+    """A migration that did not happen: it stopped at ``step`` (a phase of xentool.migration's
+    protocol), and the message ends with where the guest is now."""
+
+    exit_code = 5
+
+    def __init__(self, name: str, step: str, problem: str, outcome: str) -> None:
+        self.name = name
+        self.step = step
+        super().__init__(f"migration of {name} failed while {step}: {problem}; {outcome}")
+
+
 class DeviceError(XentoolError):
     exit_code = 5
 

@@ -39,9 +39,11 @@ RESTARTED = "restarted"  # by an on_* action (detail: reason, action)
 SAVED = "saved"  # detail: path, kept_running
 RESTORED = "restored"  # detail: path
 DEVICE_MODEL_DIED = "device-model-died"  # detail: pid, what was done
+MIGRATED_OUT = "migrated-out"  # moved to another host (detail: to, live)
+MIGRATED_IN = "migrated-in"  # came from another host (detail: from, live)
 DAEMON_STARTED = "daemon-started"  # the daemon took over the host (detail: pid, guests)
 KINDS = (DEFINED, UNDEFINED, STARTED, CREATED, DESTROYED, SHUTDOWN, CRASHED, PAUSED, UNPAUSED, RENAMED, DEVICE_ATTACHED, DEVICE_DETACHED,
-         RESTARTED, SAVED, RESTORED, DEVICE_MODEL_DIED, DAEMON_STARTED)
+         RESTARTED, SAVED, RESTORED, DEVICE_MODEL_DIED, MIGRATED_OUT, MIGRATED_IN, DAEMON_STARTED)
 
 # The devices reported, by their backend's kind; consoles are not: every PV guest has one from its
 # creation to its end.

@@ -8,6 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class HostInfo:
+    hostname: str  # dom0's (a remote client sees which host answered)
     backend: str
     xen_version: str
     nr_cpus: int

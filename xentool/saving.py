@@ -55,7 +55,7 @@ def save_guest(
     def suspend() -> bool:
         # libxl's domain_suspend_callback_common, then (HVM) libxl__domain_suspend_device_model.
         nonlocal suspended, dm_state
-        _suspend(hv, domain)
+        suspend_guest(hv, domain)
         suspended = True
         if hvm:
             dm_state = save_device_state(domain.domid)
@@ -65,7 +65,7 @@ def save_guest(
     fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # a guest's memory
     try:
         offset = savefile.write_header(fd, domain.name, domain.uuid, config.type.value, record.config, time.time())
-        hv.domain_save(domain.domid, fd, suspend, (lambda on: _switch_logdirty(domain.domid, on)) if hvm else None)
+        hv.domain_save(domain.domid, fd, suspend, (lambda on: switch_logdirty(domain.domid, on)) if hvm else None)
         if hvm:
             savefile.append_device_model_state(fd, dm_state)
         savefile.finish(fd, offset)
@@ -74,13 +74,13 @@ def save_guest(
         os.close(fd)
         target.unlink(missing_ok=True)
         if suspended:
-            _resume_quietly(hv, domain)
+            resume_quietly(hv, domain)
         if isinstance(e, (XenError, OSError, QmpFailed)):
             raise DomainOperationError("save", domain.name, e) from e
         raise
     os.close(fd)
     if checkpoint:
-        lifecycle.checked("resume", domain.name, lambda: _resume(hv, domain.domid, hvm))
+        lifecycle.checked("resume", domain.name, lambda: resume_guest(hv, domain.domid, hvm))
     else:
         lifecycle.destroy(hv, domain.domid)
         records.remove(domain.uuid)
@@ -88,19 +88,19 @@ def save_guest(
     return SaveResult(str(target), size, round(time.monotonic() - started, 1), checkpoint)
 
 
-def _switch_logdirty(domid: int, enable: bool) -> None:
+def switch_logdirty(domid: int, enable: bool) -> None:
     """libxl's switch_qemu_xen_logdirty: QEMU tells Xen which guest pages it wrote."""
     qmp_execute(domid, [("xen-set-global-dirty-log", {"enable": enable})])
 
 
-def _resume(hv: Hypervisor, domid: int, hvm: bool) -> None:
+def resume_guest(hv: Hypervisor, domid: int, hvm: bool) -> None:
     """libxl__domain_resume: QEMU goes on (HVM), then the guest."""
     if hvm:
         lifecycle.resume_device_model(domid)
     hv.domain_resume(domid)
 
 
-def _suspend(hv: Hypervisor, domain: DomainSummary) -> None:
+def suspend_guest(hv: Hypervisor, domain: DomainSummary) -> None:
     """Ask the guest to suspend itself and wait until it has (shut down, reason suspend).  An HVM
     guest without PV drivers cannot be asked: Xen suspends it (libxl: xc_domain_shutdown)."""
     xs = hv.xenstore()
@@ -124,8 +124,8 @@ def _suspend(hv: Hypervisor, domain: DomainSummary) -> None:
         raise DomainOperationError("save", domain.name, "the domain went away while suspending")
 
 
-def _resume_quietly(hv: Hypervisor, domain: DomainSummary) -> None:
+def resume_quietly(hv: Hypervisor, domain: DomainSummary) -> None:
     try:
-        _resume(hv, domain.domid, domain.type == GuestType.HVM.value)
+        resume_guest(hv, domain.domid, domain.type == GuestType.HVM.value)
     except (XenError, QmpFailed):
         pass  # the save's own error is the one to report; the guest stays suspended, `destroy` ends it

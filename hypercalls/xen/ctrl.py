@@ -183,8 +183,8 @@ class XenHypervisor(Hypervisor):
                      domid=domid, failed=failed_nonzero)
 
     def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool],
-                    switch_logdirty: Callable[[bool], None] | None = None) -> None:
-        saverestore.save(self.xc, domid, fd, suspend, switch_logdirty)
+                    switch_logdirty: Callable[[bool], None] | None = None, live: bool = False) -> None:
+        saverestore.save(self.xc, domid, fd, suspend, switch_logdirty, live)
 
     def domain_restore(self, domid: int, fd: int, spec: BuildSpec) -> BuildResult:
         max_vcpus = self.domain_getinfo(domid).max_vcpu_id + 1

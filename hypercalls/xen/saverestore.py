@@ -78,8 +78,10 @@ def _register(module: Any) -> None:
 
 
 def save(xc: XcHandle, domid: int, fd: int, suspend: Callable[[], bool],
-         switch_logdirty: Callable[[bool], None] | None = None) -> None:
-    """Write ``domid``'s state to ``fd`` (not live: the guest is suspended first, by ``suspend``)."""
+         switch_logdirty: Callable[[bool], None] | None = None, live: bool = False) -> None:
+    """Write ``domid``'s state to ``fd``: not live, the guest is suspended first (by ``suspend``);
+    live, libxenguest copies its memory while it runs (dirty-page logging, its default pre-copy
+    policy: rounds until little is left or enough rounds were made) and suspends it for the last."""
     _register(xc.module)
     ffi, lib = xc.ffi, xc.lib
     callback = _SaveCallbacks(suspend, switch_logdirty=switch_logdirty)
@@ -89,7 +91,8 @@ def save(xc: XcHandle, domid: int, fd: int, suspend: Callable[[], bool],
     callbacks.switch_qemu_logdirty = lib.xentool_save_switch_qemu_logdirty
     callbacks.data = handle
     try:
-        xc.call("xc_domain_save", lib.xc_domain_save, xc.xch, fd, domid, 0, callbacks, lib.XC_STREAM_PLAIN, -1,
+        xc.call("xc_domain_save", lib.xc_domain_save, xc.xch, fd, domid, lib.XCFLAGS_LIVE if live else 0, callbacks,
+                lib.XC_STREAM_PLAIN, -1,
                 domid=domid, failed=failed_nonzero)
     except XenError:
         if callback.error is not None:

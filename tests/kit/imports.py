@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "xentool.shutdown_actions": 3,
     "xentool.live_devices": 3,
     "xentool.supervisor": 3,
+    "xentool.migration": 3,
     "xentool.api": 4,
     "xentool.lab": 5,
     "xentool.xentoold": 5,

@@ -100,10 +100,13 @@ def main_options(
         help="xen, sim:///PATH (the simulator), lab, or another host's daemon: ssh://[user@]HOST[:PORT], tls://HOST[:PORT]."
     ),
     lab: bool = typer.Option(False, "--lab", help="Run this command in the Xen lab's dom0 (starts the lab if needed)."),
+    host: Optional[int] = typer.Option(None, "--host", help="With --lab: which of the lab's hosts runs it (1 or 2)."),
     debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),
 ) -> None:
     # --lab and --connect lab are handled in main() before parsing; reaching here with them means
     # they were combined in a way main() did not see (e.g. via the environment in a subcommand).
+    if host is not None:
+        raise UsageError("--host chooses one of the lab's hosts: use it with --lab")
     options.connect = connect
     options.debug = debug
 
@@ -510,6 +513,35 @@ def restore(
 
 
 @app.command()
+def migrate(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    host: str = typer.Argument(..., help="The target: HOST or USER@HOST, reached with ssh."),
+    non_live: bool = typer.Option(False, "--non-live", help="Suspend the guest for the whole copy (live: only for the last round)."),
+    keep_source_definition: bool = typer.Option(False, "--keep-source-definition",
+                                                help="A defined guest's definition stays here too (it moves by default)."),
+    ssh_command: str = typer.Option("ssh", "-s", "--ssh-command", help="The ssh to run, with its options (split as a shell "
+                                    "would, never run by one), e.g. 'ssh -p 2222'."),
+    remote_xentool: str = typer.Option("xentool", "--remote-xentool", help="The xentool program on the target (a command: "
+                                       "'/opt/xentool/bin/xentool', 'python3 -m xentool')."),
+) -> None:
+    """Move a running guest to another host, live: it keeps its name, uuid, config and devices."""
+    with _toolstack() as xt:
+        result = xt.migrate(domain, host, live=not non_live, keep_source_definition=keep_source_definition,
+                            ssh_command=ssh_command, remote_xentool=remote_xentool)
+    how = "live" if result.live else "non-live"
+    _say(f"migrated {result.name} to {result.target_hostname} ({how}): id {result.target_domid} there, "
+         f"{result.seconds:g} s in all, {result.downtime_seconds * 1000:.0f} ms suspended")
+
+
+@app.command("migrate-receive", hidden=True)
+def migrate_receive() -> None:
+    """The target's end of `xentool migrate` (run by it over ssh: its stdin and stdout are the connection)."""
+    with _toolstack() as xt:
+        domain = xt.migrate_receive(sys.stdin.fileno(), sys.stdout.fileno())
+    _say(f"received {domain.name} (id {domain.domid}), running", stderr=True)
+
+
+@app.command()
 def console(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     log: bool = typer.Option(False, "--log", help="Print what the guest printed so far, and return."),
@@ -647,12 +679,14 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def _lab_argv(argv: list[str]) -> list[str] | None:
-    """The command to run in the lab's dom0 when --lab, --connect lab or XENTOOL_CONNECT=lab says so;
-    None when the command runs here (including `xentool lab ...` itself)."""
+def _lab_argv(argv: list[str]) -> tuple[list[str], int] | None:
+    """The command to run in the lab's dom0 when --lab, --connect lab or XENTOOL_CONNECT=lab says so,
+    and which of the lab's hosts runs it (--host); None when the command runs here (including
+    `xentool lab ...` itself)."""
     split = first_command_index(argv)
     head, tail = argv[:split], argv[split:]
     via_lab = "--lab" in head or os.environ.get("XENTOOL_CONNECT") == "lab"
+    host = os.environ.get("XENTOOL_LAB_HOST", "1")
     kept: list[str] = []
     skip = False
     for i, arg in enumerate(head):
@@ -667,10 +701,15 @@ def _lab_argv(argv: list[str]) -> list[str] | None:
         if arg == "--connect=lab":
             via_lab = True
             continue
+        if arg == "--host" or arg.startswith("--host="):
+            host, skip = (arg.partition("=")[2], False) if "=" in arg else (" ".join(head[i + 1 : i + 2]), True)
+            continue
         kept.append(arg)
     if not via_lab or tail[:1] == ["lab"]:
         return None
-    return kept + tail
+    if not host.isdigit():
+        _fail(f"--host {host!r}: give the number of one of the lab's hosts (1 or 2)", 2)
+    return kept + tail, int(host)
 
 
 @cache
@@ -684,11 +723,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[: first_command_index(argv)]
     try:
-        lab_argv = _lab_argv(argv)
-        if lab_argv is not None:
+        in_lab = _lab_argv(argv)
+        if in_lab is not None:
             from xentool.cli.lab import run_in_lab
 
-            raise SystemExit(run_in_lab(lab_argv))
+            raise SystemExit(run_in_lab(*in_lab))
         # Without standalone mode, click returns (not raises) the code of a typer.Exit.
         # `daemon run` serves this very main(): handed to it here, since the CLI sits above it.
         code = click_command()(args=argv, prog_name="xentool", standalone_mode=False, obj=Entry(main, click_command))

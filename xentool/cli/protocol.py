@@ -29,7 +29,7 @@ FORWARDED = frozenset({
     "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "rename",
     "mem-set", "vcpu-set", "block-attach", "block-detach", "block-list", "network-attach", "network-detach",
     "network-list", "save", "restore", "events", "wait", "define", "undefine", "start", "autostart",
-    "apply",
+    "apply", "migrate", "migrate-receive",
 })
 LOCAL_FLAGS = frozenset({"-c", "--console", "--lab", "--connect=lab", "--help", "-h"})
 LENGTH = struct.Struct("!I")
@@ -44,10 +44,13 @@ def socket_path(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
     return f"{env[RUN_DIR_ENV]}/command.sock" if env.get(RUN_DIR_ENV) else DEFAULT_SOCKET
 
 
+VALUED_OPTIONS = frozenset({"--connect", "--host"})  # xentool's own options that take a value
+
+
 def first_command_index(argv: list[str]) -> int:
-    """Where the subcommand starts: the first word that is not an option or --connect's value."""
+    """Where the subcommand starts: the first word that is not an option or the value of one."""
     for i, arg in enumerate(argv):
-        if not arg.startswith("-") and not (i > 0 and argv[i - 1] == "--connect"):
+        if not arg.startswith("-") and not (i > 0 and argv[i - 1] in VALUED_OPTIONS):
             return i
     return len(argv)
 

@@ -20,7 +20,7 @@ import time
 from hypercalls.interface import Hypervisor
 from xentool import obituaries
 from xentool.config import GuestConfig
-from xentool.create.build import RestoreSource, plan_build
+from xentool.create.build import RestoreSource, SaveFileSource, plan_build
 from xentool.create.console import plan_console
 from xentool.create.device_model_launch import plan_device_model_launch
 from xentool.create.device_model_ready import plan_device_model_ready
@@ -39,7 +39,7 @@ from xentool.records import RecordStore
 
 def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore: RestoreSource | None = None,
                   host: HostFeatures = REAL_XEN) -> BuildPlan:
-    """``restore``: the guest's memory comes from a save file's stream instead of the builder.
+    """``restore``: the guest's memory comes from a save file's or a migration's stream instead of the builder.
     ``host``: what the hypervisor has; the steps it lacks are left out (the simulator's)."""
     steps: list[Step | None] = [
         plan_domain(config, uuid),
@@ -72,4 +72,4 @@ def create_guest(hv: Hypervisor, records: RecordStore, config: GuestConfig, uuid
     return summarize(hv, hv.domain_getinfo(bound.domid))
 
 
-__all__ = ["BuildPlan", "HostFeatures", "OpTiming", "RestoreSource", "create_guest", "plan_creation"]
+__all__ = ["BuildPlan", "HostFeatures", "OpTiming", "RestoreSource", "SaveFileSource", "create_guest", "plan_creation"]

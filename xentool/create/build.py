@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 from hypercalls.interface import BuildResult, BuildSpec, FirmwareModule, GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
@@ -19,13 +20,41 @@ from xentool.create.plan import Bindings, Op, Step
 from xentool.devicemodel.firmware import HVMLOADER, system_firmware
 
 
+class RestoreSource(Protocol):
+    """Where a restored guest comes from, in place of the domain builder: a save file
+    (:class:`SaveFileSource`), or a migration's incoming stream (xentool.migration)."""
+
+    def describe(self) -> str:
+        """Where the stream is read from, for a plan's description."""
+
+    def open_stream(self) -> int:
+        """A descriptor at the start of Xen's migration stream, which the caller closes."""
+
+    def open_device_state(self) -> int | None:
+        """A descriptor at an HVM guest's QEMU state (the caller closes it), or None."""
+
+
 @dataclass(frozen=True)
-class RestoreSource:
-    """A save file's migration stream, which takes the domain builder's place (xentool.savefile)."""
+class SaveFileSource:
+    """A save file's migration stream (xentool.savefile)."""
 
     path: str
     offset: int
     dm_state_offset: int | None = None  # an HVM guest's QEMU state, which its device model loads
+
+    def describe(self) -> str:
+        return f"{self.path} from byte {self.offset}"
+
+    def open_stream(self) -> int:
+        return self._open_at(self.offset)
+
+    def open_device_state(self) -> int | None:
+        return None if self.dm_state_offset is None else self._open_at(self.dm_state_offset)
+
+    def _open_at(self, offset: int) -> int:
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        os.lseek(fd, offset, os.SEEK_SET)
+        return fd
 
 
 class PortFor(enum.Enum):
@@ -95,13 +124,12 @@ class RestoreDomain(Op):
     source: RestoreSource
 
     def describe(self) -> str:
-        return (f"xc_domain_restore({{domid}}, {self.source.path} from byte {self.source.offset}, store evtchn "
+        return (f"xc_domain_restore({{domid}}, {self.source.describe()}, store evtchn "
                 "{store_port}, console evtchn {console_port}) -> {store_mfn}, {console_mfn}")
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        fd = os.open(self.source.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = self.source.open_stream()
         try:
-            os.lseek(fd, self.source.offset, os.SEEK_SET)
             result = hv.domain_restore(bound.domid, fd, _with_ports(self.spec, bound))
         finally:
             os.close(fd)

@@ -30,11 +30,11 @@ from xentool.devicemodel.vnc import choose_vnc_display
 class LaunchDeviceModel(Op):
     config: GuestConfig
     uuid: str
-    # A restored guest's QEMU loads its device state from the save file (-incoming fd:N).
+    # A restored guest's QEMU loads its device state from where the guest came from (-incoming fd:N).
     incoming: RestoreSource | None = None
 
     def describe(self) -> str:
-        incoming = " with its device state from the save file (-incoming)" if self.incoming else ""
+        incoming = f" with its device state from {self.incoming.describe()} (-incoming)" if self.incoming else ""
         return (f"start the device model {qemu_binary(self.config)} for {{domid}}{incoming} "
                 f"(QMP /var/run/xen/qmp-libxl-{{domid}}, log {device_model_log_path(self.uuid)}); "
                 "device-model/{domid} in xenstore, its pid in image/device-model-pid")
@@ -64,12 +64,7 @@ class LaunchDeviceModel(Op):
         bound.serial_socket = serial
 
     def _open_incoming(self) -> int | None:
-        """The save file, at QEMU's device state, for QEMU to read."""
-        if self.incoming is None or self.incoming.dm_state_offset is None:
-            return None
-        fd = os.open(self.incoming.path, os.O_RDONLY | os.O_CLOEXEC)
-        os.lseek(fd, self.incoming.dm_state_offset, os.SEEK_SET)
-        return fd
+        return None if self.incoming is None else self.incoming.open_device_state()
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if bound.has("domid"):

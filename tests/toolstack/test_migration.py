@@ -1,0 +1,102 @@
+"""Migration's refusals and failures on the simulator, between two simulated hosts joined by a
+stand-in `ssh` that runs the receiver against the target's simulator (as sshd would run it
+there).  The simulator has no migration stream, so a guest never moves here: what is shown is that
+a refusal or a failure at each phase leaves the guest running where it was and nothing on the
+target.  The lab shows the migrations themselves (tests/lab/test_two_hosts.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kit.daemon import sim_guest
+
+# ssh [options] -- TARGET COMMAND: run COMMAND with sh against TARGET's simulator ($SIM_HOSTS/TARGET).
+FAKE_SSH = r"""#!/bin/sh
+while [ "$1" != "--" ]; do shift; done
+shift; target="$1"; shift
+if [ ! -f "$SIM_HOSTS/$target" ]; then echo "ssh: Could not resolve hostname $target: Name or service not known" >&2; exit 255; fi
+XENTOOL_CONNECT=$(cat "$SIM_HOSTS/$target") exec sh -c "$*"
+"""
+RECEIVER = f"{sys.executable} -m xentool"
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "hosts" / "far").write_text(f"sim://{tmp_path / 'far'}")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SIM_HOSTS": str(tmp_path / "hosts"), "XENTOOL_NO_DAEMON": "1",
+           "XENTOOL_RUN_DIR": str(tmp_path / "run"), "XENTOOL_LOG_DIR": str(tmp_path / "log"), "HOME": str(tmp_path)}
+    return env, f"sim://{tmp_path / 'near'}", f"sim://{tmp_path / 'far'}", tmp_path
+
+
+def xentool(env: dict[str, str], url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xentool", "--connect", url, *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def domains(env: dict[str, str], url: str) -> dict[str, str]:
+    listed = json.loads(xentool(env, url, "list", "--json").stdout)
+    return {d["name"]: d["state"] for d in listed if d["name"] != "Domain-0"}
+
+
+def migrate(env: dict[str, str], url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return xentool(env, url, "migrate", *args, "--remote-xentool", RECEIVER)
+
+
+def test_a_target_that_refuses_leaves_the_guest_running_here_and_nothing_there(hosts):
+    env, near, far, tmp = hosts
+    assert xentool(env, near, "create", str(sim_guest(tmp / "near-configs", "web"))).returncode == 0
+    assert xentool(env, far, "create", str(sim_guest(tmp / "far-configs", "web"))).returncode == 0
+    far_before = domains(env, far)
+    ran = migrate(env, near, "web", "far")
+    assert ran.returncode == 5, ran.stderr
+    line = ran.stderr.strip().splitlines()[-1]
+    assert "migration of web failed while checking the guest on the target" in line
+    assert "a domain named 'web' already exists" in line and "it runs on here, as before" in line
+    assert domains(env, near) == {"web": "running"} and domains(env, far) == far_before
+
+
+def test_an_unreachable_target_is_said_in_one_line(hosts):
+    env, near, _, tmp = hosts
+    assert xentool(env, near, "create", str(sim_guest(tmp / "near-configs", "web"))).returncode == 0
+    ran = migrate(env, near, "web", "nowhere")
+    assert ran.returncode == 5
+    assert ran.stderr.strip().splitlines()[-1] == (
+        "xentool: error: migration of web failed while connecting to the target: ssh: Could not resolve hostname "
+        "nowhere: Name or service not known; it runs on here, as before; nothing was left on the target")
+    assert domains(env, near) == {"web": "running"}
+
+
+def test_a_failure_while_sending_leaves_the_guest_here_and_the_target_clean(hosts):
+    """The simulator cannot write a migration stream: the copy fails once it has begun, after the
+    target accepted the guest and began to build it."""
+    env, near, far, tmp = hosts
+    assert xentool(env, near, "create", str(sim_guest(tmp / "near-configs", "web"))).returncode == 0
+    ran = migrate(env, near, "web", "far")
+    assert ran.returncode == 5
+    assert "while sending the guest" in ran.stderr and "it runs on here, as before" in ran.stderr
+    assert domains(env, near) == {"web": "running"}
+    assert domains(env, far) == {}
+    assert not list((Path(far[len("sim://"):]) / "xentool").glob("*.json"))  # no record left there
+
+
+def test_only_xentools_guests_and_real_targets_are_taken(hosts):
+    env, near, _, tmp = hosts
+    assert xentool(env, near, "create", str(sim_guest(tmp / "near-configs", "web"))).returncode == 0
+    ran = xentool(env, near, "migrate", "--remote-xentool", RECEIVER, "--", "web", "-oProxyCommand=evil")
+    assert ran.returncode == 2 and "give the target as HOST or USER@HOST" in ran.stderr
+    receiver = subprocess.run([sys.executable, "-m", "xentool", "--connect", near, "migrate-receive"], env=env,
+                              input="GET / HTTP/1.0\n", capture_output=True, text=True, timeout=120)
+    assert receiver.returncode == 2
+    hello, refusal = (json.loads(line) for line in receiver.stdout.splitlines())
+    assert hello["phase"] == "hello" and hello["protocol"] == 1
+    assert "does not speak xentool's migration protocol" in refusal["error"]["message"]

@@ -1,0 +1,217 @@
+"""`xentool migrate NAME HOST`: the source's end of a migration (xentool.migration.protocol).
+
+It runs the receiver on the target over ssh (as `xl migrate` runs `xl migrate-receive`), offers
+the guest, sends Xen's migration stream as xc_domain_save makes it (live: the memory is copied
+while the guest runs and it is suspended for the last round only), then QEMU's state for an HVM
+guest, and gives the "go" once the target has the guest built.  The guest is destroyed here only
+when the target says it runs there.
+
+Until "go" any failure leaves the guest where it was: running here (resumed if it had been
+suspended), and nothing on the target (closing the connection makes the receiver undo).  After
+"go", a target that reports failure has undone its copy, so the guest is resumed here; a target
+that says nothing more (the link dropped) may or may not run it: the guest is left suspended
+here, never run twice, and the error says so.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import shlex
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+from hypercalls.errors import XenError
+from hypercalls.interface import GuestType, Hypervisor
+from xentool import lifecycle
+from xentool.definitions import DefinitionStore
+from xentool.devicemodel.qmp import QmpFailed
+from xentool.devicemodel.state import save_device_state
+from xentool.domains import DomainSummary
+from xentool.errors import MigrationError, UsageError, XentoolError
+from xentool.events import MIGRATED_OUT, Event, publish
+from xentool.migration.protocol import ACCEPTED, GO, HELLO, RESTORED, RUNNING, Offer, dm_state_frame, parse_answer, write_all
+from xentool.migration.receive import disk_fingerprint
+from xentool.records import RecordStore
+from xentool.saving import resume_guest, suspend_guest, switch_logdirty
+
+# How long each answer may take: the receiver's start (Python in a dom0, ssh), the checks, the
+# restore (its devices and, for HVM, QEMU), the start.
+ANSWER_SECONDS = {HELLO: 120.0, ACCEPTED: 120.0, RESTORED: 600.0, RUNNING: 120.0}
+LOCK_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    name: str
+    uuid: str
+    target: str  # as given (HOST or user@HOST)
+    target_hostname: str  # as the target names itself
+    target_domid: int
+    live: bool
+    seconds: float  # from the start to the guest running on the target
+    downtime_seconds: float  # from the guest's suspend here to its start there, as the toolstack sees it
+
+
+class Receiver:
+    """`xentool migrate-receive` on the target, over ssh: its stdin takes the stream, its stdout
+    gives the answers, its stderr is kept for the error message."""
+
+    def __init__(self, argv: list[str]) -> None:
+        try:
+            self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as e:
+            raise UsageError(f"cannot run {argv[0]} ({e.strerror or e}): migration goes over ssh; install openssh-client") from e
+        self._stdin: IO[bytes] = self._process.stdin  # type: ignore[assignment]
+        self._stdout: IO[bytes] = self._process.stdout  # type: ignore[assignment]
+        self._said: collections.deque[str] = collections.deque(maxlen=20)
+        self._buffer = b""
+        threading.Thread(target=self._keep_stderr, daemon=True).start()
+
+    @property
+    def data_fd(self) -> int:
+        return self._stdin.fileno()
+
+    def send(self, data: bytes) -> None:
+        write_all(self.data_fd, data)
+
+    def expect(self, phase: str) -> dict[str, Any]:
+        deadline = time.monotonic() + ANSWER_SECONDS[phase]
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self._stdout], [], [], max(left, 0))
+            if not ready:
+                raise TimeoutError(f"the target did not answer within {ANSWER_SECONDS[phase]:g} s")
+            chunk = os.read(self._stdout.fileno(), 65536)
+            if not chunk:
+                raise ConnectionError(self._why())
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return parse_answer(line, phase)
+
+    def close(self) -> None:
+        """Closing its input tells the receiver to give up (it undoes what it made) if it has not ended."""
+        for pipe in (self._stdin, self._stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def _keep_stderr(self) -> None:
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            self._said.append(line.decode(errors="replace").rstrip())
+
+    def _why(self) -> str:
+        try:
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            return "the target closed the connection"
+        time.sleep(0.1)  # the stderr thread's last lines
+        said = [line for line in self._said if line.strip()]
+        return said[-1] if said else f"the connection ended (ssh exited with status {self._process.returncode})"
+
+
+def receiver_argv(target: str, ssh_command: str = "ssh", remote_xentool: str = "xentool") -> list[str]:
+    """ssh's argv: the target's xentool, quoted for the remote user's shell (never our own shell)."""
+    if not target or target.startswith("-") or any(c.isspace() for c in target):
+        raise UsageError(f"migrate to {target!r}: give the target as HOST or USER@HOST")
+    # ServerAlive: a link that drops mid-stream ends ssh within half a minute, and with it the stream.
+    return [*shlex.split(ssh_command), "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
+            "-e", "none", "--", target,
+            shlex.join([*shlex.split(remote_xentool), "migrate-receive"])]
+
+
+def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore, domain: DomainSummary, target: str,
+                  live: bool = True, keep_source_definition: bool = False, ssh_command: str = "ssh",
+                  remote_xentool: str = "xentool") -> MigrationResult:
+    record = records.load(domain.uuid)
+    if record is None:
+        raise UsageError(f"domain {domain.name} was not created by xentool, so there is no config to send with it; "
+                         "use the toolstack that created it (xl migrate)")
+    config = record.guest_config()
+    hvm = config.type == GuestType.HVM
+    definition = definitions.load(domain.name)
+    if definition is not None and definition.uuid != domain.uuid:
+        definition = None  # a definition of that name, but of another guest
+    offer = Offer(domain.name, domain.uuid, config.type.value, record.config, live, os.uname().nodename,
+                  str(hv.physinfo().xen_version), definition.to_json() if definition is not None else None,
+                  {disk.target: disk_fingerprint(disk.target) for disk in config.disks if disk.target})
+    argv = receiver_argv(target, ssh_command, remote_xentool)
+    started = time.monotonic()
+    suspended_at: float | None = None
+    dm_state = b""
+
+    def suspend() -> bool:
+        nonlocal suspended_at, dm_state
+        suspend_guest(hv, domain)
+        suspended_at = time.monotonic()
+        if hvm:
+            dm_state = save_device_state(domain.domid)
+        return True
+
+    with records.lock(domain.uuid, timeout=LOCK_SECONDS):
+        phase = "connecting to the target"
+        went = False
+        receiver = Receiver(argv)
+        try:
+            hello = receiver.expect(HELLO)
+            receiver.send(offer.to_line())
+            phase = "checking the guest on the target"
+            receiver.expect(ACCEPTED)
+            phase = "sending the guest"
+            hv.domain_save(domain.domid, receiver.data_fd, suspend,
+                           (lambda on: switch_logdirty(domain.domid, on)) if hvm else None, live=live)
+            if hvm:
+                receiver.send(dm_state_frame(dm_state))
+            phase = "restoring the guest on the target"
+            receiver.expect(RESTORED)
+            phase = "starting the guest on the target"
+            receiver.send(GO)
+            went = True
+            running = receiver.expect(RUNNING)
+        except BaseException as e:
+            receiver.close()
+            outcome = _after_failure(hv, domain, hvm, suspended_at is not None, went, reported=isinstance(e, XentoolError))
+            raise MigrationError(domain.name, phase, _problem(e), outcome) from e
+        receiver.close()
+        downtime = time.monotonic() - (suspended_at or started)
+        lifecycle.destroy(hv, domain.domid)
+        records.remove(domain.uuid)
+        if definition is not None and not keep_source_definition:
+            definitions.remove(domain.name)
+    publish(Event(MIGRATED_OUT, domain.name, domain.uuid, domain.domid, {"to": str(hello.get("hostname", target)), "live": live}))
+    return MigrationResult(domain.name, domain.uuid, target, str(hello.get("hostname", target)), int(running["domid"]), live,
+                           round(time.monotonic() - started, 2), round(downtime, 3))
+
+
+def _problem(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return str(error) or type(error).__name__
+
+
+def _after_failure(hv: Hypervisor, domain: DomainSummary, hvm: bool, suspended: bool, went: bool, reported: bool) -> str:
+    """Where the guest is after a failure, having resumed it here when that is safe."""
+    if went and not reported:
+        return (f"whether it runs on the target is unknown, so it stays suspended here (never run twice): see "
+                f"`xentool list` on the target, then `xentool destroy {domain.name}` here if it runs there")
+    if not suspended:
+        return "it runs on here, as before; nothing was left on the target"
+    try:
+        resume_guest(hv, domain.domid, hvm)
+    except (XenError, QmpFailed) as e:
+        return f"it stays suspended here: resuming it failed ({e}); nothing was left on the target"
+    return "it was resumed and runs on here; nothing was left on the target"
+
+
+__all__ = ["MigrationResult", "migrate_guest", "receiver_argv"]
