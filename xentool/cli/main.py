@@ -531,6 +531,8 @@ def migrate(
     how = "live" if result.live else "non-live"
     _say(f"migrated {result.name} to {result.target_hostname} ({how}): id {result.target_domid} there, "
          f"{result.seconds:g} s in all, {result.downtime_seconds * 1000:.0f} ms suspended")
+    if result.note:
+        _say(f"note: not live: {result.note}", stderr=True)
 
 
 @app.command("migrate-receive", hidden=True)

@@ -55,6 +55,7 @@ class MigrationResult:
     live: bool
     seconds: float  # from the start to the guest running on the target
     downtime_seconds: float  # from the guest's suspend here to its start there, as the toolstack sees it
+    note: str | None = None  # why a live migration asked for was made non-live
 
 
 class Receiver:
@@ -131,6 +132,18 @@ def receiver_argv(target: str, ssh_command: str = "ssh", remote_xentool: str = "
             shlex.join([*shlex.split(remote_xentool), "migrate-receive"])]
 
 
+def why_not_live(hv: Hypervisor, guest_type: GuestType) -> str | None:
+    """None when this Xen can track the guest's dirty pages while it runs (what a live copy needs),
+    else why not: a PV guest's are tracked with shadow paging, an HVM or PVH guest's with HAP or
+    shadow paging, and a hypervisor may be built without shadow paging (Debian's 4.17 is)."""
+    caps = hv.physinfo().virt_caps
+    needed = ("shadow",) if guest_type == GuestType.PV else ("hap", "shadow")
+    if any(cap in caps for cap in needed):
+        return None
+    return (f"this Xen cannot track a {guest_type.value.upper()} guest's dirty pages while it runs (that needs "
+            f"{' or '.join(needed)} paging; it has {' '.join(caps) or 'neither'}), so the guest was suspended for the whole copy")
+
+
 def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore, domain: DomainSummary, target: str,
                   live: bool = True, keep_source_definition: bool = False, ssh_command: str = "ssh",
                   remote_xentool: str = "xentool") -> MigrationResult:
@@ -140,6 +153,8 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
                          "use the toolstack that created it (xl migrate)")
     config = record.guest_config()
     hvm = config.type == GuestType.HVM
+    note = why_not_live(hv, config.type) if live else None
+    live = live and note is None
     definition = definitions.load(domain.name)
     if definition is not None and definition.uuid != domain.uuid:
         definition = None  # a definition of that name, but of another guest
@@ -191,7 +206,7 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
             definitions.remove(domain.name)
     publish(Event(MIGRATED_OUT, domain.name, domain.uuid, domain.domid, {"to": str(hello.get("hostname", target)), "live": live}))
     return MigrationResult(domain.name, domain.uuid, target, str(hello.get("hostname", target)), int(running["domid"]), live,
-                           round(time.monotonic() - started, 2), round(downtime, 3))
+                           round(time.monotonic() - started, 2), round(downtime, 3), note)
 
 
 def _problem(error: BaseException) -> str:
