@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def save_guest(
     fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # a guest's memory
     try:
         offset = savefile.write_header(fd, domain.name, domain.uuid, config.type.value, record.config, time.time())
-        hv.domain_save(domain.domid, fd, suspend, (lambda on: switch_logdirty(domain.domid, on)) if hvm else None)
+        hv.domain_save(domain.domid, fd, suspend, logdirty_switch(hv, domain.domid))
         if hvm:
             savefile.append_device_model_state(fd, dm_state)
         savefile.finish(fd, offset)
@@ -88,9 +89,13 @@ def save_guest(
     return SaveResult(str(target), size, round(time.monotonic() - started, 1), checkpoint)
 
 
-def switch_logdirty(domid: int, enable: bool) -> None:
-    """libxl's switch_qemu_xen_logdirty: QEMU tells Xen which guest pages it wrote."""
-    qmp_execute(domid, [("xen-set-global-dirty-log", {"enable": enable})])
+def logdirty_switch(hv: Hypervisor, domid: int) -> Callable[[bool], None]:
+    """What libxenguest calls around an HVM or PVH guest's save, live or not (libxl's
+    switch_qemu_xen_logdirty): the guest's QEMU, if it has one, then tells Xen which guest pages
+    it wrote.  A guest without a QEMU (PVH) has nothing to switch: libxl answers done at once."""
+    if not lifecycle.has_device_model(hv, domid):
+        return lambda enable: None
+    return lambda enable: qmp_execute(domid, [("xen-set-global-dirty-log", {"enable": enable})])
 
 
 def resume_guest(hv: Hypervisor, domid: int, hvm: bool) -> None:

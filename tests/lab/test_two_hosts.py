@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kit.lab import BOOT_TIMEOUT, XENTOOL, write_config, xentool
+from kit.lab import BOOT_TIMEOUT, HVM_BOOT_TIMEOUT, XENTOOL, device_models, write_config, xentool
 from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -128,4 +128,32 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         for host in (lab, lab2):
             xentool(host, "destroy", "mover")
         disk.unlink(missing_ok=True)
+        config.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("type_", ["pvh", "hvm"])
+def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, type_):
+    """HAP tracks an HVM or PVH guest's dirty pages: these go live.  The HVM guest (QEMU loads its
+    kernel; it has the PV drivers) brings its QEMU's device state along."""
+    name = f"mover-{type_}"
+    console = "ttyS0" if type_ == "hvm" else "hvc0"
+    config = lab.share_dir / f"{name}-{os.getpid()}.yaml"
+    config.write_text(f"name: {name}\ntype: {type_}\nmemory: 256\nkernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
+                      f'cmdline: "console={console} quiet xentool.marker={name} xentool.then=count"\n'
+                      + ("vnc: false\n" if type_ == "hvm" else ""))
+    try:
+        assert xentool(lab, "create", str(config)).returncode == 0
+        uuid_ = json.loads(xentool(lab, "info", "--json", name).out)["uuid"]
+        before = wait_for_count(lab, uuid_, 2, timeout=HVM_BOOT_TIMEOUT)
+        ran = xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL)
+        assert ran.returncode == 0, ran.err
+        assert f"migrated {name} to xen2 (live)" in ran.out and "note:" not in ran.err, (ran.out, ran.err)
+        after = wait_for_count(lab2, uuid_, -1)
+        assert after > before
+        assert f"marker={name}" not in lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
+        if type_ == "hvm":
+            assert f"-name {name} " in device_models(lab2) and f"-name {name} " not in device_models(lab)
+    finally:
+        for host in (lab, lab2):
+            xentool(host, "destroy", name)
         config.unlink(missing_ok=True)

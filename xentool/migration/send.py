@@ -37,7 +37,7 @@ from xentool.events import MIGRATED_OUT, Event, publish
 from xentool.migration.protocol import ACCEPTED, GO, HELLO, RESTORED, RUNNING, Offer, dm_state_frame, parse_answer, write_all
 from xentool.migration.receive import disk_fingerprint
 from xentool.records import RecordStore
-from xentool.saving import resume_guest, suspend_guest, switch_logdirty
+from xentool.saving import logdirty_switch, resume_guest, suspend_guest
 
 # How long each answer may take: the receiver's start (Python in a dom0, ssh), the checks, the
 # restore (its devices and, for HVM, QEMU), the start.
@@ -184,8 +184,7 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
             phase = "checking the guest on the target"
             receiver.expect(ACCEPTED)
             phase = "sending the guest"
-            hv.domain_save(domain.domid, receiver.data_fd, suspend,
-                           (lambda on: switch_logdirty(domain.domid, on)) if hvm else None, live=live)
+            hv.domain_save(domain.domid, receiver.data_fd, suspend, logdirty_switch(hv, domain.domid), live=live)
             if hvm:
                 receiver.send(dm_state_frame(dm_state))
             phase = "restoring the guest on the target"
