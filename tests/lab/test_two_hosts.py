@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from kit.lab import BOOT_TIMEOUT, HVM_BOOT_TIMEOUT, XENTOOL, device_models, write_config, xentool
+from kit.lab import BOOT_TIMEOUT, HVM_BOOT_TIMEOUT, XENTOOL, device_models, leftovers, wait_for_count_above, write_config, xentool
 from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -78,20 +78,6 @@ def test_the_cli_runs_a_command_on_either_host(lab, lab2):
     assert xentool(lab2, "list").returncode == 0
 
 
-def last_count(lab: Lab, uuid_: str) -> int:
-    log = lab.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
-    counts = [int(m) for m in re.findall(r"count=(\d+)", log)]
-    return counts[-1] if counts else -1
-
-
-def wait_for_count(lab: Lab, uuid_: str, above: int, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while (count := last_count(lab, uuid_)) <= above:
-        assert time.monotonic() < deadline, f"the guest's counter did not pass {above} on {lab.label}"
-        time.sleep(2)
-    return count
-
-
 def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
     """To xen2 (non-live, as this Xen cannot copy a PV guest live) and back: the guest's counter goes
     on where it was (the same kernel, memory and disk, not a new boot), its uuid and disk come
@@ -102,7 +88,7 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
     try:
         assert xentool(lab, "create", str(config)).returncode == 0
         uuid_ = json.loads(xentool(lab, "info", "--json", "mover").out)["uuid"]
-        before = wait_for_count(lab, uuid_, 2, timeout=BOOT_TIMEOUT)
+        before = wait_for_count_above(lab, uuid_, 2, timeout=BOOT_TIMEOUT)
         ran = xentool(lab, "migrate", "mover", "xen2", "--remote-xentool", XENTOOL)
         assert ran.returncode == 0, ran.err
         # Debian's Xen 4.17 has no shadow paging, which a PV guest's live copy needs (xl migrate
@@ -113,7 +99,7 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         assert moved["uuid"] == uuid_ and moved["state"] in ("running", "blocked")
         assert xentool(lab, "info", "mover").returncode == 3  # gone from the source
         assert "mover" in lab2.exec(["xl", "list"], capture=True).out
-        after = wait_for_count(lab2, uuid_, -1)
+        after = wait_for_count_above(lab2, uuid_, -1)
         # It went on counting where it was: not booted again (a boot prints its marker first).
         assert after > before, (before, after)
         assert "marker=mover" not in lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
@@ -122,7 +108,7 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         back = xentool(lab2, "migrate", "--non-live", "mover", "xen1", "--remote-xentool", XENTOOL)
         assert back.returncode == 0, back.err
         assert "migrated mover to xen1 (non-live)" in back.out
-        wait_for_count(lab, uuid_, after)
+        wait_for_count_above(lab, uuid_, after)
         assert xentool(lab2, "info", "mover").returncode == 3
     finally:
         for host in (lab, lab2):
@@ -144,11 +130,11 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
     try:
         assert xentool(lab, "create", str(config)).returncode == 0
         uuid_ = json.loads(xentool(lab, "info", "--json", name).out)["uuid"]
-        before = wait_for_count(lab, uuid_, 2, timeout=HVM_BOOT_TIMEOUT)
+        before = wait_for_count_above(lab, uuid_, 2, timeout=HVM_BOOT_TIMEOUT)
         ran = xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL)
         assert ran.returncode == 0, ran.err
         assert f"migrated {name} to xen2 (live)" in ran.out and "note:" not in ran.err, (ran.out, ran.err)
-        after = wait_for_count(lab2, uuid_, -1)
+        after = wait_for_count_above(lab2, uuid_, -1)
         assert after > before
         assert f"marker={name}" not in lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
         if type_ == "hvm":
@@ -156,4 +142,38 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
     finally:
         for host in (lab, lab2):
             xentool(host, "destroy", name)
+        config.unlink(missing_ok=True)
+
+
+def test_a_receiver_killed_midway_leaves_the_guest_running_here_and_nothing_there(lab, lab2, guests):
+    """The target's `xentool migrate-receive` is killed while the guest's memory is on its way:
+    the sender says at which phase it stopped, the guest was resumed and counts on at the source,
+    and the target is as it was (no domain, xenstore node, record, loop device or process)."""
+    config = write_config(lab, guests, "unmoved", then="count")
+    before = leftovers(lab2)
+    try:
+        assert xentool(lab, "create", str(config)).returncode == 0
+        uuid_ = json.loads(xentool(lab, "info", "--json", "unmoved").out)["uuid"]
+        counted = wait_for_count_above(lab, uuid_, 2, timeout=BOOT_TIMEOUT)
+        result: list = []
+        sender = threading.Thread(target=lambda: result.append(
+            xentool(lab, "migrate", "unmoved", "xen2", "--remote-xentool", XENTOOL)))
+        sender.start()
+        deadline = time.monotonic() + 120
+        while "unmoved" not in lab2.exec(["xl", "list"], capture=True).out:  # being restored there
+            assert sender.is_alive() and time.monotonic() < deadline, result
+            time.sleep(0.5)
+        assert lab2.exec(["pkill", "-f", "migrate-receive"], capture=True).returncode == 0
+        sender.join(300)
+        ran = result[0]
+        assert ran.returncode == 5, (ran.out, ran.err)
+        line = ran.err.strip().splitlines()[-1]
+        assert "migration of unmoved failed while" in line and "it was resumed and runs on here" in line, line
+        assert wait_for_count_above(lab, uuid_, counted) > counted
+        time.sleep(3)  # the target's console service notices the domain is gone within its poll
+        assert leftovers(lab2) == before
+        assert not lab2.exec(["sh", "-c", f"ls /var/lib/xentool/domains/{uuid_}.json"], capture=True).returncode == 0
+    finally:
+        xentool(lab, "destroy", "unmoved")
+        xentool(lab2, "destroy", "unmoved")
         config.unlink(missing_ok=True)
