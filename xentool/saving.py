@@ -93,9 +93,11 @@ def logdirty_switch(hv: Hypervisor, domid: int) -> Callable[[bool], None]:
     """What libxenguest calls around an HVM or PVH guest's save, live or not (libxl's
     switch_qemu_xen_logdirty): the guest's QEMU, if it has one, then tells Xen which guest pages
     it wrote.  A guest without a QEMU (PVH) has nothing to switch: libxl answers done at once."""
-    if not lifecycle.has_device_model(hv, domid):
-        return lambda enable: None
-    return lambda enable: qmp_execute(domid, [("xen-set-global-dirty-log", {"enable": enable})])
+    def switch(enable: bool) -> None:
+        if lifecycle.has_device_model(hv, domid):
+            qmp_execute(domid, [("xen-set-global-dirty-log", {"enable": enable})])
+
+    return switch
 
 
 def resume_guest(hv: Hypervisor, domid: int, hvm: bool) -> None:

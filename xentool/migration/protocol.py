@@ -53,6 +53,7 @@ class Offer:
     xen_version: str
     definition: dict[str, Any] | None = None  # a managed guest's definition (xentool.definitions), which moves with it
     disks: dict[str, Any] = field(default_factory=dict)  # per disk path, how the source sees it (receive.disk_fingerprint)
+    console_log: str = ""  # the end of the guest's console log (base64): the target's log goes on from it
 
     def to_line(self) -> bytes:
         return MAGIC + json.dumps(vars(self), sort_keys=True).encode() + b"\n"

@@ -10,14 +10,17 @@ domain is destroyed here), so nothing of the guest is left on this host.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from hypercalls.interface import Hypervisor
 from xentool import lifecycle
 from xentool.config import GuestConfig, config_from_dict
+from xentool.console.paths import console_log_path
 from xentool.create import create_guest
 from xentool.create.preflight import preflight
 from xentool.definitions import Definition, DefinitionStore
@@ -126,8 +129,13 @@ def receive(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore,
         check_target(hv, config, offer, dict(offer.disks))
         answer(answer_fd, ACCEPTED)
         phase = "receiving and restoring the guest"
-        domain = create_guest(hv, records, config, offer.uuid, paused=True,
-                              restore=IncomingStream(data_fd, offer.source_host))
+        log = _carry_console_log(offer)
+        try:
+            domain = create_guest(hv, records, config, offer.uuid, paused=True,
+                                  restore=IncomingStream(data_fd, offer.source_host))
+        except BaseException:
+            log.unlink(missing_ok=True)
+            raise
     except BaseException as e:
         _tell(answer_fd, phase, e)
         raise
@@ -143,10 +151,23 @@ def receive(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore,
         answer(answer_fd, RUNNING, domid=domain.domid)
     except BaseException as e:
         _undo(hv, records, domain)
+        log.unlink(missing_ok=True)
         _tell(answer_fd, phase, e)
         raise
     publish(Event(MIGRATED_IN, domain.name, domain.uuid, domain.domid, {"from": offer.source_host, "live": offer.live}))
     return domain
+
+
+def _carry_console_log(offer: Offer) -> Path:
+    """The guest's console log as the source had it (its end): the console service appends to it."""
+    log = console_log_path(offer.uuid)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        write_all(fd, base64.b64decode(offer.console_log))
+    finally:
+        os.close(fd)
+    return log
 
 
 def _start(hv: Hypervisor, domain: DomainSummary, config: GuestConfig) -> None:

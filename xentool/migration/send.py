@@ -15,6 +15,7 @@ here, never run twice, and the error says so.
 
 from __future__ import annotations
 
+import base64
 import collections
 import os
 import select
@@ -28,6 +29,7 @@ from typing import IO, Any
 from hypercalls.errors import XenError
 from hypercalls.interface import GuestType, Hypervisor
 from xentool import lifecycle
+from xentool.console.paths import console_log_path
 from xentool.definitions import DefinitionStore
 from xentool.devicemodel.qmp import QmpFailed
 from xentool.devicemodel.state import save_device_state
@@ -42,6 +44,7 @@ from xentool.saving import logdirty_switch, resume_guest, suspend_guest
 # How long each answer may take: the receiver's start (Python in a dom0, ssh), the checks, the
 # restore (its devices and, for HVM, QEMU), the start.
 ANSWER_SECONDS = {HELLO: 120.0, ACCEPTED: 120.0, RESTORED: 600.0, RUNNING: 120.0}
+CONSOLE_LOG_CARRIED = 256 * 1024  # bytes of the console log's end that go along
 LOCK_SECONDS = 30.0
 
 
@@ -160,7 +163,8 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
         definition = None  # a definition of that name, but of another guest
     offer = Offer(domain.name, domain.uuid, config.type.value, record.config, live, os.uname().nodename,
                   str(hv.physinfo().xen_version), definition.to_json() if definition is not None else None,
-                  {disk.target: disk_fingerprint(disk.target) for disk in config.disks if disk.target})
+                  {disk.target: disk_fingerprint(disk.target) for disk in config.disks if disk.target},
+                  base64.b64encode(_console_log_end(domain.uuid)).decode())
     argv = receiver_argv(target, ssh_command, remote_xentool)
     started = time.monotonic()
     suspended_at: float | None = None
@@ -206,6 +210,15 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
     publish(Event(MIGRATED_OUT, domain.name, domain.uuid, domain.domid, {"to": str(hello.get("hostname", target)), "live": live}))
     return MigrationResult(domain.name, domain.uuid, target, str(hello.get("hostname", target)), int(running["domid"]), live,
                            round(time.monotonic() - started, 2), round(downtime, 3), note)
+
+
+def _console_log_end(uuid: str) -> bytes:
+    try:
+        with open(console_log_path(uuid), "rb") as log:
+            log.seek(max(log.seek(0, os.SEEK_END) - CONSOLE_LOG_CARRIED, 0))
+            return log.read()
+    except OSError:
+        return b""  # no log (xenconsoled's guest, or the log was removed): the target starts one
 
 
 def _problem(error: BaseException) -> str:
