@@ -105,7 +105,7 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         assert after > before, (before, after)
         # Its console log came along and goes on: one boot in it, and the counts from before the move.
         moved_log = lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
-        assert moved_log.count("marker=mover") == 1 and re.search(rf"count={before}\b", moved_log)
+        assert moved_log.count("xentool-guest: marker=mover") == 1 and re.search(rf"count={before}\b", moved_log)
         disks = json.loads(xentool(lab2, "block-list", "--json", "mover").out)  # its front end reconnected there
         assert [(d["name"], d["frontend_state"]) for d in disks] == [("xvdb", "connected")], disks
         back = xentool(lab2, "migrate", "--non-live", "mover", "xen1", "--remote-xentool", XENTOOL)
@@ -139,7 +139,7 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
         assert f"migrated {name} to xen2 (live)" in ran.out and "note:" not in ran.err, (ran.out, ran.err)
         after = wait_for_count_above(lab2, uuid_, -1)
         assert after > before
-        assert lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out.count(f"marker={name}") == 1
+        assert lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out.count(f"xentool-guest: marker={name}") == 1
         if type_ == "hvm":
             assert f"-name {name} " in device_models(lab2) and f"-name {name} " not in device_models(lab)
     finally:
