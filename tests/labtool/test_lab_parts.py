@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from xentool.errors import UsageError, XentoolError
-from xentool.lab import Lab, LabOptions, initramfs, packages, qemu
+from xentool.lab import Lab, LabOptions, initramfs, link, packages, qemu
 from xentool.lab.errors import BootFailed, LabNotRunning, LabOwnedByOtherUser, MissingTool, NoDiskSpace
 
 APT_CACHE_DEPENDS = """linux-image-amd64
@@ -180,6 +180,31 @@ def test_qemu_argv_listens_on_nothing_but_unix_sockets(tmp_path: Path) -> None:
     assert all(c.startswith("socket,") and f"path={tmp_path}/agent-" in c for c in chardevs)
     assert argv[argv.index("-nic") + 1] == "none"
     assert not any("tcp" in a or "host=" in a or "port=" in a for a in argv)
+
+
+def test_the_link_to_the_other_host_is_a_pair_of_unix_sockets(tmp_path: Path) -> None:
+    """Host 2's end of the lab's link: a datagram network between its socket and host 1's, a NIC
+    with host 2's MAC (dom0's init finds it by that), and its number and the ssh keys on dom0's line."""
+    here, there = tmp_path / "host2" / "link.sock", tmp_path / "link.sock"
+    argv = argv_for(LabOptions(host=2, link_socket=str(here), peer_socket=str(there), ssh_dir=str(tmp_path / "ssh")), tmp_path)
+    netdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-netdev"]
+    assert netdevs == [f"dgram,id=link,local.type=unix,local.path={here},remote.type=unix,remote.path={there}"]
+    assert f"virtio-net-pci,netdev=link,mac={link.link_mac(2)}" in argv and "-nic" not in argv
+    assert "xentool.host=2" in argv[argv.index("-initrd") + 1] and f"xentool.ssh={tmp_path}/ssh" in argv[argv.index("-initrd") + 1]
+    script = initramfs.init_script()
+    assert "@" not in "".join(line for line in script.splitlines() if "nic_with_mac" in line or "NETWORK" in line)
+    assert f"{link.NETWORK}.$HOST/24" in script and "ListenAddress" in script
+
+
+def test_the_labs_ssh_keys_are_its_own_and_name_both_hosts(tmp_path: Path) -> None:
+    fake = packages.OpenSsh(Path("/x/sshd"), Path("/x/sftp-server"), "/x/lib")
+    ssh = link.ensure_keys(tmp_path / "ssh", fake)
+    assert link.ensure_keys(tmp_path / "ssh", fake) == ssh  # made once
+    known = (ssh / "known_hosts").read_text().splitlines()
+    assert [line.split()[0] for line in known] == ["xen1,192.168.127.1", "xen2,192.168.127.2"]
+    assert (ssh / "authorized_keys").read_text().split()[:2] == (ssh / "client" / "id_ed25519.pub").read_text().split()[:2]
+    assert oct((ssh / "host1" / "ssh_host_ed25519_key").stat().st_mode & 0o777) == "0o600"
+    assert "SSHD=/x/sshd" in (ssh / "sshd.env").read_text()
 
 
 def test_kvm_uses_the_host_cpu(tmp_path: Path) -> None:
