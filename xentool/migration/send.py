@@ -197,12 +197,13 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
             receiver.send(GO)
             went = True
             running = receiver.expect(RUNNING)
+            running_at = time.monotonic()
         except BaseException as e:
             receiver.close()
             outcome = _after_failure(hv, domain, hvm, suspended_at is not None, went, reported=isinstance(e, XentoolError))
             raise MigrationError(domain.name, phase, _problem(e), outcome) from e
         receiver.close()
-        downtime = time.monotonic() - (suspended_at or started)
+        downtime = running_at - (suspended_at or started)
         lifecycle.destroy(hv, domain.domid)
         records.remove(domain.uuid)
         if definition is not None and not keep_source_definition:
