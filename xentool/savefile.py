@@ -68,10 +68,10 @@ def write_header(fd: int, name: str, uuid: str, guest_type: str, config: dict[st
 def append_device_model_state(fd: int, state: bytes) -> None:
     """After the migration stream: QEMU's device state, then its length."""
     os.lseek(fd, 0, os.SEEK_END)
-    _write_all(fd, state + DM_MAGIC + f"{len(state):016d}\n".encode())
+    write_all(fd, state + DM_MAGIC + f"{len(state):016d}\n".encode())
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -149,4 +149,4 @@ def _dm_state_offset(path: str | os.PathLike[str], fd: int, guest_type: str, off
     return offset + length - DM_FOOTER_SIZE - size
 
 
-__all__ = ["SaveFileError", "SavedGuest", "append_device_model_state", "finish", "read", "write_header"]
+__all__ = ["SaveFileError", "SavedGuest", "append_device_model_state", "finish", "read", "write_all", "write_header"]

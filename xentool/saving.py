@@ -24,7 +24,7 @@ from xentool.devicemodel.state import save_device_state
 from xentool.domains import DomainSummary, dom_path, wait_until
 from xentool.errors import DomainOperationError, UsageError, WaitTimeout
 from xentool.events import SAVED, Event
-from xentool.records import RecordStore
+from xentool.records import DomainRecord, RecordStore
 
 SUSPEND_TIMEOUT = 60.0  # seconds for the guest to suspend itself once asked (libxl waits 60 s too)
 
@@ -37,13 +37,20 @@ class SaveResult:
     kept_running: bool
 
 
+def xentool_record(records: RecordStore, domain: DomainSummary, verb: str, xl_command: str) -> DomainRecord:
+    """The guest's record, whose config goes with its memory (a save file, a migration); a guest
+    xentool did not create has none."""
+    record = records.load(domain.uuid)
+    if record is None:
+        raise UsageError(f"domain {domain.name} was not created by xentool, so there is no config to {verb} with it; "
+                         f"use the toolstack that created it ({xl_command})")
+    return record
+
+
 def save_guest(
     hv: Hypervisor, records: RecordStore, domain: DomainSummary, path: str | os.PathLike[str], checkpoint: bool = False
 ) -> SaveResult:
-    record = records.load(domain.uuid)
-    if record is None:
-        raise UsageError(f"domain {domain.name} was not created by xentool, so there is no config to save with it; "
-                         "use the toolstack that created it (xl save)")
+    record = xentool_record(records, domain, "save", "xl save")
     config = record.guest_config()
     hvm = config.type == GuestType.HVM
     target = Path(path)

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from xentool.savefile import write_all
 from xentool.wire import error_from_wire, error_to_wire
 
 VERSION = 1
@@ -90,12 +91,6 @@ def parse_answer(line: bytes, expected: str) -> dict[str, Any]:
 
 def dm_state_frame(state: bytes) -> bytes:
     return DM_STATE_MAGIC + f"{len(state):016d}\n".encode() + state
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def read_exactly(fd: int, size: int) -> bytes:

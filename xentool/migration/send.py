@@ -39,7 +39,7 @@ from xentool.events import MIGRATED_OUT, Event, publish
 from xentool.migration.protocol import ACCEPTED, GO, HELLO, RESTORED, RUNNING, Offer, dm_state_frame, parse_answer, write_all
 from xentool.migration.receive import disk_fingerprint
 from xentool.records import RecordStore
-from xentool.saving import logdirty_switch, resume_guest, suspend_guest
+from xentool.saving import logdirty_switch, resume_guest, suspend_guest, xentool_record
 
 # How long each answer may take: the receiver's start (Python in a dom0, ssh), the checks, the
 # restore (its devices and, for HVM, QEMU), the start.
@@ -150,10 +150,7 @@ def why_not_live(hv: Hypervisor, guest_type: GuestType) -> str | None:
 def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore, domain: DomainSummary, target: str,
                   live: bool = True, keep_source_definition: bool = False, ssh_command: str = "ssh",
                   remote_xentool: str = "xentool") -> MigrationResult:
-    record = records.load(domain.uuid)
-    if record is None:
-        raise UsageError(f"domain {domain.name} was not created by xentool, so there is no config to send with it; "
-                         "use the toolstack that created it (xl migrate)")
+    record = xentool_record(records, domain, "send", "xl migrate")
     config = record.guest_config()
     hvm = config.type == GuestType.HVM
     note = why_not_live(hv, config.type) if live else None
