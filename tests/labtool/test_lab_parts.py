@@ -292,3 +292,22 @@ def test_run_in_lab_runs_this_xentool_without_xentool_connect(monkeypatch: pytes
     argv, kw = calls[0]
     assert argv[-2:] == ["host", "info"] and argv[0].endswith("xentool")
     assert "XENTOOL_CONNECT" not in kw["env"]
+
+
+@pytest.mark.parametrize("second_host", [False, True])
+def test_status_json_has_one_shape_with_or_without_a_second_host(second_host: bool,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """CI failed once on `status["running"]` when a two-host test had left host 2's state behind."""
+    import json
+
+    from xentool.cli import lab as cli_lab
+
+    lab = Lab("shape")
+    lab.state.mkdir(parents=True)
+    if second_host:
+        (lab.state / "host2").mkdir()
+    with pytest.raises(SystemExit):
+        cli_lab.status(name="shape", as_json=True)
+    status = json.loads(capsys.readouterr().out)
+    assert status["running"] is False and status["name"] == "shape"
+    assert [one["host"] for one in status["hosts"]] == ([1, 2] if second_host else [1])

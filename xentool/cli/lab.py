@@ -97,7 +97,7 @@ def up(
     else:
         statuses = _up_hosts_with_progress(name, hosts, options, timeout)
     if as_json:
-        print(json.dumps(statuses[0].to_json() if hosts == 1 else [s.to_json() for s in statuses], indent=2))
+        print(_statuses_json(statuses))
         return
     for status in statuses:
         line = _describe(status)
@@ -110,6 +110,14 @@ def up(
         print(f"shared read-write with dom0: {', '.join(statuses[0].shares)}")
 
 
+def _statuses_json(statuses: list[LabStatus]) -> str:
+    """Host 1's status, with every host's (host 1 too) under "hosts": one shape whether or not the lab
+    has had a second host, so a script reading `status["running"]` never breaks on a two-host lab."""
+    first = statuses[0].to_json()
+    first["hosts"] = [one.to_json() for one in statuses]
+    return json.dumps(first, indent=2)
+
+
 @lab_app.command()
 def status(name: str = NAME_OPTION, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Is the lab running; Xen version, dom0 readiness, free memory, uptime (each of its hosts)."""
@@ -118,7 +126,7 @@ def status(name: str = NAME_OPTION, as_json: bool = typer.Option(False, "--json"
     statuses = [lab.status() for lab in hosts_of(name)]
     st = statuses[0]
     if as_json:
-        print(json.dumps(st.to_json() if len(statuses) == 1 else [s.to_json() for s in statuses], indent=2))
+        print(_statuses_json(statuses))
     else:
         for one in statuses:
             if one.host == 1 or one.running:
