@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TREES = ("xentool", "hypercalls", "pvdrivers", "tests", "bench")
+TREES = ("xentool", "hypercalls", "pvdrivers", "tests", "bench", "ansible_collections")
 STRICT = ("xentool/create", "xentool/devices", "xentool/domains.py", "xentool/api.py", "hypercalls/interface.py")
 
 

@@ -65,6 +65,7 @@ class Outcome:
     name: str
     done: bool
     says: str  # "as the files say", or what failed and how it was left
+    left_changed: bool = False  # failed, and a step done before the failure could not be undone
 
 
 def read_files(paths: Sequence[str | Path]) -> list[GuestConfig]:
@@ -117,7 +118,7 @@ def one_at_a_time(waiting: Callable[[], None]) -> Iterator[None]:
 
 def plan(xt: Toolstack, configs: Sequence[GuestConfig], prune: bool = False, restart: bool = False) -> list[GuestPlan]:
     running = {d.name: d for d in xt.list_domains()}
-    plans = [_plan_guest(xt, config, running.get(config.name), restart) for config in configs]
+    plans = [plan_guest(xt, config, running.get(config.name), restart) for config in configs]
     if prune:
         named = {config.name for config in configs}
         plans += [_plan_removal(xt, definition, running.get(definition.name))
@@ -125,7 +126,11 @@ def plan(xt: Toolstack, configs: Sequence[GuestConfig], prune: bool = False, res
     return plans
 
 
-def _plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None, restart: bool) -> GuestPlan:
+def plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None, restart: bool = False,
+               start: bool = True, live: bool = True) -> GuestPlan:
+    """One guest's steps to be as ``config`` says (``domain``: the one running under its name).
+    Without ``start`` a guest that does not run is only defined; without ``live`` a running one
+    is left as it runs (Ansible's ``present`` and ``stopped``: xentool.guest_state)."""
     name = config.name
     guest = GuestPlan(name)
     old = xt.definitions.load(name)
@@ -143,7 +148,10 @@ def _plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None
                                 lambda: xt.define(_with_uuid(config, uuid)),
                                 lambda: _restore_definition(xt, name, old)))
     if domain is None:
-        guest.steps.append(Step("start", lambda: xt.start(name), lambda: xt.destroy(name)))
+        if start:
+            guest.steps.append(Step("start", lambda: xt.start(name), lambda: xt.destroy(name)))
+        return guest
+    if not live:
         return guest
     current = dict(record.config) if record is not None else {}
     current.pop("uuid", None)
@@ -284,9 +292,9 @@ def execute(guest: GuestPlan) -> Outcome:
                 except XentoolError as undo_error:
                     failures.append(f"undoing {earlier.says} failed: {undo_error}")
             left = "left as it was" if not failures else f"left half-changed: {'; '.join(failures)}"
-            return Outcome(guest.name, False, f"{step.says} failed: {e}; {left}")
+            return Outcome(guest.name, False, f"{step.says} failed: {e}; {left}", left_changed=bool(failures))
         done.append(step)
     return Outcome(guest.name, True, "as the files say")
 
 
-__all__ = ["LIVE_KEYS", "GuestPlan", "Outcome", "Step", "execute", "one_at_a_time", "plan", "read_files"]
+__all__ = ["LIVE_KEYS", "GuestPlan", "Outcome", "Step", "execute", "one_at_a_time", "plan", "plan_guest", "read_files"]

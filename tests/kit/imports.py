@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "xentool.lab": 5,
     "xentool.xentoold": 5,
     "xentool.desired": 5,
+    "xentool.guest_state": 5,
     "xentool.remote": 5,
     "xentool.cli": 6,
     "xentool": 7,  # the package's own __init__: `import xentool` gives the API
