@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from kit.lab import BOOT_TIMEOUT, HVM_BOOT_TIMEOUT, XENTOOL, device_models, leftovers, wait_for_count_above, write_config, xentool
+from kit.ansible import ANSIBLE_PLAYBOOK, ansible_env, playbook_file, report_of, results_of
+from kit.lab import BOOT_TIMEOUT, HVM_BOOT_TIMEOUT, PYTHON, XENTOOL, device_models, leftovers, wait_for_count_above, write_config, xentool
 from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -180,3 +181,60 @@ def test_a_receiver_killed_midway_leaves_the_guest_running_here_and_nothing_ther
         xentool(lab, "destroy", "unmoved")
         xentool(lab2, "destroy", "unmoved")
         config.unlink(missing_ok=True)
+
+
+def test_a_playbook_from_xen1_provisions_a_guest_on_each_host_and_then_has_nothing_to_do(lab, lab2, guests):
+    """ansible-playbook in xen1's dom0, over ssh to both dom0s (xen1 too), with the collection's
+    xentool_guest: a guest on each host; the same run again changes nothing; --check with a changed
+    config says what would change and changes nothing; a bad config fails its host's task with
+    the file's line and column.  The module runs xentool's API in the repository's Python."""
+    work = lab.share_dir / f"ansible-{os.getpid()}"
+    work.mkdir()
+    configs = {host: write_config(lab, guests, f"fleet-{host}", maxmem=256) for host in ("xen1", "xen2")}
+    inventory = work / "hosts.ini"
+    inventory.write_text("".join(f"{host} guest_config={config}\n" for host, config in configs.items())
+                         + f"[all:vars]\nansible_user=root\nansible_python_interpreter={PYTHON}\n")
+    book = playbook_file(work, "all", [{"name": "the host's guest", "xentool.xen.xentool_guest": {
+        "config_file": "{{ guest_config }}", "state": "running"}}, {"xentool.xen.xentool_info": {}}])
+
+    def run(*options: str) -> tuple[int, dict]:
+        ran = lab.exec([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(book), *options], env=ansible_env("/tmp"),
+                       capture=True, timeout=900)
+        return ran.returncode, report_of(ran.out, ran.err, ran.returncode)
+
+    try:
+        rc, report = run()
+        assert rc == 0, report
+        assert {host: stats["changed"] for host, stats in report["stats"].items()} == {"xen1": 1, "xen2": 1}
+        made = results_of(report, "the host's guest")
+        assert {host: result["changes"] for host, result in made.items()} == {
+            "xen1": ["define (new)", "start"], "xen2": ["define (new)", "start"]}
+        for host, there in (("xen1", lab), ("xen2", lab2)):
+            assert f"fleet-{host}" in there.exec(["xl", "list"], capture=True).out
+            facts = results_of(report, "xentool.xen.xentool_info")[host]
+            assert facts["host"]["hostname"] == host and [g["name"] for g in facts["guests"]] == [f"fleet-{host}"]
+        rc, report = run()
+        assert rc == 0 and {stats["changed"] for stats in report["stats"].values()} == {0}, report
+        # A changed config, in check mode: what would change, and no change.
+        configs["xen2"].write_text(configs["xen2"].read_text().replace("memory: 128", "memory: 192"))
+        rc, report = run("--check", "--diff")
+        assert rc == 0, report
+        would = results_of(report, "the host's guest")
+        assert would["xen1"]["changes"] == [] and would["xen2"]["changes"] == [
+            "redefine (memory)", "change live: memory 128 -> 192 MiB", "record the guest's new config"]
+        assert would["xen2"]["diff"]["after"]["definition"]["memory"] == 192
+        assert json.loads(xentool(lab2, "info", "--json", "fleet-xen2").out)["target_memory_mib"] == 128
+        # A bad config fails that host's task, with where and what.
+        configs["xen2"].write_text(configs["xen2"].read_text().replace("memory: 192", "memory: lots"))
+        rc, report = run()
+        failed = results_of(report, "the host's guest")["xen2"]
+        assert rc == 2 and failed["failed"], report
+        assert re.match(rf"{re.escape(str(configs['xen2']))}:\d+:\d+: memory: ", failed["msg"]), failed["msg"]
+        assert report["stats"]["xen1"]["failures"] == 0
+    finally:
+        for host, there in (("xen1", lab), ("xen2", lab2)):
+            xentool(there, "destroy", f"fleet-{host}")
+            xentool(there, "undefine", f"fleet-{host}")
+        for config in configs.values():
+            config.unlink(missing_ok=True)
+        subprocess.run(["rm", "-rf", str(work)], check=False)

@@ -13,34 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from kit.ansible import ANSIBLE_PLAYBOOK, ROOT, ansible_env, playbook_file, report_of
 from kit.daemon import daemon_env, sim_guest
 
-ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK_SECONDS = 120
-
-
-def ansible_env(tmp_path: Path) -> dict[str, str]:
-    env = {**daemon_env(tmp_path), "XENTOOL_NO_DAEMON": "1", "ANSIBLE_COLLECTIONS_PATH": str(ROOT),
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"), "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"),
-           "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "tests/kit/ansible_callbacks"), "ANSIBLE_STDOUT_CALLBACK": "json_report",
-           "ANSIBLE_NOCOLOR": "1", "LC_ALL": "C.UTF-8"}
-    return env
 
 
 def playbook(tmp_path: Path, tasks: list[dict[str, Any]], *options: str) -> tuple[int, dict[str, Any]]:
     """ansible-playbook on localhost with ``tasks``: its exit status and the json callback's report."""
-    book = tmp_path / "book.yaml"
-    book.write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local", "gather_facts": False,
-                                     "vars": {"ansible_python_interpreter": sys.executable}, "tasks": tasks}]))
-    ran = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book), *options],
-                         env=ansible_env(tmp_path), capture_output=True, text=True, timeout=PLAYBOOK_SECONDS,
-                         stdin=subprocess.DEVNULL)
-    try:
-        return ran.returncode, json.loads(ran.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook printed no report (rc {ran.returncode}):\n{ran.stdout}\n{ran.stderr}")
+    book = playbook_file(tmp_path, "localhost", tasks, connection="local",
+                         vars={"ansible_python_interpreter": sys.executable})
+    ran = subprocess.run([ANSIBLE_PLAYBOOK, "-i", "localhost,", str(book), *options], env=env(tmp_path),
+                         capture_output=True, text=True, timeout=PLAYBOOK_SECONDS, stdin=subprocess.DEVNULL)
+    return ran.returncode, report_of(ran.stdout, ran.stderr, ran.returncode)
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**daemon_env(tmp_path), "XENTOOL_NO_DAEMON": "1", **ansible_env(tmp_path)}
 
 
 def results(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -52,8 +42,8 @@ def changed(report: dict[str, Any]) -> int:
 
 
 def xentool(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xentool", *args], env=ansible_env(tmp_path), capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "xentool", *args], env=env(tmp_path), capture_output=True, text=True,
+                          timeout=60)
 
 
 def guests(tmp_path: Path) -> dict[str, dict[str, Any]]:
@@ -140,7 +130,7 @@ def test_info_gives_the_host_and_every_guest_as_facts(tmp_path: Path, folder: Pa
 
 
 def test_the_collection_builds_with_ansible_galaxy(tmp_path: Path) -> None:
-    built = subprocess.run([str(Path(sys.executable).parent / "ansible-galaxy"), "collection", "build",
+    built = subprocess.run([str(Path(ANSIBLE_PLAYBOOK).parent / "ansible-galaxy"), "collection", "build",
                             str(ROOT / "ansible_collections/xentool/xen"), "--output-path", str(tmp_path)],
                            capture_output=True, text=True, timeout=PLAYBOOK_SECONDS, env={**os.environ, "LC_ALL": "C.UTF-8"})
     assert built.returncode == 0, built.stdout + built.stderr
