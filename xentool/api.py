@@ -312,7 +312,8 @@ class Toolstack:
     def migrate(self, ref: str | int, host: str, live: bool = True, keep_source_definition: bool = False,
                 ssh_command: str = "ssh", remote_xentool: str = "xentool") -> MigrationResult:
         """Move the guest to ``host`` (HOST or USER@HOST, reached with ssh, where ``remote_xentool``
-        runs `migrate-receive`): live unless ``live`` is False (then it is suspended for the whole
+        runs `migrate-receive`; or ``tls://HOST[:PORT][?tls_dir=DIR]``, the target's daemon over its
+        mutual-TLS API, with this client's certificate as for ``connect``): live unless ``live`` is False (then it is suspended for the whole
         copy) or this Xen cannot copy it live (the result's ``note`` says why).  It keeps its
         name, uuid, config and devices; a defined guest's definition moves with it.  On failure it
         runs on here, except when the target went silent after it was told to start the guest:
@@ -323,7 +324,8 @@ class Toolstack:
                              keep_source_definition, ssh_command, remote_xentool)
 
     def migrate_receive(self, data_fd: int = 0, answer_fd: int = 1) -> DomainSummary:
-        """The target's end of :meth:`migrate` (what `xentool migrate-receive` runs, over ssh)."""
+        """The target's end of :meth:`migrate` (what `xentool migrate-receive` runs, over ssh, and
+        what the daemon runs for a migration over its API)."""
         from xentool.migration import receive
 
         domain = receive(self.hv, self.records, self.definitions, data_fd, answer_fd)

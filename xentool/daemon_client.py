@@ -14,6 +14,7 @@ import fcntl
 import os
 import select
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from hypercalls.interface import DomainInfo, Hypervisor
 from xentool.domains import state_of, wait_until
-from xentool.errors import WaitTimeout, XentoolError
+from xentool.errors import UsageError, WaitTimeout, XentoolError
 from xentool.events import Event, GuestView, changes
 from xentool.wire import (
     API_RO_SOCKET,
@@ -31,6 +32,9 @@ from xentool.wire import (
     LOCK_PATH,
     LOG_PATH,
     MAX_MESSAGE,
+    TLS_CA,
+    TLS_CLIENT_CERT,
+    TLS_CLIENT_KEY,
     ProtocolError,
     decode,
     encode,
@@ -39,6 +43,8 @@ from xentool.wire import (
 )
 
 RECONNECT_SECONDS = 120.0  # how long an event stream waits for a daemon that went away to come back
+CONNECT_SECONDS = 30.0
+DEFAULT_TLS_PORT = 16514  # libvirt's, for the same job
 START_SECONDS = 300.0  # how long a client waits for a daemon it started: importing takes tens of seconds in the lab
 
 
@@ -46,6 +52,29 @@ class DaemonUnavailable(XentoolError):
     """No daemon answers on its socket."""
 
     exit_code = 7
+
+
+def tls_socket(host: str, port: int, tls_dir: Path, timeout: float | None) -> ssl.SSLSocket:
+    """A connection to the daemon at ``host``:``port`` over mutual TLS, with the CA and this client's
+    certificate and key from ``tls_dir`` (what ``--connect tls://`` and ``migrate ... tls://`` use)."""
+    files = {name: tls_dir / name for name in (TLS_CA, TLS_CLIENT_CERT, TLS_CLIENT_KEY)}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise UsageError(f"TLS needs the CA's certificate and this client's certificate and key: missing {', '.join(missing)}")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files[TLS_CA]))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(files[TLS_CLIENT_CERT]), str(files[TLS_CLIENT_KEY]))
+    try:
+        raw = socket.create_connection((host, port), timeout=CONNECT_SECONDS)
+    except OSError as e:
+        raise DaemonUnavailable(f"no xentool daemon answers on tls://{host}:{port} ({e.strerror or e})") from e
+    try:
+        stream = context.wrap_socket(raw, server_hostname=host)
+    except (ssl.SSLError, OSError) as e:
+        raw.close()
+        raise DaemonUnavailable(f"tls://{host}:{port} refused the connection: {e}") from e
+    stream.settimeout(timeout)
+    return stream
 
 
 def running_pid(lock_path: Path = LOCK_PATH) -> int | None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import os
 import select
 import shlex
-import socket
-import ssl
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,16 +30,13 @@ from urllib.parse import parse_qs, urlsplit
 from xentool.api import Toolstack
 from xentool.api import connect as connect_here
 from xentool.config import config_from_dict, load_config
-from xentool.daemon_client import DaemonConnection, DaemonUnavailable, follow_events
+from xentool.daemon_client import DEFAULT_TLS_PORT, DaemonConnection, DaemonUnavailable, follow_events, tls_socket
 from xentool.definitions import Definition
 from xentool.domains import DomainDetails, DomainSummary
 from xentool.errors import UsageError
 from xentool.events import Event
 from xentool.host import HostInfo
-from xentool.wire import TLS_CA, TLS_CLIENT_CERT, TLS_CLIENT_KEY, client_tls_dir
-
-CONNECT_SECONDS = 30.0
-DEFAULT_TLS_PORT = 16514  # libvirt's, for the same job
+from xentool.wire import client_tls_dir
 
 
 def connect(url: str | None = None, records_dir: str | Path | None = None) -> Toolstack:
@@ -70,7 +65,7 @@ def open_connection(url: str, timeout: float | None = 300.0) -> DaemonConnection
         return DaemonConnection(stream=SshStream(argv, timeout), where=url, timeout=timeout)
     if parts.scheme == "tls":
         tls_dir = Path(query["tls_dir"][0]) if "tls_dir" in query else client_tls_dir()
-        return DaemonConnection(stream=_tls_stream(parts.hostname, parts.port or DEFAULT_TLS_PORT, tls_dir, timeout),
+        return DaemonConnection(stream=tls_socket(parts.hostname, parts.port or DEFAULT_TLS_PORT, tls_dir, timeout),
                                 where=url, timeout=timeout)
     raise UsageError(f"--connect {url}: use ssh://[user@]HOST[:PORT] or tls://HOST[:PORT]")
 
@@ -125,27 +120,6 @@ class SshStream:
         said = self._process.stderr.read().decode(errors="replace").strip() if self._process.stderr else ""
         last = said.splitlines()[-1] if said else f"ssh exited with status {self._process.returncode}"
         return f"the remote xentool daemon is not reachable: {last}"
-
-
-def _tls_stream(host: str, port: int, tls_dir: Path, timeout: float | None) -> ssl.SSLSocket:
-    files = {name: tls_dir / name for name in (TLS_CA, TLS_CLIENT_CERT, TLS_CLIENT_KEY)}
-    missing = [str(path) for path in files.values() if not path.is_file()]
-    if missing:
-        raise UsageError(f"TLS needs the CA's certificate and this client's certificate and key: missing {', '.join(missing)}")
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files[TLS_CA]))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(files[TLS_CLIENT_CERT]), str(files[TLS_CLIENT_KEY]))
-    try:
-        raw = socket.create_connection((host, port), timeout=CONNECT_SECONDS)
-    except OSError as e:
-        raise DaemonUnavailable(f"no xentool daemon answers on tls://{host}:{port} ({e.strerror or e})") from e
-    try:
-        stream = context.wrap_socket(raw, server_hostname=host)
-    except (ssl.SSLError, OSError) as e:
-        raw.close()
-        raise DaemonUnavailable(f"tls://{host}:{port} refused the connection: {e}") from e
-    stream.settimeout(timeout)
-    return stream
 
 
 class _NotRemote:

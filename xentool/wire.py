@@ -42,6 +42,9 @@ LOG_PATH = Path(os.environ.get("XENTOOL_LOG_DIR") or "/var/log/xentool") / "xent
 # The daemon's own settings (what a service manager's unit cannot say on its command line): listen.
 DAEMON_CONFIG = Path(os.environ.get("XENTOOL_DAEMON_CONFIG") or "/etc/xentool/xentoold.yaml")
 
+# The call that turns an API connection into a migration's (`xentool migrate NAME tls://HOST`).
+MIGRATE_RECEIVE_CALL = "migrate_receive"
+
 # TLS (docs/api.md): a directory of PEM files.  The daemon's holds the CA that signs its clients,
 # its own certificate and key, and optionally the names of the clients it takes; a client's holds
 # the CA that signed the daemon's certificate and its own certificate and key.

@@ -4,6 +4,7 @@ directory (XENTOOL_RUN_DIR, XENTOOL_LOG_DIR): never the host's."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -53,3 +54,10 @@ def wait_for_socket(sock: Path, daemon: subprocess.Popen[bytes], timeout: float 
 def stop_daemon(daemon: subprocess.Popen[bytes]) -> int:
     daemon.terminate()
     return daemon.wait(30)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a daemon to listen on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

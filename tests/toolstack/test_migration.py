@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.daemon import sim_guest
+from kit.daemon import free_port, sim_guest, wait_for_socket
+from kit.tls import make_ca, make_cert, server_and_client_dirs
 
 # ssh [options] -- TARGET COMMAND: run COMMAND with sh against TARGET's simulator ($SIM_HOSTS/TARGET).
 FAKE_SSH = r"""#!/bin/sh
@@ -100,3 +101,40 @@ def test_only_xentools_guests_and_real_targets_are_taken(hosts):
     hello, refusal = (json.loads(line) for line in receiver.stdout.splitlines())
     assert hello["phase"] == "hello" and hello["protocol"] == 1
     assert "does not speak xentool's migration protocol" in refusal["error"]["message"]
+
+
+def test_over_the_targets_daemon_api_a_refusal_and_a_failed_copy_leave_the_guest_here(hosts):
+    """`migrate NAME tls://HOST:PORT`: the target's daemon takes the connection (mutual TLS) and runs
+    the receiver on it; its refusal comes back in one line, a failed copy leaves nothing there,
+    and a client whose certificate the daemon's CA did not sign gets nowhere."""
+    env, near, far, tmp = hosts
+    server_dir, client_dir = server_and_client_dirs(tmp / "tls")
+    port = free_port()
+    far_env = {**env, "XENTOOL_CONNECT": far, "XENTOOL_SERVER_TLS_DIR": str(server_dir),
+               "XENTOOL_RUN_DIR": str(tmp / "far-run"), "XENTOOL_LOG_DIR": str(tmp / "far-log")}
+    daemon = subprocess.Popen([sys.executable, "-m", "xentool", "daemon", "run", "--listen", f"tls://127.0.0.1:{port}"],
+                              env=far_env, stderr=subprocess.PIPE)
+    try:
+        wait_for_socket(tmp / "far-run" / "xentoold.sock", daemon)
+        url = f"tls://127.0.0.1:{port}?tls_dir={client_dir}"
+        assert xentool(env, near, "create", str(sim_guest(tmp / "near-configs", "web"))).returncode == 0
+        assert xentool(env, far, "create", str(sim_guest(tmp / "far-configs", "web"))).returncode == 0
+        refused = xentool(env, near, "migrate", "web", url)
+        assert refused.returncode == 5, refused.stderr
+        assert "failed while checking the guest on the target" in refused.stderr
+        assert "a domain named 'web' already exists" in refused.stderr
+        assert xentool(env, far, "destroy", "web").returncode == 0
+        failed = xentool(env, near, "migrate", "web", url)  # the simulator writes no stream: the copy fails
+        assert failed.returncode == 5 and "while sending the guest" in failed.stderr, failed.stderr
+        assert domains(env, near) == {"web": "running"} and domains(env, far) == {}
+        other = tmp / "other"
+        make_cert(make_ca(other / "ca", "another CA"), other / "client-cert.pem", other / "client-key.pem", "admin")
+        other.joinpath("ca.pem").write_bytes((client_dir / "ca.pem").read_bytes())
+        stranger = xentool(env, near, "migrate", "web", f"tls://127.0.0.1:{port}?tls_dir={other}")
+        assert stranger.returncode == 5 and "while connecting to the target" in stranger.stderr, stranger.stderr
+        assert domains(env, near) == {"web": "running"}
+    finally:
+        daemon.terminate()
+        assert daemon.wait(30) == 0
+    log = (tmp / "far-log" / "xentoold.log").read_text()
+    assert "a migration to this host over the API failed" in log

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from kit.daemon import daemon_env, sim_guest, start_daemon, stop_daemon
+from kit.daemon import daemon_env, free_port, sim_guest, start_daemon, stop_daemon
 from kit.tls import make_ca, make_cert, server_and_client_dirs
 
 FAKE_SSH = r"""#!/bin/sh
@@ -22,12 +21,6 @@ while [ "$1" != "--" ]; do shift; done
 shift; echo "$1" >> "$SSH_TARGETS"; shift
 exec sh -c "$*"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -515,7 +515,8 @@ def restore(
 @app.command()
 def migrate(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
-    host: str = typer.Argument(..., help="The target: HOST or USER@HOST, reached with ssh."),
+    host: str = typer.Argument(..., help="The target: HOST or USER@HOST, reached with ssh; or tls://HOST[:PORT][?tls_dir=DIR], "
+                               "its daemon's API (mutual TLS, the client files of `--connect tls://`)."),
     non_live: bool = typer.Option(False, "--non-live", help="Suspend the guest for the whole copy (live: only for the last round)."),
     keep_source_definition: bool = typer.Option(False, "--keep-source-definition",
                                                 help="A defined guest's definition stays here too (it moves by default)."),

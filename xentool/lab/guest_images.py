@@ -6,7 +6,9 @@ knows the guest reached userspace, then does what ``xentool.then=`` says:
 
 - ``wait`` (default): echo every line typed on the console, until told to power off;
 - ``poweroff`` / ``reboot`` / ``crash``: do that at once (a guest that shuts itself down);
-- ``count``: print a counter every second (a guest whose progress shows on the console).
+- ``count``: print a counter every second (a guest whose progress shows on the console);
+- ``tick``: print a counter every 10 ms (bench/migrate_vs_xl.py times a migration's downtime by the
+  largest gap in it, as seen outside the lab).
 
 Shutdown requests from the toolstack reach it the way they reach any Linux guest: the kernel reads
 ``control/shutdown`` and runs /sbin/poweroff, which (busybox) signals PID 1; /init traps those signals,
@@ -107,6 +109,7 @@ case "$THEN" in
   reboot) echo "xentool-guest: rebooting"; reboot -f ;;
   crash) echo "xentool-guest: crashing"; echo c > /proc/sysrq-trigger ;;
   count) ( n=0; while true; do echo "xentool-guest: count=$n"; n=$((n+1)); sleep 1; done ) & ;;
+  tick) ( n=0; while true; do echo "tick=$n"; n=$((n+1)); usleep 10000; done ) & ;;
   devices) devices ;;
   *) ( while read -r line; do
          echo "xentool-guest: typed=$line"

@@ -24,12 +24,15 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
 
 from hypercalls.errors import XenError
 from hypercalls.interface import GuestType, Hypervisor
 from xentool import lifecycle
 from xentool.console.paths import console_log_path
+from xentool.daemon_client import CONNECT_SECONDS, DEFAULT_TLS_PORT, tls_socket
 from xentool.definitions import DefinitionStore
 from xentool.devicemodel.qmp import QmpFailed
 from xentool.devicemodel.state import save_device_state
@@ -38,8 +41,10 @@ from xentool.errors import MigrationError, UsageError, XentoolError
 from xentool.events import MIGRATED_OUT, Event, publish
 from xentool.migration.protocol import ACCEPTED, GO, HELLO, RESTORED, RUNNING, Offer, dm_state_frame, parse_answer, write_all
 from xentool.migration.receive import disk_fingerprint
+from xentool.migration.relay import SocketRelay
 from xentool.records import RecordStore
 from xentool.saving import logdirty_switch, resume_guest, suspend_guest, xentool_record
+from xentool.wire import MIGRATE_RECEIVE_CALL, client_tls_dir, encode, request
 
 # How long each answer may take: the receiver's start (Python in a dom0, ssh), the checks, the
 # restore (its devices and, for HVM, QEMU), the start.
@@ -61,7 +66,41 @@ class MigrationResult:
     note: str | None = None  # why a live migration asked for was made non-live
 
 
-class Receiver:
+class Channel:
+    """The sender's end of the connection to the receiver: ``data_fd`` takes the sender's words and
+    the guest, ``expect`` reads the receiver's answers from ``answers_fd``, one JSON line each."""
+
+    def __init__(self, data_fd: int, answers_fd: int) -> None:
+        self.data_fd = data_fd
+        self._answers_fd = answers_fd
+        self._buffer = b""
+
+    def send(self, data: bytes) -> None:
+        write_all(self.data_fd, data)
+
+    def expect(self, phase: str) -> dict[str, Any]:
+        deadline = time.monotonic() + ANSWER_SECONDS[phase]
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self._answers_fd], [], [], max(left, 0))
+            if not ready:
+                raise TimeoutError(f"the target did not answer within {ANSWER_SECONDS[phase]:g} s")
+            chunk = os.read(self._answers_fd, 65536)
+            if not chunk:
+                raise ConnectionError(self.why_closed())
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return parse_answer(line, phase)
+
+    def why_closed(self) -> str:
+        return "the target closed the connection"
+
+    def close(self) -> None:
+        """Closing it tells the receiver to give up (it undoes what it made) if it has not ended."""
+        raise NotImplementedError
+
+
+class SshReceiver(Channel):
     """`xentool migrate-receive` on the target, over ssh: its stdin takes the stream, its stdout
     gives the answers, its stderr is kept for the error message."""
 
@@ -72,33 +111,11 @@ class Receiver:
             raise UsageError(f"cannot run {argv[0]} ({e.strerror or e}): migration goes over ssh; install openssh-client") from e
         self._stdin: IO[bytes] = self._process.stdin  # type: ignore[assignment]
         self._stdout: IO[bytes] = self._process.stdout  # type: ignore[assignment]
+        super().__init__(self._stdin.fileno(), self._stdout.fileno())
         self._said: collections.deque[str] = collections.deque(maxlen=20)
-        self._buffer = b""
         threading.Thread(target=self._keep_stderr, daemon=True).start()
 
-    @property
-    def data_fd(self) -> int:
-        return self._stdin.fileno()
-
-    def send(self, data: bytes) -> None:
-        write_all(self.data_fd, data)
-
-    def expect(self, phase: str) -> dict[str, Any]:
-        deadline = time.monotonic() + ANSWER_SECONDS[phase]
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self._stdout], [], [], max(left, 0))
-            if not ready:
-                raise TimeoutError(f"the target did not answer within {ANSWER_SECONDS[phase]:g} s")
-            chunk = os.read(self._stdout.fileno(), 65536)
-            if not chunk:
-                raise ConnectionError(self._why())
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return parse_answer(line, phase)
-
     def close(self) -> None:
-        """Closing its input tells the receiver to give up (it undoes what it made) if it has not ended."""
         for pipe in (self._stdin, self._stdout):
             try:
                 pipe.close()
@@ -115,7 +132,7 @@ class Receiver:
         for line in self._process.stderr:
             self._said.append(line.decode(errors="replace").rstrip())
 
-    def _why(self) -> str:
+    def why_closed(self) -> str:
         try:
             self._process.wait(5)
         except subprocess.TimeoutExpired:
@@ -123,6 +140,29 @@ class Receiver:
         time.sleep(0.1)  # the stderr thread's last lines
         said = [line for line in self._said if line.strip()]
         return said[-1] if said else f"the connection ended (ssh exited with status {self._process.returncode})"
+
+
+class DaemonReceiver(Channel):
+    """The target's daemon, over its mutual-TLS API (``tls://HOST[:PORT]``): asked to take the
+    guest in (call ``migrate_receive``), after which the connection carries the migration
+    protocol as ssh's pipes do, through a relay (xentool.migration.relay)."""
+
+    def __init__(self, url: str) -> None:
+        host, port, tls_dir = tls_target(url)
+        try:
+            sock = tls_socket(host, port, tls_dir, timeout=CONNECT_SECONDS)
+            sock.sendall(encode(request(MIGRATE_RECEIVE_CALL)))
+        except OSError as e:
+            raise ConnectionError(f"{url}: {e}") from e
+        self._where = url
+        self._relay = SocketRelay(sock)
+        super().__init__(self._relay.outgoing, self._relay.incoming)
+
+    def why_closed(self) -> str:
+        return f"the daemon at {self._where} closed the connection"
+
+    def close(self) -> None:
+        self._relay.close()
 
 
 def receiver_argv(target: str, ssh_command: str = "ssh", remote_xentool: str = "xentool") -> list[str]:
@@ -133,6 +173,15 @@ def receiver_argv(target: str, ssh_command: str = "ssh", remote_xentool: str = "
     return [*shlex.split(ssh_command), "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
             "-e", "none", "--", target,
             shlex.join([*shlex.split(remote_xentool), "migrate-receive"])]
+
+
+def tls_target(url: str) -> tuple[str, int, Path]:
+    """``tls://HOST[:PORT][?tls_dir=DIR]``: the host, the port and this client's TLS directory."""
+    parts = urlsplit(url)
+    if parts.scheme != "tls" or not parts.hostname or parts.path not in ("", "/"):
+        raise UsageError(f"migrate to {url!r}: give the target as HOST, USER@HOST (ssh) or tls://HOST[:PORT] (its daemon)")
+    query = parse_qs(parts.query)
+    return parts.hostname, parts.port or DEFAULT_TLS_PORT, Path(query["tls_dir"][0]) if "tls_dir" in query else client_tls_dir()
 
 
 def why_not_live(hv: Hypervisor, guest_type: GuestType) -> str | None:
@@ -162,7 +211,9 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
                   str(hv.physinfo().xen_version), definition.to_json() if definition is not None else None,
                   {disk.target: disk_fingerprint(disk.target) for disk in config.disks if disk.target},
                   base64.b64encode(_console_log_end(domain.uuid)).decode())
-    argv = receiver_argv(target, ssh_command, remote_xentool)
+    argv = None if target.startswith("tls://") else receiver_argv(target, ssh_command, remote_xentool)
+    if argv is None:
+        tls_target(target)  # a bad URL is a usage error before anything is locked
     started = time.monotonic()
     suspended_at: float | None = None
     dm_state = b""
@@ -178,8 +229,9 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
     with records.lock(domain.uuid, timeout=LOCK_SECONDS):
         phase = "connecting to the target"
         went = False
-        receiver = Receiver(argv)
+        receiver: Channel | None = None
         try:
+            receiver = SshReceiver(argv) if argv is not None else DaemonReceiver(target)
             hello = receiver.expect(HELLO)
             receiver.send(offer.to_line())
             phase = "checking the guest on the target"
@@ -196,7 +248,8 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
             running = receiver.expect(RUNNING)
             running_at = time.monotonic()
         except BaseException as e:
-            receiver.close()
+            if receiver is not None:
+                receiver.close()
             outcome = _after_failure(hv, domain, hvm, suspended_at is not None, went, reported=isinstance(e, XentoolError))
             raise MigrationError(domain.name, phase, _problem(e), outcome) from e
         receiver.close()
@@ -239,4 +292,4 @@ def _after_failure(hv: Hypervisor, domain: DomainSummary, hvm: bool, suspended: 
     return "it was resumed and runs on here; nothing was left on the target"
 
 
-__all__ = ["MigrationResult", "migrate_guest", "receiver_argv"]
+__all__ = ["MigrationResult", "migrate_guest", "receiver_argv", "tls_target"]

@@ -26,10 +26,12 @@ from typing import Any
 
 from xentool.api import Toolstack
 from xentool.errors import UsageError
+from xentool.migration.relay import SocketRelay
 from xentool.wire import (
     API_RO_SOCKET,
     API_SOCKET,
     MAX_MESSAGE,
+    MIGRATE_RECEIVE_CALL,
     PROTOCOL_VERSION,
     ProtocolError,
     check_request,
@@ -188,9 +190,14 @@ class ApiServer:
                 if call == "events":
                     self._stream_events(conn, ident, args)
                     return
+                if call == MIGRATE_RECEIVE_CALL:
+                    if xt is None:
+                        xt = self._connect()
+                    self._receive_migration(conn, xt, reader.rest())
+                    return
                 handler = CALLS.get(call)
                 if handler is None:
-                    known = ", ".join(sorted({*CALLS, "hello", "events"}))
+                    known = ", ".join(sorted({*CALLS, "hello", "events", MIGRATE_RECEIVE_CALL}))
                     _send_error(conn, ident, UsageError(f"no call {call!r}; the calls are {known}"))
                     continue
                 try:
@@ -208,6 +215,18 @@ class ApiServer:
             if xt is not None:
                 xt.close()
             self._slots.release()
+
+    def _receive_migration(self, conn: socket.socket, xt: Toolstack, already: bytes) -> None:
+        """A guest migrated to this host over this connection (`xentool migrate NAME tls://HOST`):
+        from here on it carries the migration protocol (xentool.migration.protocol), not calls."""
+        relay = SocketRelay(conn, already)
+        try:
+            domain = xt.migrate_receive(relay.incoming, relay.outgoing)
+            self._note(f"took in {domain.name} (domain {domain.domid}), migrated here over the API")
+        except Exception as e:  # noqa: BLE001 - the sender was told (receive answers with its error); the log says it too
+            self._note(f"a migration to this host over the API failed: {e}")
+        finally:
+            relay.close()
 
     def _stream_events(self, conn: socket.socket, ident: Any, args: dict[str, Any]) -> None:
         names = set(args.get("names") or ())
@@ -251,6 +270,11 @@ class _Lines:
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
+
+    def rest(self) -> bytes:
+        """What was read past the last message (a connection that stops carrying messages)."""
+        rest, self._buffer = self._buffer, b""
+        return rest
 
 
 def _send_error(conn: socket.socket, ident: Any, error: BaseException) -> None:
