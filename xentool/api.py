@@ -313,11 +313,12 @@ class Toolstack:
                 ssh_command: str = "ssh", remote_xentool: str = "xentool") -> MigrationResult:
         """Move the guest to ``host`` (HOST or USER@HOST, reached with ssh, where ``remote_xentool``
         runs `migrate-receive`; or ``tls://HOST[:PORT][?tls_dir=DIR]``, the target's daemon over its
-        mutual-TLS API, with this client's certificate as for ``connect``): live unless ``live`` is False (then it is suspended for the whole
-        copy) or this Xen cannot copy it live (the result's ``note`` says why).  It keeps its
-        name, uuid, config and devices; a defined guest's definition moves with it.  On failure it
-        runs on here, except when the target went silent after it was told to start the guest:
-        then it stays suspended here (MigrationError says which)."""
+        mutual-TLS API, with this client's certificate as for ``connect``): live unless ``live`` is
+        False (then it is suspended for the whole copy) or this Xen cannot copy it live (the
+        result's ``note`` says why).  It keeps its name, uuid, config and devices; a defined
+        guest's definition moves with it.  On failure it runs on here, except when the target went
+        silent after it was told to start the guest: then it stays suspended here (MigrationError
+        says which)."""
         from xentool.migration import migrate_guest
 
         return migrate_guest(self.hv, self.records, self.definitions, self._guest(ref), host, live,

@@ -139,3 +139,10 @@ needs_boot_media_tools = pytest.mark.skipif(bool(missing_boot_media_tools),
                                             reason="missing " + ", ".join(missing_boot_media_tools))
 needs_isohybrid = pytest.mark.skipif(shutil.which("isohybrid") is None,
                                      reason="isohybrid missing (package syslinux-utils)")
+
+
+def restart_daemon(lab: Lab) -> None:
+    """Stop dom0's daemon; init starts it again (as systemd's Restart= would), and it serves."""
+    assert xentool(lab, "daemon", "stop").returncode == 0
+    started = xentool(lab, "daemon", "start")
+    assert started.returncode == 0, started.err

@@ -19,25 +19,26 @@ def make_ca(directory: Path, name: str = "xentool test CA") -> tuple[Path, Path]
     return cert, key
 
 
-def make_cert(ca: tuple[Path, Path], cert: Path, key: Path, name: str, server: bool = False) -> None:
-    """A certificate for ``name`` signed by ``ca``; a server's holds localhost and 127.0.0.1 too."""
+def make_cert(ca: tuple[Path, Path], cert: Path, key: Path, name: str, server: bool = False,
+              names: tuple[str, ...] = ("DNS:localhost", "IP:127.0.0.1")) -> None:
+    """A certificate for ``name`` signed by ``ca``; a server's holds ``names`` too."""
     request = cert.with_suffix(".csr")
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(request))
     extensions = cert.with_suffix(".ext")
-    extensions.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n" if server
+    extensions.write_text(f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n" if server
                           else "extendedKeyUsage=clientAuth\n")
     _openssl("x509", "-req", "-in", str(request), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial", "-days", "2",
              "-extfile", str(extensions), "-out", str(cert))
     key.chmod(0o600)
 
 
-def server_and_client_dirs(root: Path) -> tuple[Path, Path]:
-    """A daemon's TLS directory and a client's, one CA signing both."""
+def server_and_client_dirs(root: Path, names: tuple[str, ...] = ("DNS:localhost", "IP:127.0.0.1")) -> tuple[Path, Path]:
+    """A daemon's TLS directory (its certificate for ``names``) and a client's, one CA signing both."""
     ca = make_ca(root / "ca")
     server, client = root / "server", root / "client"
     for directory in (server, client):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "ca.pem").write_bytes(ca[0].read_bytes())
-    make_cert(ca, server / "server-cert.pem", server / "server-key.pem", "xentool-host", server=True)
+    make_cert(ca, server / "server-cert.pem", server / "server-key.pem", "xentool-host", server=True, names=names)
     make_cert(ca, client / "client-cert.pem", client / "client-key.pem", "admin")
     return server, client

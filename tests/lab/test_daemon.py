@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kit.lab import PYTHON, XENTOOL, domains_json, ensure_xenconsoled, wait_for_console, write_config, xentool
+from kit.lab import PYTHON, XENTOOL, domains_json, ensure_xenconsoled, restart_daemon, wait_for_console, write_config, xentool
 from kit.tls import make_ca, make_cert, server_and_client_dirs
 from xentool.lab import Lab
 
@@ -147,13 +147,6 @@ def test_this_machine_drives_dom0s_daemon_over_tls_and_a_stranger_is_refused(lab
         lab.exec(["sh", "-c", "rm -rf /etc/xentool/xentoold.yaml /etc/xentool/tls"], capture=True)
         xentool(lab, "destroy", "over-tls")
         restart_daemon(lab)
-
-
-def restart_daemon(lab: Lab) -> None:
-    """Stop dom0's daemon; init starts it again (as systemd's Restart= would), and it serves."""
-    assert xentool(lab, "daemon", "stop").returncode == 0
-    started = xentool(lab, "daemon", "start")
-    assert started.returncode == 0, started.err
 
 
 def test_guests_marked_autostart_run_again_after_the_host_reboots(lab, guests):

@@ -11,11 +11,24 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from kit.ansible import ANSIBLE_PLAYBOOK, ansible_env, playbook_file, report_of, results_of
-from kit.lab import BOOT_TIMEOUT, HVM_BOOT_TIMEOUT, PYTHON, XENTOOL, device_models, leftovers, wait_for_count_above, write_config, xentool
+from kit.lab import (
+    BOOT_TIMEOUT,
+    HVM_BOOT_TIMEOUT,
+    PYTHON,
+    XENTOOL,
+    device_models,
+    leftovers,
+    restart_daemon,
+    wait_for_count_above,
+    write_config,
+    xentool,
+)
+from kit.tls import server_and_client_dirs
 from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -81,15 +94,17 @@ def test_the_cli_runs_a_command_on_either_host(lab, lab2):
 
 
 def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
-    """To xen2 (non-live, as this Xen cannot copy a PV guest live) and back: the guest's counter goes
-    on where it was (the same kernel, memory and disk, not a new boot), its uuid and disk come
-    along, each host's xl sees it."""
+    """To xen2 over ssh (non-live, as this Xen cannot copy a PV guest live) and back over xen1's
+    daemon's TLS API: the guest's counter goes on where it was (the same kernel, memory and disk,
+    not a new boot), its uuid, disk and definition come along, each host's xl sees it."""
     disk = lab.share_dir / f"mover-{os.getpid()}.img"
     disk.write_bytes(b"disk of the moving guest\n" + bytes(16 << 20))
     config = write_config(lab, guests, "mover", then="count", disks=f"[{{target: {disk}, vdev: xvdb}}]")
     try:
-        assert xentool(lab, "create", str(config)).returncode == 0
+        assert xentool(lab, "define", str(config)).returncode == 0
+        assert xentool(lab, "start", "mover").returncode == 0
         uuid_ = json.loads(xentool(lab, "info", "--json", "mover").out)["uuid"]
+        client_dir = xen1_listens_on_the_link(lab)
         before = wait_for_count_above(lab, uuid_, 2, timeout=BOOT_TIMEOUT)
         ran = xentool(lab, "migrate", "mover", "xen2", "--remote-xentool", XENTOOL)
         assert ran.returncode == 0, ran.err
@@ -100,6 +115,8 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         moved = json.loads(xentool(lab2, "info", "--json", "mover").out)
         assert moved["uuid"] == uuid_ and moved["state"] in ("running", "blocked")
         assert xentool(lab, "info", "mover").returncode == 3  # gone from the source
+        assert xentool(lab2, "config", "show", "mover").out == config.read_text()  # its definition moved
+        assert xentool(lab, "config", "show", "mover").returncode != 0
         assert "mover" in lab2.exec(["xl", "list"], capture=True).out
         after = wait_for_count_above(lab2, uuid_, -1)
         # It went on counting where it was: not booted again (a boot prints its marker first).
@@ -109,16 +126,34 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         assert moved_log.count("xentool-guest: marker=mover") == 1 and re.search(rf"count={before}\b", moved_log)
         disks = json.loads(xentool(lab2, "block-list", "--json", "mover").out)  # its front end reconnected there
         assert [(d["name"], d["frontend_state"]) for d in disks] == [("xvdb", "connected")], disks
-        back = xentool(lab2, "migrate", "--non-live", "mover", "xen1", "--remote-xentool", XENTOOL)
+        back = xentool(lab2, "migrate", "--non-live", "mover", f"tls://xen1?tls_dir={client_dir}")
         assert back.returncode == 0, back.err
         assert "migrated mover to xen1 (non-live)" in back.out
         wait_for_count_above(lab, uuid_, after)
         assert xentool(lab2, "info", "mover").returncode == 3
+        assert "took in mover" in lab.exec(["cat", "/var/log/xentool/xentoold.log"], capture=True).out
+        assert xentool(lab, "config", "show", "mover").returncode == 0
     finally:
         for host in (lab, lab2):
             xentool(host, "destroy", "mover")
+            xentool(host, "undefine", "mover")
+        if lab.exec(["test", "-e", "/etc/xentool/xentoold.yaml"], capture=True).returncode == 0:
+            lab.exec(["rm", "-rf", "/etc/xentool/xentoold.yaml", "/etc/xentool/tls"], capture=True)
+            restart_daemon(lab)
         disk.unlink(missing_ok=True)
         config.unlink(missing_ok=True)
+
+
+def xen1_listens_on_the_link(lab: Lab) -> Path:
+    """xen1's daemon serves its API on the link (tls://xen1:16514), with a certificate for its name
+    and address there; the returned client directory (in the share) has a certificate it takes."""
+    server, client = server_and_client_dirs(lab.share_dir / f"tls-link-{os.getpid()}", names=("DNS:xen1", f"IP:{lab.link_address}"))
+    setup = (f"mkdir -p /etc/xentool/tls && cp {server}/ca.pem {server}/server-cert.pem {server}/server-key.pem "
+             f"/etc/xentool/tls/ && chmod 600 /etc/xentool/tls/server-key.pem && "
+             f"echo 'listen: [tls://{lab.link_address}:16514]' > /etc/xentool/xentoold.yaml")
+    assert lab.exec(["sh", "-c", setup], capture=True).returncode == 0
+    restart_daemon(lab)
+    return client
 
 
 @pytest.mark.parametrize("type_", ["pvh", "hvm"])
@@ -149,37 +184,93 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
         config.unlink(missing_ok=True)
 
 
-def test_a_receiver_killed_midway_leaves_the_guest_running_here_and_nothing_there(lab, lab2, guests):
-    """The target's `xentool migrate-receive` is killed while the guest's memory is on its way:
-    the sender says at which phase it stopped, the guest was resumed and counts on at the source,
-    and the target is as it was (no domain, xenstore node, record, loop device or process)."""
-    config = write_config(lab, guests, "unmoved", then="count")
+def kill_the_receiver(lab2: Lab) -> None:
+    assert lab2.exec(["pkill", "-f", "migrate-receive"], capture=True).returncode == 0
+
+
+def link_interface(lab2: Lab) -> str:
+    """The interface holding xen2's link address (it keeps the address while down)."""
+    shown = lab2.exec(["ip", "-o", "-4", "addr", "show"], capture=True).out
+    found = re.search(rf"^\d+: (\S+)\s+inet {re.escape(lab2.link_address)}/", shown, re.M)
+    assert found, shown
+    return found.group(1)
+
+
+def cut_the_link(lab2: Lab) -> None:
+    """xen2's link down (the lab's agent is another channel): neither end hears the other any more."""
+    assert lab2.exec(["ip", "link", "set", "dev", link_interface(lab2), "down"], capture=True).returncode == 0
+
+
+def mend_the_link(lab2: Lab) -> None:
+    lab2.exec(["ip", "link", "set", "dev", link_interface(lab2), "up"], capture=True)
+
+
+def take_the_free_memory(lab2: Lab) -> None:
+    """A paused guest of xl's that takes all but a few MiB of xen2's free memory, while the
+    migrating guest's memory is still on its way there."""
+    free = int(lab2.exec(["sh", "-c", "xl info | awk '/^free_memory/ {print $3}'"], capture=True).out.strip())
+    eater = lab2.share_dir / f"eater-{os.getpid()}.cfg"
+    # (xl wants a little more than the guest's memory: its page tables and Xen's own overhead)
+    eater.write_text(f'name = "eater"\ntype = "pvh"\nmemory = {free - 32}\nkernel = "{lab2.artifacts.kernel}"\n')
+    ran = lab2.exec(["xl", "create", "-p", str(eater)], capture=True, timeout=300)
+    eater.unlink(missing_ok=True)
+    assert ran.returncode == 0, ran.err
+
+
+def give_the_memory_back(lab2: Lab) -> None:
+    lab2.exec(["xl", "destroy", "eater"], capture=True)
+
+
+# What breaks a migration midway, how the target is mended afterwards, and the phase the sender
+# then names.
+INTERRUPTIONS = {
+    "receiver-killed": (kill_the_receiver, lambda lab2: None, "while"),
+    "link-cut": (cut_the_link, mend_the_link, "while sending the guest"),
+    "target-out-of-memory": (take_the_free_memory, give_the_memory_back, "while sending the guest"),
+}
+
+
+@pytest.mark.parametrize("interruption", list(INTERRUPTIONS))
+def test_a_migration_broken_midway_leaves_the_guest_running_here_and_nothing_there(lab, lab2, guests, interruption):
+    """The target's `xentool migrate-receive` is killed, or the link cut, or the target's memory
+    taken, while the guest's memory is on its way: the sender says at which phase it stopped, the
+    guest was resumed and counts on at the source, and the target is as it was (no domain, xenstore
+    node, record, loop device or process), by itself (the link: once its receiver has heard
+    nothing for a minute)."""
+    interrupt, mend, phase = INTERRUPTIONS[interruption]
+    name = f"unmoved-{interruption}"
+    config = write_config(lab, guests, name, then="count", memory=256)
     before = leftovers(lab2)
     try:
         assert xentool(lab, "create", str(config)).returncode == 0
-        uuid_ = json.loads(xentool(lab, "info", "--json", "unmoved").out)["uuid"]
+        uuid_ = json.loads(xentool(lab, "info", "--json", name).out)["uuid"]
         counted = wait_for_count_above(lab, uuid_, 2, timeout=BOOT_TIMEOUT)
         result: list = []
         sender = threading.Thread(target=lambda: result.append(
-            xentool(lab, "migrate", "unmoved", "xen2", "--remote-xentool", XENTOOL)))
+            xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL)))
         sender.start()
         deadline = time.monotonic() + 120
-        while "unmoved" not in lab2.exec(["xl", "list"], capture=True).out:  # being restored there
+        while name not in lab2.exec(["xl", "list"], capture=True).out:  # being restored there
             assert sender.is_alive() and time.monotonic() < deadline, result
             time.sleep(0.5)
-        assert lab2.exec(["pkill", "-f", "migrate-receive"], capture=True).returncode == 0
+        interrupt(lab2)
         sender.join(300)
         ran = result[0]
         assert ran.returncode == 5, (ran.out, ran.err)
         line = ran.err.strip().splitlines()[-1]
-        assert "migration of unmoved failed while" in line and "it was resumed and runs on here" in line, line
+        print(f"{interruption}: {line}")
+        assert f"migration of {name} failed {phase}" in line and "it was resumed and runs on here" in line, line
         assert wait_for_count_above(lab, uuid_, counted) > counted
-        time.sleep(3)  # the target's console service notices the domain is gone within its poll
+        mend(lab2)
+        deadline = time.monotonic() + 150  # the receiver hears nothing for a minute, then undoes
+        while leftovers(lab2) != before and time.monotonic() < deadline:
+            time.sleep(5)
         assert leftovers(lab2) == before
         assert not lab2.exec(["sh", "-c", f"ls /var/lib/xentool/domains/{uuid_}.json"], capture=True).returncode == 0
     finally:
-        xentool(lab, "destroy", "unmoved")
-        xentool(lab2, "destroy", "unmoved")
+        mend(lab2)
+        xentool(lab, "destroy", name)
+        xentool(lab2, "destroy", name)
         config.unlink(missing_ok=True)
 
 

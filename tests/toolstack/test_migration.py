@@ -7,8 +7,10 @@ target.  The lab shows the migrations themselves (tests/lab/test_two_hosts.py)."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,33 @@ def test_over_the_targets_daemon_api_a_refusal_and_a_failed_copy_leave_the_guest
         assert daemon.wait(30) == 0
     log = (tmp / "far-log" / "xentoold.log").read_text()
     assert "a migration to this host over the API failed" in log
+
+
+def test_a_sender_gone_silent_is_given_up_on_and_what_it_sent_passes_through_until_then():
+    from xentool.migration.silence import SilenceGuard
+
+    read_end, write_end = os.pipe()
+    guard = SilenceGuard(read_end, seconds=0.5)
+    os.write(write_end, b"part of a stream")
+    assert os.read(guard.fd, 100) == b"part of a stream"
+    started = time.monotonic()
+    assert os.read(guard.fd, 100) == b""  # the sender said nothing more, and is still connected
+    assert guard.silent and 0.4 < time.monotonic() - started < 5
+    guard.close()
+    os.close(write_end)
+    os.close(read_end)
+
+
+def test_a_receiver_whose_sender_goes_silent_says_so_and_leaves_nothing(xt):
+    from xentool.errors import XentoolError
+    from xentool.migration.receive import receive
+
+    data_read, data_write = os.pipe()
+    answers_read, answers_write = os.pipe()
+    before = [d.name for d in xt.list_domains()]
+    with pytest.raises(XentoolError, match=r"the sender said nothing for 0.5 s \(the link or the source host is gone\)"):
+        receive(xt.hv, xt.records, xt.definitions, data_read, answers_write, silence_seconds=0.5)
+    assert json.loads(os.read(answers_read, 65536).splitlines()[0])["phase"] == "hello"
+    assert [d.name for d in xt.list_domains()] == before
+    for fd in (data_read, data_write, answers_read, answers_write):
+        os.close(fd)

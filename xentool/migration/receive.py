@@ -44,6 +44,7 @@ from xentool.migration.protocol import (
     read_line,
     write_all,
 )
+from xentool.migration.silence import SENDER_SILENCE_SECONDS, SilenceGuard
 from xentool.records import RecordStore
 
 DISK_PROBE_BYTES = 4096  # what both ends hash of a disk to tell it is the same one (its first sector(s))
@@ -117,8 +118,22 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def receive(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore,
-            data_fd: int = 0, answer_fd: int = 1) -> DomainSummary:
-    """Take in one guest from ``data_fd``, answering on ``answer_fd``; returns it running."""
+            data_fd: int = 0, answer_fd: int = 1, silence_seconds: float = SENDER_SILENCE_SECONDS) -> DomainSummary:
+    """Take in one guest from ``data_fd``, answering on ``answer_fd``; returns it running.  A
+    sender silent for ``silence_seconds`` is taken as gone (xentool.migration.silence)."""
+    guard = SilenceGuard(data_fd, silence_seconds)
+    try:
+        return _receive(hv, records, definitions, guard.fd, answer_fd)
+    except Exception as e:
+        if guard.silent:  # whatever failed, it failed because the stream was cut: say why
+            raise XentoolError(f"the sender said nothing for {guard.seconds:g} s (the link or the source host is gone); "
+                               "what was built here was undone") from e
+        raise
+    finally:
+        guard.close()
+
+
+def _receive(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore, data_fd: int, answer_fd: int) -> DomainSummary:
     answer(answer_fd, HELLO, protocol=VERSION, hostname=os.uname().nodename, xen_version=str(hv.physinfo().xen_version))
     phase = "checking the guest against the target"
     try:

@@ -49,6 +49,7 @@ from xentool.wire import MIGRATE_RECEIVE_CALL, client_tls_dir, encode, request
 # How long each answer may take: the receiver's start (Python in a dom0, ssh), the checks, the
 # restore (its devices and, for HVM, QEMU), the start.
 ANSWER_SECONDS = {HELLO: 120.0, ACCEPTED: 120.0, RESTORED: 600.0, RUNNING: 120.0}
+REPORT_SECONDS = 5.0  # how long a broken stream's sender waits for the receiver to say why
 CONSOLE_LOG_CARRIED = 256 * 1024  # bytes of the console log's end that go along
 LOCK_SECONDS = 30.0
 
@@ -94,6 +95,29 @@ class Channel:
 
     def why_closed(self) -> str:
         return "the target closed the connection"
+
+    def reported_error(self, seconds: float = REPORT_SECONDS) -> BaseException | None:
+        """After the stream broke: the receiver's own error, when it reported one (a restore that
+        failed there says why, where the sender only saw its pipe close)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            while b"\n" in self._buffer:
+                line, _, self._buffer = self._buffer.partition(b"\n")
+                try:
+                    parse_answer(line, "")
+                except XentoolError as e:
+                    return e
+                except ValueError:
+                    continue
+            left = deadline - time.monotonic()
+            try:
+                ready, _, _ = select.select([self._answers_fd], [], [], max(left, 0))
+                chunk = os.read(self._answers_fd, 65536) if ready else b""
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self._buffer += chunk
 
     def close(self) -> None:
         """Closing it tells the receiver to give up (it undoes what it made) if it has not ended."""
@@ -248,10 +272,11 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
             running = receiver.expect(RUNNING)
             running_at = time.monotonic()
         except BaseException as e:
+            reported = e if isinstance(e, XentoolError) or receiver is None else receiver.reported_error()
             if receiver is not None:
                 receiver.close()
-            outcome = _after_failure(hv, domain, hvm, suspended_at is not None, went, reported=isinstance(e, XentoolError))
-            raise MigrationError(domain.name, phase, _problem(e), outcome) from e
+            outcome = _after_failure(hv, domain, hvm, suspended_at is not None, went, reported=reported is not None)
+            raise MigrationError(domain.name, phase, _problem(reported or e), outcome) from e
         receiver.close()
         downtime = running_at - (suspended_at or started)
         lifecycle.destroy(hv, domain.domid)
