@@ -403,6 +403,21 @@ class Toolstack:
         lifecycle.checked("unpause", domain.name, lambda: self.hv.domain_unpause(domain.domid))
         publish(Event(UNPAUSED, domain.name, domain.uuid, domain.domid))
 
+    def resume(self, ref: str | int) -> None:
+        """Let a guest left suspended go on as if it had not been (a migration that could not tell
+        whether the target runs it leaves it so: resume it only once sure that it does not)."""
+        from xentool.saving import resume_guest
+
+        domain = self._guest(ref)
+        info = state_of(self.hv, domain.domid)
+        if info is None or not (info.shutdown and info.shutdown_reason == ShutdownReason.SUSPEND):
+            raise UsageError(f"{domain.name} is not suspended (it is {domain.state}): `xentool unpause` goes on with a paused guest")
+        try:
+            lifecycle.checked("resume", domain.name, lambda: resume_guest(self.hv, domain.domid, domain.type == "hvm"))
+        except QmpFailed as e:
+            raise DomainOperationError("resume", domain.name, e) from e
+        publish(Event(UNPAUSED, domain.name, domain.uuid, domain.domid))
+
     def rename(self, ref: str | int, new_name: str) -> None:
         domain = self._guest(ref)
         from xentool.config import validate_domain_name

@@ -181,6 +181,9 @@ class RemoteToolstack(Toolstack):
     def unpause(self, ref: str | int) -> None:
         self._call("unpause", domain=ref)
 
+    def resume(self, ref: str | int) -> None:
+        self._call("resume", domain=ref)
+
     def shutdown(self, ref: str | int, wait: bool = False, timeout: float = 60.0) -> str:
         return str(self._call("shutdown", domain=ref, wait=wait, timeout=timeout))
 

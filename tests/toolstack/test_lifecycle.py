@@ -276,3 +276,16 @@ def test_the_supervisor_sweep_acts_on_our_guests_once_and_leaves_others(xt, make
     assert "web" not in names and names["kept"] == "shutdown" and names["not-ours"] == "shutdown"
     assert len(lines) == 2
     assert any("domain web" in line and "(poweroff): gone" in line for line in lines)
+
+
+def test_resume_takes_only_a_suspended_guest(xt, make_config):
+    from hypercalls.interface import ShutdownReason
+    from xentool.errors import DomainOperationError, UsageError
+
+    domain = xt.create(make_config())
+    with pytest.raises(UsageError, match="web is not suspended .*`xentool unpause` goes on with a paused guest"):
+        xt.resume("web")
+    xt.hv.domain_shutdown(domain.domid, ShutdownReason.SUSPEND)
+    # Past the check: the simulator has no resume of its own to call, and says so.
+    with pytest.raises(DomainOperationError, match="resume"):
+        xt.resume("web")

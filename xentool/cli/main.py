@@ -536,6 +536,13 @@ def migrate(
         _say(f"note: not live: {result.note}", stderr=True)
 
 
+@app.command()
+def resume(domain: str = typer.Argument(..., help="Domain name, id or uuid.")) -> None:
+    """Let a guest left suspended go on (after a migration that could not tell whether the target runs it)."""
+    with _toolstack() as xt:
+        xt.resume(domain)
+
+
 @app.command("migrate-receive", hidden=True)
 def migrate_receive() -> None:
     """The target's end of `xentool migrate` (run by it over ssh: its stdin and stdout are the connection)."""

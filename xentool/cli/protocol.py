@@ -26,7 +26,7 @@ STALE = b"STAL"  # the server's code changed on disk: the launcher runs the comm
 LOCAL = b"LOCL"  # a command the server does not run (it reads the terminal, or drives the lab)
 # Commands that neither read the terminal nor drive the lab: the server runs them as they are.
 FORWARDED = frozenset({
-    "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "rename",
+    "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "resume", "rename",
     "mem-set", "vcpu-set", "block-attach", "block-detach", "block-list", "network-attach", "network-detach",
     "network-list", "save", "restore", "events", "wait", "define", "undefine", "start", "autostart",
     "apply", "migrate", "migrate-receive",

@@ -307,7 +307,8 @@ def _after_failure(hv: Hypervisor, domain: DomainSummary, hvm: bool, suspended: 
     """Where the guest is after a failure, having resumed it here when that is safe."""
     if went and not reported:
         return (f"whether it runs on the target is unknown, so it stays suspended here (never run twice): see "
-                f"`xentool list` on the target, then `xentool destroy {domain.name}` here if it runs there")
+                f"`xentool list` on the target, then `xentool destroy {domain.name}` here if it runs there, "
+                f"`xentool resume {domain.name}` here if it does not")
     if not suspended:
         return "it runs on here, as before; nothing was left on the target"
     try:

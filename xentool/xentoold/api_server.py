@@ -75,6 +75,7 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "destroy": lambda xt, a: xt.destroy(_ref(a)),
     "pause": lambda xt, a: xt.pause(_ref(a)),
     "unpause": lambda xt, a: xt.unpause(_ref(a)),
+    "resume": lambda xt, a: xt.resume(_ref(a)),
     "shutdown": lambda xt, a: xt.shutdown(_ref(a), bool(a.get("wait", False)), float(a.get("timeout", 60.0))),
     "reboot": lambda xt, a: xt.reboot(_ref(a), bool(a.get("wait", False)), float(a.get("timeout", 60.0))),
     "rename": lambda xt, a: xt.rename(_ref(a), str(a["new_name"])),
