@@ -32,6 +32,8 @@ from kit.tls import server_and_client_dirs
 from xentool.lab import Lab
 
 pytestmark = pytest.mark.lab
+MIGRATION_BRIDGE = "xenbr-mig"  # on both hosts, as an administrator's xenbr0 would be
+MOVER_MAC = "00:16:3e:4d:0a:01"
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +98,15 @@ def test_the_cli_runs_a_command_on_either_host(lab, lab2):
 def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
     """To xen2 over ssh (non-live, as this Xen cannot copy a PV guest live) and back over xen1's
     daemon's TLS API: the guest's counter goes on where it was (the same kernel, memory and disk,
-    not a new boot), its uuid, disk and definition come along, each host's xl sees it."""
+    not a new boot), its uuid, disk, vif (its MAC, on the same bridge there) and definition come
+    along, each host's xl sees it."""
     disk = lab.share_dir / f"mover-{os.getpid()}.img"
     disk.write_bytes(b"disk of the moving guest\n" + bytes(16 << 20))
-    config = write_config(lab, guests, "mover", then="count", disks=f"[{{target: {disk}, vdev: xvdb}}]")
+    config = write_config(lab, guests, "mover", then="count", disks=f"[{{target: {disk}, vdev: xvdb}}]",
+                          vifs=f"[{{bridge: {MIGRATION_BRIDGE}, mac: '{MOVER_MAC}'}}]")
+    for host in (lab, lab2):
+        host.exec(["sh", "-c", f"ip link add {MIGRATION_BRIDGE} type bridge 2>/dev/null; ip link set {MIGRATION_BRIDGE} up"],
+                  capture=True)
     try:
         assert xentool(lab, "define", str(config)).returncode == 0
         assert xentool(lab, "start", "mover").returncode == 0
@@ -124,8 +131,11 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         # Its console log came along and goes on: one boot in it, and the counts from before the move.
         moved_log = lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
         assert moved_log.count("xentool-guest: marker=mover") == 1 and re.search(rf"count={before}\b", moved_log)
-        disks = json.loads(xentool(lab2, "block-list", "--json", "mover").out)  # its front end reconnected there
+        disks = json.loads(xentool(lab2, "block-list", "--json", "mover").out)  # its front ends reconnected there
         assert [(d["name"], d["frontend_state"]) for d in disks] == [("xvdb", "connected")], disks
+        vifs = json.loads(xentool(lab2, "network-list", "--json", "mover").out)
+        assert [(v["mac"], v["frontend_state"]) for v in vifs] == [(MOVER_MAC, "connected")], vifs
+        assert f"vif{moved['domid']}.0" in lab2.exec(["ls", f"/sys/class/net/{MIGRATION_BRIDGE}/brif"], capture=True).out
         back = xentool(lab2, "migrate", "--non-live", "mover", f"tls://xen1?tls_dir={client_dir}")
         assert back.returncode == 0, back.err
         assert "migrated mover to xen1 (non-live)" in back.out
@@ -137,6 +147,7 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         for host in (lab, lab2):
             xentool(host, "destroy", "mover")
             xentool(host, "undefine", "mover")
+            host.exec(["ip", "link", "del", MIGRATION_BRIDGE], capture=True)
         if lab.exec(["test", "-e", "/etc/xentool/xentoold.yaml"], capture=True).returncode == 0:
             lab.exec(["rm", "-rf", "/etc/xentool/xentoold.yaml", "/etc/xentool/tls"], capture=True)
             restart_daemon(lab)
