@@ -93,6 +93,9 @@ def test_the_cli_runs_a_command_on_either_host(lab, lab2):
                             env=env, capture_output=True, text=True, timeout=300)
     assert "host 2: running" in status.stdout and "xen2 (192.168.127.2) on the link" in status.stdout
     assert xentool(lab2, "list").returncode == 0
+    # One dom0 drives the other's daemon over ssh (`xentool daemon pipe` there, the lab's keys).
+    remote = xentool(lab, "--connect", f"ssh://xen2?xentool={XENTOOL}", "host", "info", "--json")
+    assert remote.returncode == 0 and json.loads(remote.out)["hostname"] == "xen2", remote.err
 
 
 def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
