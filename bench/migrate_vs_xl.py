@@ -1,0 +1,177 @@
+"""Live migration between the two hosts of one lab: `xentool migrate` against `xl migrate`, the
+same guest, alternating, several runs.  Not a test.
+
+    .venv/bin/python bench/migrate_vs_xl.py [--runs 4] [--memory 256] [--name bench-migrate]
+
+The guest: HVM (this Xen has no shadow paging, so neither tool copies a PV guest live), the lab's
+kernel and busybox initramfs loaded by QEMU, printing ``tick=N`` every 10 ms on its emulated serial
+port, which QEMU writes to a file in the lab's shared directory (``serial: file:...``, the same for
+both tools; the target's QEMU opens the same file).  This machine reads that file every millisecond
+and notes when each new tick arrives, by its own clock, outside both hosts: the **downtime** of a
+migration is the largest gap between new ticks while it ran (what a user of the guest waits; the
+gap between ticks when nothing moves is printed as the floor).  The **total** is the migrate
+command's time, measured in the sending dom0.  One guest per tool, both created before the runs
+(xl's with xl, xentool's with xentool); between its runs a guest is paused, so the one moving has
+the lab's CPU.  Each run moves a guest to the other host: xl, xentool, xl, xentool, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from create_vs_xl import XENTOOL, timed  # this directory is on the path of a script run from it
+
+from xentool.lab import Lab, up_hosts
+from xentool.lab.guest_images import GuestImages, install_guest_images
+from xentool.lab.qemu import LabOptions
+
+TICK = re.compile(rb"tick=(\d+)")
+BOOT_SECONDS = 420.0
+SETTLE_SECONDS = 3.0  # ticks watched before each run: the floor, and the guest is surely running
+
+
+class Ticks:
+    """Arrival times (this machine's clock) of each new highest tick in a serial file, read every
+    millisecond; a file truncated by the target's QEMU is read again from its start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.arrivals: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        offset, highest, partial = 0, -1, b""
+        while not self._stop.is_set():
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(0, 2)
+                    if f.tell() < offset:  # truncated: a new QEMU opened it
+                        offset, partial = 0, b""
+                    f.seek(offset)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+            now = time.monotonic()
+            if data:
+                offset += len(data)
+                lines = (partial + data).split(b"\n")
+                partial = lines.pop()
+                for line in lines:
+                    found = TICK.search(line)
+                    if found and int(found.group(1)) > highest:
+                        highest = int(found.group(1))
+                        self.arrivals.append((now, highest))
+            time.sleep(0.001)
+
+    def wait_for_ticks(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.arrivals or time.monotonic() - self.arrivals[-1][0] > 1.0:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no ticks in {self.path} within {timeout:.0f} s")
+            time.sleep(0.5)
+
+    def largest_gap(self, start: float, end: float) -> float:
+        """The largest gap between new ticks from ``start`` on, among gaps that began by ``end`` (the
+        first tick after a migration may come after its command has ended)."""
+        times = [t for t, _ in self.arrivals if t >= start]
+        gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False) if earlier <= end]
+        return max(gaps, default=float("nan"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def configs(share: Path, guests: GuestImages, memory: int) -> dict[str, tuple[Path, Path]]:
+    """Each tool's guest: its config file and its serial file."""
+    made = {}
+    for tool in ("xl", "xentool"):
+        name, serial = f"mig-{tool}", share / f"mig-{tool}.serial"
+        cmdline = f"console=ttyS0 quiet xentool.marker={name} xentool.then=tick"
+        if tool == "xl":
+            path = share / f"{name}.cfg"
+            path.write_text(f'name = "{name}"\ntype = "hvm"\nmemory = {memory}\nkernel = "{guests.kernel}"\n'
+                            f'ramdisk = "{guests.initrd}"\nextra = "{cmdline}"\nvnc = 0\nserial = "file:{serial}"\n')
+        else:
+            path = share / f"{name}.yaml"
+            path.write_text(f"name: {name}\ntype: hvm\nmemory: {memory}\nkernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
+                            f'cmdline: "{cmdline}"\nvnc: false\nserial: "file:{serial}"\n')
+        made[tool] = (path, serial)
+    return made
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=4, help="migrations per tool (each moves the guest to the other host)")
+    parser.add_argument("--memory", type=int, default=256, help="the guest's memory, MiB")
+    parser.add_argument("--name", default="bench-migrate")
+    args = parser.parse_args()
+    up_hosts(args.name, 2, LabOptions(memory_mib=1024 + 2 * (args.memory + 64) + 512), timeout=900)
+    hosts = {"xen1": Lab(args.name), "xen2": Lab(args.name, host=2)}
+    lab = hosts["xen1"]
+    guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
+                                  modules_dir=lab.artifacts.modules_dir)
+    files = configs(lab.share_dir, guests, args.memory)
+    where = {"xl": "xen1", "xentool": "xen1"}
+    ticks = {tool: Ticks(serial) for tool, (_, serial) in files.items()}
+    try:
+        for host in hosts.values():
+            timed(host, [XENTOOL, "daemon", "start"])
+            host.exec(["sh", "-c", "pgrep -x xenconsoled || /usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid"],
+                      capture=True)  # xl's guests' consoles
+        for tool, (path, serial) in files.items():
+            serial.unlink(missing_ok=True)
+            create = ["xl", "create", str(path)] if tool == "xl" else [XENTOOL, "create", str(path)]
+            print(f"{tool} create: {timed(lab, create):.2f} s", flush=True)
+            ticks[tool].wait_for_ticks(BOOT_SECONDS)
+            pause(lab, tool, paused=True)
+        figures: dict[str, list[tuple[float, float, float]]] = {"xl": [], "xentool": []}
+        for run in range(args.runs):
+            for tool in ("xl", "xentool"):
+                source, target = where[tool], "xen2" if where[tool] == "xen1" else "xen1"
+                pause(hosts[source], tool, paused=False)
+                time.sleep(SETTLE_SECONDS)
+                floor = ticks[tool].largest_gap(time.monotonic() - SETTLE_SECONDS + 0.5, time.monotonic())
+                name = f"mig-{tool}"
+                migrate = (["xl", "migrate", name, target] if tool == "xl"
+                           else [XENTOOL, "migrate", name, target, "--remote-xentool", XENTOOL])
+                started = time.monotonic()
+                total = timed(hosts[source], migrate)
+                ended = time.monotonic()
+                ticks[tool].wait_for_ticks(60)
+                downtime = ticks[tool].largest_gap(started, ended)
+                where[tool] = target
+                figures[tool].append((total, downtime, floor))
+                print(f"run {run + 1} {tool:8} {source} -> {target}: total {total:.2f} s, downtime {downtime * 1000:.0f} ms "
+                      f"(gap between ticks before it: {floor * 1000:.0f} ms)", flush=True)
+                pause(hosts[target], tool, paused=True)
+        medians = {tool: (statistics.median(t for t, _, _ in runs), statistics.median(d for _, d, _ in runs))
+                   for tool, runs in figures.items()}
+        for tool, (total, downtime) in medians.items():
+            print(f"{tool}: median total {total:.2f} s, median downtime {downtime * 1000:.0f} ms")
+        (xl_total, xl_down), (xt_total, xt_down) = medians["xl"], medians["xentool"]
+        print(f"xentool / xl: total x{xt_total / xl_total:.2f}, downtime x{xt_down / xl_down:.2f}")
+    finally:
+        for tool in ticks:
+            ticks[tool].stop()
+            host = hosts[where[tool]]
+            host.exec(["xl", "destroy", f"mig-{tool}"] if tool == "xl" else [XENTOOL, "destroy", f"mig-{tool}"], capture=True)
+        for path, serial in files.values():
+            path.unlink(missing_ok=True)
+            serial.unlink(missing_ok=True)
+
+
+def pause(host: Lab, tool: str, paused: bool) -> None:
+    word = "pause" if paused else "unpause"
+    timed(host, ["xl", word, f"mig-{tool}"] if tool == "xl" else [XENTOOL, word, f"mig-{tool}"])
+
+
+if __name__ == "__main__":
+    main()
