@@ -206,6 +206,8 @@ def _tell(answer_fd: int, phase: str, error: BaseException) -> None:
     """The sender hears why (it may be gone already: a broken pipe is its own answer)."""
     if isinstance(error, EOFError):
         error = XentoolError(f"the sender went away ({error})")
+    elif isinstance(error, KeyboardInterrupt):  # what a signal to the receiver (or its launcher) becomes
+        error = XentoolError("the receiver on the target was stopped (interrupted or killed); what was built there was undone")
     try:
         answer_error(answer_fd, phase, error)
     except OSError:
