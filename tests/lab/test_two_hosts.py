@@ -34,6 +34,7 @@ from xentool.lab import Lab
 pytestmark = pytest.mark.lab
 MIGRATION_BRIDGE = "xenbr-mig"  # on both hosts, as an administrator's xenbr0 would be
 MOVER_MAC = "00:16:3e:4d:0a:01"
+MIGRATE_TIMEOUT = 900  # an HVM guest's live migration took 260-283 s in the lab; the exec's default is 300
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         uuid_ = json.loads(xentool(lab, "info", "--json", "mover").out)["uuid"]
         client_dir = xen1_listens_on_the_link(lab)
         before = wait_for_count_above(lab, uuid_, 2, timeout=BOOT_TIMEOUT)
-        ran = xentool(lab, "migrate", "mover", "xen2", "--remote-xentool", XENTOOL)
+        ran = xentool(lab, "migrate", "mover", "xen2", "--remote-xentool", XENTOOL, timeout=MIGRATE_TIMEOUT)
         assert ran.returncode == 0, ran.err
         # Debian's Xen 4.17 has no shadow paging, which a PV guest's live copy needs (xl migrate
         # fails on it: "Failed to enable logdirty"); xentool says so and copies it suspended.
@@ -184,7 +185,7 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
         assert xentool(lab, "create", str(config)).returncode == 0
         uuid_ = json.loads(xentool(lab, "info", "--json", name).out)["uuid"]
         before = wait_for_count_above(lab, uuid_, 2, timeout=HVM_BOOT_TIMEOUT)
-        ran = xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL)
+        ran = xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL, timeout=MIGRATE_TIMEOUT)
         assert ran.returncode == 0, ran.err
         assert f"migrated {name} to xen2 (live)" in ran.out and "note:" not in ran.err, (ran.out, ran.err)
         after = wait_for_count_above(lab2, uuid_, -1)
