@@ -122,10 +122,11 @@ def suspend_guest(hv: Hypervisor, domain: DomainSummary) -> None:
     guest without PV drivers cannot be asked: Xen suspends it (libxl: xc_domain_shutdown)."""
     xs = hv.xenstore()
     control = f"{dom_path(domain.domid)}/control/shutdown"
-    if domain.type == GuestType.HVM.value and not hv.hvm_pv_callback_set(domain.domid):
-        hv.domain_shutdown(domain.domid, ShutdownReason.SUSPEND)
-    else:
+    asked = not (domain.type == GuestType.HVM.value and not hv.hvm_pv_callback_set(domain.domid))
+    if asked:
         lifecycle.request_shutdown(hv, domain.domid, ShutdownReason.SUSPEND)
+    else:
+        hv.domain_shutdown(domain.domid, ShutdownReason.SUSPEND)
 
     def suspended(info: DomainInfo | None) -> bool:
         return info is None or (info.shutdown and info.shutdown_reason == ShutdownReason.SUSPEND)
@@ -134,6 +135,8 @@ def suspend_guest(hv: Hypervisor, domain: DomainSummary) -> None:
         info = wait_until(hv, domain.domid, suspended, f"domain {domain.name} to suspend", SUSPEND_TIMEOUT,
                           hint="its kernel may lack PV suspend support; the request was withdrawn and it runs on")
     except WaitTimeout as e:
+        if not asked:
+            raise
         if xs.read_or(control) == "suspend":
             xs.rm(control)  # withdrawn, as libxl does, so the guest does not suspend later by surprise
             raise
