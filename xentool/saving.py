@@ -122,27 +122,27 @@ def suspend_guest(hv: Hypervisor, domain: DomainSummary) -> None:
     guest without PV drivers cannot be asked: Xen suspends it (libxl: xc_domain_shutdown)."""
     xs = hv.xenstore()
     control = f"{dom_path(domain.domid)}/control/shutdown"
-    asked = not (domain.type == GuestType.HVM.value and not hv.hvm_pv_callback_set(domain.domid))
-    if asked:
-        lifecycle.request_shutdown(hv, domain.domid, ShutdownReason.SUSPEND)
-    else:
+    by_xen = domain.type == GuestType.HVM.value and not hv.hvm_pv_callback_set(domain.domid)
+    if by_xen:
         hv.domain_shutdown(domain.domid, ShutdownReason.SUSPEND)
+    else:
+        lifecycle.request_shutdown(hv, domain.domid, ShutdownReason.SUSPEND)
 
     def suspended(info: DomainInfo | None) -> bool:
         return info is None or (info.shutdown and info.shutdown_reason == ShutdownReason.SUSPEND)
 
+    what = f"domain {domain.name} to suspend"
     try:
-        info = wait_until(hv, domain.domid, suspended, f"domain {domain.name} to suspend", SUSPEND_TIMEOUT,
+        info = wait_until(hv, domain.domid, suspended, what, SUSPEND_TIMEOUT,
                           hint="its kernel may lack PV suspend support; the request was withdrawn and it runs on")
     except WaitTimeout as e:
-        if not asked:
+        if by_xen:
             raise
         if xs.read_or(control) == "suspend":
             xs.rm(control)  # withdrawn, as libxl does, so the guest does not suspend later by surprise
             raise
-        raise WaitTimeout(f"domain {domain.name} to suspend", SUSPEND_TIMEOUT,
-                          f"it took the request but has not suspended yet; if `xentool list` later shows it "
-                          f"suspended, `xentool resume {domain.name}` runs it on") from e
+        raise WaitTimeout(what, SUSPEND_TIMEOUT, f"it took the request but has not suspended yet; if `xentool list` "
+                          f"later shows it suspended, `xentool resume {domain.name}` runs it on") from e
     if info is None:
         raise DomainOperationError("save", domain.name, "the domain went away while suspending")
 

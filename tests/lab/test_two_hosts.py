@@ -226,22 +226,23 @@ def take_the_free_memory(lab: Lab, lab2: Lab) -> None:
     stopped, then continued): the restore fills memory as pages arrive, and over the lab's link it
     took what `xl info` had just shown free before the eater could (CI, 2026-12-01).  The eater is
     xentool's: xl's would wait for xenconsoled, which xen2 does not run."""
-    sender_ssh = ["pkill", "-f", "^ssh .*migrate-receive"]
-    assert lab.exec([sender_ssh[0], "-STOP", *sender_ssh[1:]], capture=True).returncode == 0
+    sender_ssh = "^ssh .*migrate-receive"
+    assert lab.exec(["pkill", "-STOP", "-f", sender_ssh], capture=True).returncode == 0
+    eater = lab2.share_dir / f"eater-{os.getpid()}.yaml"
     try:
         free = int(lab2.exec(["sh", "-c", "xl info | awk '/^free_memory/ {print $3}'"], capture=True).out.strip())
-        eater = lab2.share_dir / f"eater-{os.getpid()}.yaml"
         tried = []
         for margin in (32, 64):  # xentool's estimate of the build's overhead is not Xen's to the MiB
             eater.write_text(f"name: eater\ntype: pvh\nmemory: {free - margin}\nkernel: {lab2.artifacts.kernel}\n")
             tried.append(xentool(lab2, "create", "--paused", str(eater)))
             if tried[-1].returncode == 0:
                 break
-        eater.unlink(missing_ok=True)
-        there = lab2.exec(["xl", "list"], capture=True).out
-        assert tried[-1].returncode == 0, ([ran.err for ran in tried], free, there)
+        else:
+            pytest.fail(f"{[ran.err for ran in tried]}; {free} MiB was free; "
+                        f"{lab2.exec(['xl', 'list'], capture=True).out}")
     finally:
-        lab.exec([sender_ssh[0], "-CONT", *sender_ssh[1:]], capture=True)
+        eater.unlink(missing_ok=True)
+        lab.exec(["pkill", "-CONT", "-f", sender_ssh], capture=True)
 
 
 def give_the_memory_back(lab2: Lab) -> None:
