@@ -153,6 +153,8 @@ class LabError(XentoolError):
 
 
 class InsufficientMemory(XentoolError):
+    """Seen before anything was made: the host's free memory is less than the guest needs."""
+
     exit_code = 5
 
     def __init__(self, name: str, needed_mib: int, free_mib: int) -> None:
@@ -161,4 +163,20 @@ class InsufficientMemory(XentoolError):
         super().__init__(
             f"not enough free memory for {name!r}: it needs {needed_mib} MiB, the host has {free_mib} MiB free; "
             "lower `memory` or free some (`xentool list`, `xentool destroy`)"
+        )
+
+
+class RanOutOfMemory(XentoolError):
+    """The builder or a restore failed midway because the host's memory went (another guest took
+    it, or a migration's memory arrived on a host that had less than it seemed): said in MiB
+    rather than as the errno libxenguest happened to fail with (ENOMEM, or EBUSY from a restore)."""
+
+    exit_code = 5
+
+    def __init__(self, what: str, needed_mib: int, available_mib: int) -> None:
+        self.needed_mib = needed_mib
+        self.available_mib = available_mib
+        super().__init__(
+            f"the host ran out of memory {what}: the guest needs {needed_mib} MiB and only {available_mib} MiB "
+            "could be had; free some there (`xentool list`, `xentool destroy`) and try again"
         )

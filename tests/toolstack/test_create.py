@@ -12,7 +12,7 @@ from hypercalls.errors import XenstoreError
 from hypercalls.interface import XsPerm
 from xentool.create import plan_creation
 from xentool.create.executor import execute
-from xentool.errors import CreationError, InsufficientMemory, NameInUse
+from xentool.errors import CreationError, InsufficientMemory, NameInUse, RanOutOfMemory
 
 from .conftest import host_snapshot
 
@@ -127,14 +127,17 @@ def test_memory_that_does_not_fit_is_refused_before_anything_is_created(xt, make
 
 
 def test_builder_running_out_of_memory_is_rolled_back(xt, make_config):
-    """The preflight can be raced; then the builder's ENOMEM must still leave nothing behind."""
+    """The preflight can be raced; then the builder's ENOMEM is said in MiB, and leaves nothing behind."""
     before = host_snapshot(xt)
     free_mib = xt.host_info().free_memory_mib
     config = make_config(memory=free_mib + 64)
     with pytest.raises(CreationError) as e:
         execute(plan_creation(config, "6a3e0e0c-0000-4000-8000-000000000001"), xt.hv)
     assert e.value.step == "build"
-    assert e.value.__cause__.errno == errno.ENOMEM
+    ran_out = e.value.__cause__
+    assert isinstance(ran_out, RanOutOfMemory) and ran_out.__cause__.errno == errno.ENOMEM
+    assert (ran_out.needed_mib, ran_out.available_mib) == (free_mib + 64 + 2, free_mib)
+    assert f"the host ran out of memory while the domain was built: the guest needs {free_mib + 66} MiB" in str(e.value)
     assert host_snapshot(xt) == before
 
 

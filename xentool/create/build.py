@@ -13,11 +13,14 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from hypercalls.errors import XenError
 from hypercalls.interface import BuildResult, BuildSpec, FirmwareModule, GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
 from xentool.create.acpi_tables import build_pvh_acpi
 from xentool.create.plan import Bindings, Op, Step
+from xentool.create.preflight import BUILD_OVERHEAD_KIB
 from xentool.devicemodel.firmware import HVMLOADER, system_firmware
+from xentool.errors import RanOutOfMemory
 
 
 class RestoreSource(Protocol):
@@ -95,6 +98,22 @@ def _bind_frames(result: BuildResult, bound: Bindings) -> None:
     bound.console_mfn = result.console_mfn
 
 
+def _out_of_memory(hv: Hypervisor, domid: int, spec: BuildSpec, what: str) -> RanOutOfMemory | None:
+    """Whether the builder's (or restore's) failure was the host's memory running out: what the
+    half-made domain holds and what is still free fall short of the guest's memory.  The preflight
+    check saw enough, so memory went since: another guest took it, or (a migration) the target had
+    less than the stream needs.  libxenguest then fails with ENOMEM, or a restore with EBUSY."""
+    try:
+        held_kib = hv.domain_getinfo(domid).memory_kib
+        free_kib = hv.physinfo().free_kib
+    except XenError:
+        return None  # the failure's own message is then the best there is
+    needed_kib = spec.memory_kib + BUILD_OVERHEAD_KIB
+    if held_kib + free_kib >= needed_kib:
+        return None
+    return RanOutOfMemory(what, needed_kib // 1024, (held_kib + free_kib) // 1024)
+
+
 @dataclass(frozen=True)
 class BuildDomain(Op):
     """The domain builder; the spec's event channels are filled from the bindings.  Its work goes
@@ -113,7 +132,14 @@ class BuildDomain(Op):
         )
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        _bind_frames(hv.domain_build(bound.domid, _with_ports(self.spec, bound)), bound)
+        try:
+            result = hv.domain_build(bound.domid, _with_ports(self.spec, bound))
+        except XenError as e:
+            ran_out = _out_of_memory(hv, bound.domid, self.spec, "while the domain was built")
+            if ran_out is None:
+                raise
+            raise ran_out from e
+        _bind_frames(result, bound)
 
 
 @dataclass(frozen=True)
@@ -131,6 +157,11 @@ class RestoreDomain(Op):
         fd = self.source.open_stream()
         try:
             result = hv.domain_restore(bound.domid, fd, _with_ports(self.spec, bound))
+        except XenError as e:
+            ran_out = _out_of_memory(hv, bound.domid, self.spec, "while the guest's memory arrived")
+            if ran_out is None:
+                raise
+            raise ran_out from e
         finally:
             os.close(fd)
         _bind_frames(result, bound)
