@@ -58,6 +58,10 @@ class GuestPlan:
     steps: list[Step] = field(default_factory=list)
     needs_restart: list[str] = field(default_factory=list)  # the keys, when --restart was not given
     problem: str | None = None  # why this guest is left alone (another domain holds its name, ...)
+    # The guest's uuid once the plan is done: the config's, else its definition's, else the running
+    # domain's, else a new one (uuid_is_new: none yet, and a check-mode plan does not make it).
+    uuid: str | None = None
+    uuid_is_new: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,9 @@ def plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None,
     guest = GuestPlan(name)
     old = xt.definitions.load(name)
     record = xt.records.load(domain.uuid) if domain is not None else None
-    uuid = str(config.uuid) if config.uuid else (old.uuid if old else record.uuid if record else str(uuid_module.uuid4()))
+    known = str(config.uuid) if config.uuid else (old.uuid if old else record.uuid if record else None)
+    uuid = known or str(uuid_module.uuid4())
+    guest.uuid, guest.uuid_is_new = uuid, known is None
     if domain is not None and domain.uuid != uuid:
         guest.problem = (f"a domain named {name} runs with uuid {domain.uuid}, not this guest's ({uuid}); "
                          "left alone: rename or destroy it, or give the file its uuid")

@@ -86,7 +86,7 @@ def plan_state(xt: Toolstack, wanted: str, config: GuestConfig | None = None, na
     if wanted == "stopped" and domain is not None:
         guest.steps.append(Step(f"stop (power off{', destroy if it does not' if force else ''})",
                                 lambda: _stop(xt, name, shutdown_timeout, force), None))
-    definition = {**config.as_data(), "uuid": _uuid_after(xt, name, config, domain)}
+    definition = {**config.as_data(), "uuid": "(new)" if guest.uuid_is_new else guest.uuid}
     state = "running" if wanted == "running" or (wanted == "present" and domain is not None) else "stopped"
     return StatePlan(name, wanted, before, Seen(state, definition), guest)
 
@@ -94,16 +94,6 @@ def plan_state(xt: Toolstack, wanted: str, config: GuestConfig | None = None, na
 def reach(plan: StatePlan) -> Outcome:
     """Do the plan's steps (a failed step undoes the ones before it: xentool.desired.execute)."""
     return execute(plan.guest)
-
-
-def _uuid_after(xt: Toolstack, name: str, config: GuestConfig, domain: DomainSummary | None) -> str:
-    # As xentool.desired gives it: the config's, else the definition's, else the running guest's.
-    if config.uuid:
-        return str(config.uuid)
-    old = xt.definitions.load(name)
-    if old is not None:
-        return old.uuid
-    return domain.uuid if domain is not None else "(new)"
 
 
 def _removal(xt: Toolstack, name: str, domain: DomainSummary | None) -> GuestPlan:
