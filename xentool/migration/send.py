@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import errno
 import os
 import select
 import shlex
@@ -80,17 +81,12 @@ class Channel:
         write_all(self.data_fd, data)
 
     def expect(self, phase: str) -> dict[str, Any]:
-        deadline = time.monotonic() + ANSWER_SECONDS[phase]
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self._answers_fd], [], [], max(left, 0))
-            if not ready:
-                raise TimeoutError(f"the target did not answer within {ANSWER_SECONDS[phase]:g} s")
-            chunk = os.read(self._answers_fd, 65536)
-            if not chunk:
-                raise ConnectionError(self.why_closed())
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            line = self._next_line(time.monotonic() + ANSWER_SECONDS[phase])
+        except TimeoutError:
+            raise TimeoutError(f"the target did not answer within {ANSWER_SECONDS[phase]:g} s") from None
+        except EOFError:
+            raise ConnectionError(self.why_closed()) from None
         return parse_answer(line, phase)
 
     def why_closed(self) -> str:
@@ -101,23 +97,30 @@ class Channel:
         failed there says why, where the sender only saw its pipe close)."""
         deadline = time.monotonic() + seconds
         while True:
-            while b"\n" in self._buffer:
-                line, _, self._buffer = self._buffer.partition(b"\n")
-                try:
-                    parse_answer(line, "")
-                except XentoolError as e:
-                    return e
-                except ValueError:
-                    continue
-            left = deadline - time.monotonic()
             try:
-                ready, _, _ = select.select([self._answers_fd], [], [], max(left, 0))
-                chunk = os.read(self._answers_fd, 65536) if ready else b""
-            except OSError:
+                line = self._next_line(deadline)
+            except (OSError, EOFError):  # TimeoutError is an OSError
                 return None
+            try:
+                parse_answer(line, "")
+            except XentoolError as e:
+                return e
+            except ValueError:
+                continue
+
+    def _next_line(self, deadline: float) -> bytes:
+        """The receiver's next line: TimeoutError if none came by ``deadline``, EOFError once the
+        connection has ended."""
+        while b"\n" not in self._buffer:
+            ready, _, _ = select.select([self._answers_fd], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(self._answers_fd, 65536)
             if not chunk:
-                return None
+                raise EOFError
             self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
 
     def close(self) -> None:
         """Closing it tells the receiver to give up (it undoes what it made) if it has not ended."""
@@ -273,10 +276,13 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
             running_at = time.monotonic()
         except BaseException as e:
             reported = e if isinstance(e, XentoolError) or receiver is None else receiver.reported_error()
+            problem = _problem(reported or e)
+            if reported is None and receiver is not None and _connection_broke(e):
+                problem = f"the connection to the target broke ({receiver.why_closed()})"
             if receiver is not None:
                 receiver.close()
             outcome = _after_failure(hv, domain, hvm, suspended_at is not None, went, reported=reported is not None)
-            raise MigrationError(domain.name, phase, _problem(reported or e), outcome) from e
+            raise MigrationError(domain.name, phase, problem, outcome) from e
         receiver.close()
         downtime = running_at - (suspended_at or started)
         lifecycle.destroy(hv, domain.domid)
@@ -301,6 +307,12 @@ def _problem(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
     return str(error) or type(error).__name__
+
+
+def _connection_broke(error: BaseException) -> bool:
+    """xc_domain_save's write into the connection failed, and the receiver said nothing: the link
+    or ssh went (libxenguest's own words are "Save failed (32 = Broken pipe): Internal error")."""
+    return isinstance(error, XenError) and error.errno in (errno.EPIPE, errno.ECONNRESET)
 
 
 def _after_failure(hv: Hypervisor, domain: DomainSummary, hvm: bool, suspended: bool, went: bool, reported: bool) -> str:
