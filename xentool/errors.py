@@ -178,5 +178,5 @@ class RanOutOfMemory(XentoolError):
         self.available_mib = available_mib
         super().__init__(
             f"the host ran out of memory {what}: the guest needs {needed_mib} MiB and only {available_mib} MiB "
-            "could be had; free some there (`xentool list`, `xentool destroy`) and try again"
+            "could be had; free memory on that host (`xentool list`, `xentool destroy`) and try again"
         )

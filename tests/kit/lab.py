@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from xentool.devicemodel.paths import device_model_log_path
 from xentool.lab import Lab
 from xentool.lab import guest_images as gi
 from xentool.lab.guest_images import GuestImages
@@ -70,7 +71,17 @@ def wait_for_console(lab: Lab, name: str, text: str, timeout: float = BOOT_TIMEO
             assert shown.returncode == 0 and text in shown.out, shown.err
             return shown.out
         time.sleep(2)
-    pytest.fail(f"{text!r} did not appear on {name}'s console within {timeout:.0f} s; log tail:\n{log[-1500:]}")
+    pytest.fail(f"{text!r} did not appear on {name}'s console within {timeout:.0f} s; log tail:\n{log[-1500:]}\n"
+                f"{what_the_guest_did(lab, uuid_)}")
+
+
+def what_the_guest_did(lab: Lab, uuid_: str) -> str:
+    """For a guest that did not say what was awaited: whether it ran at all (its CPU time in xl's
+    list), what its device model last said, and Xen's last words about it (a guest that never
+    printed anything, CI 2026-12-01, left nothing else to go by)."""
+    script = (f"xl list -v; echo '--- device model log (tail):'; tail -n 15 {device_model_log_path(uuid_)} 2>&1; "
+              "echo '--- xl dmesg (tail):'; xl dmesg | tail -n 15")
+    return lab.exec(["sh", "-c", script], capture=True).out
 
 
 def host_state(lab: Lab) -> dict[str, object]:
