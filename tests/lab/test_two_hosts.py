@@ -180,7 +180,7 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
     name = f"mover-{type_}"
     console = "ttyS0" if type_ == "hvm" else "hvc0"
     config = lab.share_dir / f"{name}-{os.getpid()}.yaml"
-    config.write_text(f"name: {name}\ntype: {type_}\nmemory: 256\nkernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
+    config.write_text(f"name: {name}\ntype: {type_}\nmemory: 128\nkernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
                       f'cmdline: "console={console} quiet xentool.marker={name} xentool.then=count"\n'
                       + ("vnc: false\n" if type_ == "hvm" else ""))
     try:
