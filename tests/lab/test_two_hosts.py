@@ -131,9 +131,10 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         assert xentool(lab2, "config", "show", "mover").out == config.read_text()  # its definition moved
         assert xentool(lab, "config", "show", "mover").returncode != 0
         assert "mover" in lab2.exec(["xl", "list"], capture=True).out
-        after = wait_for_count_above(lab2, uuid_, -1)
-        # It went on counting where it was: not booted again (a boot prints its marker first).
-        assert after > before, (before, after)
+        # It goes on counting where it was, there: not booted again (a boot prints its marker first).
+        # The log's end came along, up to `before` or a count or two later (the offer carries it):
+        # what the guest prints there goes past that.
+        after = wait_for_count_above(lab2, uuid_, before + 5)
         # Its console log came along and goes on: one boot in it, and the counts from before the move.
         moved_log = lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
         assert moved_log.count("xentool-guest: marker=mover") == 1 and re.search(rf"count={before}\b", moved_log)
@@ -190,11 +191,20 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
         ran = xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL, timeout=MIGRATE_TIMEOUT)
         assert ran.returncode == 0, ran.err
         assert f"migrated {name} to xen2 (live)" in ran.out and "note:" not in ran.err, (ran.out, ran.err)
-        after = wait_for_count_above(lab2, uuid_, -1)
-        assert after > before
+        assert xentool(lab, "info", name).returncode == 3  # gone from the source
+        # The log's end came along, up to `before` or a count or two later (the offer carries it):
+        # the guest goes on counting there, past it.
+        wait_for_count_above(lab2, uuid_, before + 5)
         assert lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out.count(f"xentool-guest: marker={name}") == 1
         if type_ == "hvm":
             assert f"-name {name} " in device_models(lab2) and f"-name {name} " not in device_models(lab)
+    except BaseException:
+        # CI, 2026-12-01: the HVM guest triple-faulted on xen1 about when it was suspended and was
+        # restarted there, while the migration succeeded; what each host saw, for the next time.
+        for host in (lab, lab2):
+            print(f"--- {host.link_name}:", host.exec(["sh", "-c", "xl list; tail -n 8 /var/log/xentool/xentoold.log; "
+                                                        "xl dmesg | grep -v ' save: ' | tail -n 25"], capture=True).out)
+        raise
     finally:
         for host in (lab, lab2):
             xentool(host, "destroy", name)
