@@ -161,8 +161,9 @@ def main() -> None:
     finally:
         for tool in ticks:
             ticks[tool].stop()
-            host = hosts[where[tool]]
-            host.exec(["xl", "destroy", f"mig-{tool}"] if tool == "xl" else [XENTOOL, "destroy", f"mig-{tool}"], capture=True)
+            for host in hosts.values():  # both: a run that failed midway may have left it on either
+                host.exec(["xl", "destroy", f"mig-{tool}"] if tool == "xl" else [XENTOOL, "destroy", f"mig-{tool}"],
+                          capture=True)
         for path, serial in files.values():
             path.unlink(missing_ok=True)
             serial.unlink(missing_ok=True)
