@@ -120,6 +120,7 @@ def main() -> None:
                                   modules_dir=lab.artifacts.modules_dir)
     files = configs(lab.share_dir, guests, args.memory)
     where = {"xl": "xen1", "xentool": "xen1"}
+    domids: dict[str, int] = {}
     ticks = {tool: Ticks(serial) for tool, (_, serial) in files.items()}
     try:
         for host in hosts.values():
@@ -131,6 +132,7 @@ def main() -> None:
             create = ["xl", "create", str(path)] if tool == "xl" else [XENTOOL, "create", str(path)]
             print(f"{tool} create: {timed(lab, create):.2f} s", flush=True)
             ticks[tool].wait_for_ticks(BOOT_SECONDS)
+            domids[tool] = domid(lab, tool)
             pause(lab, tool, paused=True)
         figures: dict[str, list[tuple[float, float, float]]] = {"xl": [], "xentool": []}
         for run in range(args.runs):
@@ -139,6 +141,7 @@ def main() -> None:
                 pause(hosts[source], tool, paused=False)
                 time.sleep(SETTLE_SECONDS)
                 floor = ticks[tool].largest_gap(time.monotonic() - SETTLE_SECONDS + 0.5, time.monotonic())
+                same_guest(hosts[source], tool, domids[tool], floor)
                 name = f"mig-{tool}"
                 migrate = (["xl", "migrate", name, target] if tool == "xl"
                            else [XENTOOL, "migrate", name, target, "--remote-xentool", XENTOOL])
@@ -148,6 +151,7 @@ def main() -> None:
                 ticks[tool].wait_for_ticks(60)
                 downtime = ticks[tool].largest_gap(started, ended)
                 where[tool] = target
+                domids[tool] = domid(hosts[target], tool)
                 figures[tool].append((total, downtime, floor))
                 print(f"run {run + 1} {tool:8} {source} -> {target}: total {total:.2f} s, downtime {downtime * 1000:.0f} ms "
                       f"(gap between ticks before it: {floor * 1000:.0f} ms)", flush=True)
@@ -167,6 +171,23 @@ def main() -> None:
         for path, serial in files.values():
             path.unlink(missing_ok=True)
             serial.unlink(missing_ok=True)
+
+
+def domid(host: Lab, tool: str) -> int:
+    found = host.exec(["xl", "domid", f"mig-{tool}"], capture=True)
+    return int(found.out) if found.returncode == 0 else -1
+
+
+def same_guest(host: Lab, tool: str, expected: int, floor: float) -> None:
+    """Before a run: the guest is the one created (or moved) and it ticks.  In the lab an HVM guest can
+    triple-fault, which Xen reports as a reboot: its supervisor starts it again, and a run would then
+    time the move of a guest still in its firmware."""
+    now = domid(host, tool)
+    if now != expected:
+        raise SystemExit(f"{tool}'s guest mig-{tool} is domain {now}, not {expected}: it was restarted (see `xl dmesg` "
+                         f"on {host.link_name} for a triple fault); its figures would be of a booting guest")
+    if floor != floor:  # NaN: no two ticks in the settling time
+        raise SystemExit(f"{tool}'s guest mig-{tool} printed no ticks in {SETTLE_SECONDS:g} s before its run")
 
 
 def pause(host: Lab, tool: str, paused: bool) -> None:
