@@ -199,8 +199,8 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
         if type_ == "hvm":
             assert f"-name {name} " in device_models(lab2) and f"-name {name} " not in device_models(lab)
     except BaseException:
-        # CI, 2026-12-01: the HVM guest triple-faulted on xen1 about when it was suspended and was
-        # restarted there, while the migration succeeded; what each host saw, for the next time.
+        # CI, 2026-12-01: the HVM guest triple-faulted on xen1 around the migration and its supervisor
+        # restarted it (Xen reports a triple fault as a reboot); what each host saw, for the next time.
         for host in (lab, lab2):
             print(f"--- {host.link_name}:", host.exec(["sh", "-c", "xl list; tail -n 8 /var/log/xentool/xentoold.log; "
                                                         "xl dmesg | grep -v ' save: ' | tail -n 25"], capture=True).out)
