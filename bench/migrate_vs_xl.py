@@ -1,7 +1,7 @@
 """Live migration between the two hosts of one lab: `xentool migrate` against `xl migrate`, the
 same guest, alternating, several runs.  Not a test.
 
-    .venv/bin/python bench/migrate_vs_xl.py [--runs 4] [--memory 256] [--name bench-migrate]
+    .venv/bin/python bench/migrate_vs_xl.py [--runs 4] [--memory 256] [--name bench-migrate] [--privileged-dm]
 
 The guest: HVM (this Xen has no shadow paging, so neither tool copies a PV guest live), the lab's
 kernel and busybox initramfs loaded by QEMU, printing ``tick=N`` every 10 ms on its emulated serial
@@ -89,7 +89,7 @@ class Ticks:
         self._thread.join()
 
 
-def configs(share: Path, guests: GuestImages, memory: int) -> dict[str, tuple[Path, Path]]:
+def configs(share: Path, guests: GuestImages, memory: int, privileged_dm: bool = False) -> dict[str, tuple[Path, Path]]:
     """Each tool's guest: its config file and its serial file."""
     made = {}
     for tool in ("xl", "xentool"):
@@ -102,7 +102,8 @@ def configs(share: Path, guests: GuestImages, memory: int) -> dict[str, tuple[Pa
         else:
             path = share / f"{name}.yaml"
             path.write_text(f"name: {name}\ntype: hvm\nmemory: {memory}\nkernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
-                            f'cmdline: "{cmdline}"\nvnc: false\nserial: "file:{serial}"\n')
+                            f'cmdline: "{cmdline}"\nvnc: false\nserial: "file:{serial}"\n'
+                            + ("device_model: {privileged: true}\n" if privileged_dm else ""))
         made[tool] = (path, serial)
     return made
 
@@ -112,13 +113,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4, help="migrations per tool (each moves the guest to the other host)")
     parser.add_argument("--memory", type=int, default=256, help="the guest's memory, MiB")
     parser.add_argument("--name", default="bench-migrate")
+    parser.add_argument("--privileged-dm", action="store_true",
+                        help="xentool's QEMU unrestricted, as xl runs it by default (dm_restrict off)")
     args = parser.parse_args()
     up_hosts(args.name, 2, LabOptions(memory_mib=1024 + 2 * (args.memory + 64) + 512), timeout=900)
     hosts = {"xen1": Lab(args.name), "xen2": Lab(args.name, host=2)}
     lab = hosts["xen1"]
     guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
                                   modules_dir=lab.artifacts.modules_dir)
-    files = configs(lab.share_dir, guests, args.memory)
+    files = configs(lab.share_dir, guests, args.memory, args.privileged_dm)
     where = {"xl": "xen1", "xentool": "xen1"}
     domids: dict[str, int] = {}
     ticks = {tool: Ticks(serial) for tool, (_, serial) in files.items()}
