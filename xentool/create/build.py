@@ -7,9 +7,11 @@ guest's start info (PV) or HVM params (PVH/HVM), where the guest finds them at b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -114,6 +116,18 @@ def _out_of_memory(hv: Hypervisor, domid: int, spec: BuildSpec, what: str) -> Ra
     return RanOutOfMemory(what, needed_kib // 1024, (held_kib + free_kib) // 1024)
 
 
+@contextlib.contextmanager
+def _memory_said_in_mib(hv: Hypervisor, domid: int, spec: BuildSpec, what: str) -> Iterator[None]:
+    """A failure of the builder or a restore for want of memory raised as RanOutOfMemory."""
+    try:
+        yield
+    except XenError as e:
+        ran_out = _out_of_memory(hv, domid, spec, what)
+        if ran_out is None:
+            raise
+        raise ran_out from e
+
+
 @dataclass(frozen=True)
 class BuildDomain(Op):
     """The domain builder; the spec's event channels are filled from the bindings.  Its work goes
@@ -132,13 +146,8 @@ class BuildDomain(Op):
         )
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        try:
+        with _memory_said_in_mib(hv, bound.domid, self.spec, "while the domain was built"):
             result = hv.domain_build(bound.domid, _with_ports(self.spec, bound))
-        except XenError as e:
-            ran_out = _out_of_memory(hv, bound.domid, self.spec, "while the domain was built")
-            if ran_out is None:
-                raise
-            raise ran_out from e
         _bind_frames(result, bound)
 
 
@@ -156,12 +165,8 @@ class RestoreDomain(Op):
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         fd = self.source.open_stream()
         try:
-            result = hv.domain_restore(bound.domid, fd, _with_ports(self.spec, bound))
-        except XenError as e:
-            ran_out = _out_of_memory(hv, bound.domid, self.spec, "while the guest's memory arrived")
-            if ran_out is None:
-                raise
-            raise ran_out from e
+            with _memory_said_in_mib(hv, bound.domid, self.spec, "while the guest's memory arrived"):
+                result = hv.domain_restore(bound.domid, fd, _with_ports(self.spec, bound))
         finally:
             os.close(fd)
         _bind_frames(result, bound)
