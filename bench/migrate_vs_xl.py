@@ -18,6 +18,7 @@ the lab's CPU.  Each run moves a guest to the other host: xl, xentool, xl, xento
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import threading
@@ -189,7 +190,7 @@ def same_guest(host: Lab, tool: str, expected: int, floor: float) -> None:
     if now != expected:
         raise SystemExit(f"{tool}'s guest mig-{tool} is domain {now}, not {expected}: it was restarted (see `xl dmesg` "
                          f"on {host.link_name} for a triple fault); its figures would be of a booting guest")
-    if floor != floor:  # NaN: no two ticks in the settling time
+    if math.isnan(floor):  # no two ticks in the settling time
         raise SystemExit(f"{tool}'s guest mig-{tool} printed no ticks in {SETTLE_SECONDS:g} s before its run")
 
 
