@@ -310,7 +310,7 @@ class Toolstack:
 
     # -- migration --------------------------------------------------------------------------------
     def migrate(self, ref: str | int, host: str, live: bool = True, keep_source_definition: bool = False,
-                ssh_command: str = "ssh", remote_xentool: str = "xentool") -> MigrationResult:
+                ssh_command: str = "ssh", remote_xentool: str = "xentool", compress: bool = True) -> MigrationResult:
         """Move the guest to ``host`` (HOST or USER@HOST, reached with ssh, where ``remote_xentool``
         runs `migrate-receive`; or ``tls://HOST[:PORT][?tls_dir=DIR]``, the target's daemon over its
         mutual-TLS API, with this client's certificate as for ``connect``): live unless ``live`` is
@@ -318,11 +318,12 @@ class Toolstack:
         result's ``note`` says why).  It keeps its name, uuid, config and devices; a defined
         guest's definition moves with it.  On failure it runs on here, except when the target went
         silent after it was told to start the guest: then it stays suspended here (MigrationError
-        says which)."""
+        says which).  The stream goes compressed (zstd) when both hosts can, unless ``compress`` is
+        False (a fast link and slow CPUs)."""
         from xentool.migration import migrate_guest
 
         return migrate_guest(self.hv, self.records, self.definitions, self._guest(ref), host, live,
-                             keep_source_definition, ssh_command, remote_xentool)
+                             keep_source_definition, ssh_command, remote_xentool, compress)
 
     def migrate_receive(self, data_fd: int = 0, answer_fd: int = 1) -> DomainSummary:
         """The target's end of :meth:`migrate` (what `xentool migrate-receive` runs, over ssh, and

@@ -21,6 +21,7 @@ from kit.lab import (
     HVM_BOOT_TIMEOUT,
     PYTHON,
     XENTOOL,
+    counts,
     device_models,
     leftovers,
     restart_daemon,
@@ -30,6 +31,7 @@ from kit.lab import (
 )
 from kit.tls import server_and_client_dirs
 from xentool.lab import Lab
+from xentool.lab.guest_images import GuestImages
 
 pytestmark = pytest.mark.lab
 MIGRATION_BRIDGE = "xenbr-mig"  # on both hosts, as an administrator's xenbr0 would be
@@ -132,12 +134,13 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         assert xentool(lab, "config", "show", "mover").returncode != 0
         assert "mover" in lab2.exec(["xl", "list"], capture=True).out
         # It goes on counting where it was, there: not booted again (a boot prints its marker first).
-        # The log's end came along, up to `before` or a count or two later (the offer carries it):
-        # what the guest prints there goes past that.
         after = wait_for_count_above(lab2, uuid_, before + 5)
-        # Its console log came along and goes on: one boot in it, and the counts from before the move.
+        # Its console log came along (its end as it was once the guest was suspended) and goes on:
+        # one boot in it, and every count, from before the move to after it.
         moved_log = lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out
-        assert moved_log.count("xentool-guest: marker=mover") == 1 and re.search(rf"count={before}\b", moved_log)
+        assert moved_log.count("xentool-guest: marker=mover") == 1
+        there = counts(lab2, uuid_)
+        assert there[0] <= before and there == list(range(there[0], there[-1] + 1)), there
         disks = json.loads(xentool(lab2, "block-list", "--json", "mover").out)  # its front ends reconnected there
         assert [(d["name"], d["frontend_state"]) for d in disks] == [("xvdb", "connected")], disks
         vifs = json.loads(xentool(lab2, "network-list", "--json", "mover").out)
@@ -177,8 +180,30 @@ def xen1_listens_on_the_link(lab: Lab) -> Path:
 @pytest.mark.parametrize("type_", ["pvh", "hvm"])
 def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, type_):
     """HAP tracks an HVM or PVH guest's dirty pages: these go live.  The HVM guest (QEMU loads its
-    kernel; it has the PV drivers) brings its QEMU's device state along."""
+    kernel; it has the PV drivers) brings its QEMU's device state along.
+
+    The lab's HVM guests triple-fault now and then (xl's as well as xentool's: ../shared/lab-notes.md,
+    "upcall vector"), which Xen reports as a reboot: a run in which the guest rebooted is run once
+    more, with a new guest, and says so."""
     name = f"mover-{type_}"
+    rebooted_before = reboots(lab, lab2, name)
+    try:
+        migrate_live_and_count(lab, lab2, guests, type_, name)
+    except Exception:
+        if reboots(lab, lab2, name) == rebooted_before:
+            raise
+        print(f"{name} rebooted by itself (a triple fault in the lab): once more with a new guest")
+        migrate_live_and_count(lab, lab2, guests, type_, name)
+
+
+def reboots(lab: Lab, lab2: Lab, name: str) -> int:
+    """How often the hosts' daemons saw ``name`` go down for a reboot (a triple fault, for a guest
+    that never reboots by itself)."""
+    logs = "".join(host.exec(["cat", "/var/log/xentool/xentoold.log"], capture=True).out for host in (lab, lab2))
+    return sum(1 for line in logs.splitlines() if f"domain {name} (" in line and "went down (reboot)" in line)
+
+
+def migrate_live_and_count(lab: Lab, lab2: Lab, guests: GuestImages, type_: str, name: str) -> None:
     console = "ttyS0" if type_ == "hvm" else "hvc0"
     config = lab.share_dir / f"{name}-{os.getpid()}.yaml"
     config.write_text(f"name: {name}\ntype: {type_}\nmemory: 128\nkernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
@@ -188,20 +213,27 @@ def test_pvh_and_hvm_guests_migrate_live_and_go_on_counting(lab, lab2, guests, t
         assert xentool(lab, "create", str(config)).returncode == 0
         uuid_ = json.loads(xentool(lab, "info", "--json", name).out)["uuid"]
         before = wait_for_count_above(lab, uuid_, 2, timeout=HVM_BOOT_TIMEOUT)
-        ran = xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL, timeout=MIGRATE_TIMEOUT)
+        ran = xentool(lab, "migrate", "--timings", name, "xen2", "--remote-xentool", XENTOOL, timeout=MIGRATE_TIMEOUT)
         assert ran.returncode == 0, ran.err
         assert f"migrated {name} to xen2 (live)" in ran.out and "note:" not in ran.err, (ran.out, ran.err)
+        assert "the stream compressed with zstd" in ran.out
+        # --timings: the phases here and the steps there (the HVM guest's QEMU started before its
+        # memory arrived, and loaded its state after)
+        assert "source: send the last round of the memory" in ran.err and "target build: xc_domain_restore" in ran.err
+        if type_ == "hvm":
+            assert ran.err.index("target device model: start") < ran.err.index("target build: xc_domain_restore") \
+                < ran.err.index("target device model state:"), ran.err
         assert xentool(lab, "info", name).returncode == 3  # gone from the source
-        # The log's end came along, up to `before` or a count or two later (the offer carries it):
-        # the guest goes on counting there, past it.
+        # The log's end came along, taken once the guest was suspended: what it printed while its
+        # memory was copied too, with no count missing; it goes on counting there, past it.
         wait_for_count_above(lab2, uuid_, before + 5)
+        there = counts(lab2, uuid_)
+        assert there[0] <= before and there == list(range(there[0], there[-1] + 1)), there
         assert lab2.exec(["cat", f"/var/log/xentool/console/{uuid_}.log"], capture=True).out.count(f"xentool-guest: marker={name}") == 1
         if type_ == "hvm":
             assert f"-name {name} " in device_models(lab2) and f"-name {name} " not in device_models(lab)
     except BaseException:
-        # CI, 2026-12-01: the HVM guest triple-faulted on xen1 around the migration and its supervisor
-        # restarted it (Xen reports a triple fault as a reboot); what each host saw, for the next time.
-        for host in (lab, lab2):
+        for host in (lab, lab2):  # what each host saw
             print(f"--- {host.link_name}:", host.exec(["sh", "-c", "xl list; tail -n 8 /var/log/xentool/xentoold.log; "
                                                         "xl dmesg | grep -v ' save: ' | tail -n 25"], capture=True).out)
         raise

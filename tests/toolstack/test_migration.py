@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -170,3 +171,49 @@ def test_a_receiver_whose_sender_goes_silent_says_so_and_leaves_nothing(xt):
     assert [d.name for d in xt.list_domains()] == before
     for fd in (data_read, data_write, answers_read, answers_write):
         os.close(fd)
+
+
+def test_a_compressed_stream_arrives_whole_and_each_write_arrives_without_waiting_for_more():
+    """The sender's compressing pipe and the receiver's guard, back to back: what goes in comes out,
+    a small write (the "go" after the stream) gets through at once, and zero pages shrink."""
+    from xentool.migration.compression import ZSTD, CompressingPipe
+    from xentool.migration.silence import SilenceGuard
+
+    link_read, link_write = os.pipe()
+    guard = SilenceGuard(link_read, seconds=30)
+    guard.decompress_from_now(ZSTD)
+    sender = CompressingPipe(link_write)
+    pages = bytes(4096) * 256 + os.urandom(4096) * 4  # zero pages and a few that do not shrink
+    received = bytearray()
+
+    def take(size: int) -> None:
+        while len(received) < size:
+            received.extend(os.read(guard.fd, 1 << 20))
+
+    reader = threading.Thread(target=take, args=(len(pages),))
+    reader.start()
+    os.write(sender.fd, pages[: 1 << 16])
+    os.write(sender.fd, pages[1 << 16:])
+    reader.join(30)
+    assert bytes(received) == pages
+    os.write(sender.fd, b"go\n")
+    assert os.read(guard.fd, 100) == b"go\n"  # flushed, though the frame goes on
+    sender.close()  # the frame ends; the connection's end is the caller's to close
+    os.close(link_write)
+    assert os.read(guard.fd, 100) == b"" and not guard.damaged
+    guard.close()
+    os.close(link_read)
+
+
+def test_a_damaged_compressed_stream_is_cut_and_said():
+    from xentool.migration.silence import SilenceGuard
+
+    read_end, write_end = os.pipe()
+    guard = SilenceGuard(read_end, seconds=30)
+    guard.decompress_from_now("zstd")
+    os.write(write_end, b"not a zstd frame at all" * 10)
+    assert os.read(guard.fd, 100) == b""
+    assert guard.damaged
+    guard.close()
+    os.close(write_end)
+    os.close(read_end)

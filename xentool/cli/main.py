@@ -524,14 +524,21 @@ def migrate(
                                     "would, never run by one), e.g. 'ssh -p 2222'."),
     remote_xentool: str = typer.Option("xentool", "--remote-xentool", help="The xentool program on the target (a command: "
                                        "'/opt/xentool/bin/xentool', 'python3 -m xentool')."),
+    no_compress: bool = typer.Option(False, "--no-compress", help="Send the stream as it is (compressed with zstd by "
+                                     "default, when both hosts can: it is faster unless the link is faster than the CPUs)."),
+    timings: bool = typer.Option(False, "--timings", help="Say on stderr how long each phase here and each step on the "
+                                 "target took (the target's restore overlaps the copy)."),
 ) -> None:
     """Move a running guest to another host, live: it keeps its name, uuid, config and devices."""
     with _toolstack() as xt:
         result = xt.migrate(domain, host, live=not non_live, keep_source_definition=keep_source_definition,
-                            ssh_command=ssh_command, remote_xentool=remote_xentool)
+                            ssh_command=ssh_command, remote_xentool=remote_xentool, compress=not no_compress)
+    if timings:
+        _print_timings(list(result.timings), None, result.seconds)
     how = "live" if result.live else "non-live"
     _say(f"migrated {result.name} to {result.target_hostname} ({how}): id {result.target_domid} there, "
-         f"{result.seconds:g} s in all, {result.downtime_seconds * 1000:.0f} ms suspended")
+         f"{result.seconds:g} s in all, {result.downtime_seconds * 1000:.0f} ms suspended"
+         + (f", the stream compressed with {result.compression}" if result.compression else ""))
     if result.note:
         _say(f"note: not live: {result.note}", stderr=True)
 

@@ -6,6 +6,8 @@
 
 An HVM guest's QEMU is started as soon as the domain is built and waited for only after the
 devices and the console are set up: it takes seconds to get ready, and those steps fit in them.
+A restored (or migrated) HVM guest's QEMU starts before the build, whose memory copy takes longer
+than QEMU's start, and loads its device state once the memory is in (device model state).
 
 :func:`plan_creation` turns a validated :class:`GuestConfig` into a :class:`BuildPlan` (what
 ``--dry-run`` prints); :func:`create_guest` checks the config against the host
@@ -24,6 +26,7 @@ from xentool.create.build import RestoreSource, SaveFileSource, plan_build
 from xentool.create.console import plan_console
 from xentool.create.device_model_launch import plan_device_model_launch
 from xentool.create.device_model_ready import plan_device_model_ready
+from xentool.create.device_model_state import plan_device_model_state
 from xentool.create.devices import plan_devices
 from xentool.create.domain import plan_domain
 from xentool.create.executor import OpTiming, execute
@@ -41,14 +44,17 @@ def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore:
                   host: HostFeatures = REAL_XEN) -> BuildPlan:
     """``restore``: the guest's memory comes from a save file's or a migration's stream instead of the builder.
     ``host``: what the hypervisor has; the steps it lacks are left out (the simulator's)."""
+    launch = plan_device_model_launch(config, uuid, restore is not None) if host.runs_device_models else None
+    load_state = plan_device_model_state(config, uuid, restore) if host.runs_device_models and restore is not None else None
     steps: list[Step | None] = [
         plan_domain(config, uuid),
         plan_domain_skeleton(config),
+        launch if restore is not None else None,  # while the memory arrives
         plan_build(config, restore=restore),
         plan_xenstore_layout(config),
-        plan_device_model_launch(config, uuid, restore) if host.runs_device_models else None,
+        load_state if restore is not None else launch,
         plan_devices(config, uuid, host),
-        plan_console(config.name, uuid) if host.needs_console_backend else None,
+        plan_console(config.name, uuid, restore) if host.needs_console_backend else None,
         plan_device_model_ready(config, uuid, paused) if host.runs_device_models else None,
         plan_pv_backend(config, uuid) if host.runs_device_models else None,
         None if paused else plan_unpause(),

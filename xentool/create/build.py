@@ -13,7 +13,7 @@ import enum
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from hypercalls.errors import XenError
 from hypercalls.interface import BuildResult, BuildSpec, FirmwareModule, GuestType, Hypervisor, XenStore
@@ -29,6 +29,10 @@ class RestoreSource(Protocol):
     """Where a restored guest comes from, in place of the domain builder: a save file
     (:class:`SaveFileSource`), or a migration's incoming stream (xentool.migration)."""
 
+    # Whether the guest's console log comes along (from another host; a save file is restored on
+    # the host whose log the guest has).
+    carries_console_log: ClassVar[bool]
+
     def describe(self) -> str:
         """Where the stream is read from, for a plan's description."""
 
@@ -38,6 +42,9 @@ class RestoreSource(Protocol):
     def open_device_state(self) -> int | None:
         """A descriptor at an HVM guest's QEMU state (the caller closes it), or None."""
 
+    def read_console_log(self) -> bytes:
+        """The end of the guest's console log where it came from (``carries_console_log``)."""
+
 
 @dataclass(frozen=True)
 class SaveFileSource:
@@ -46,6 +53,7 @@ class SaveFileSource:
     path: str
     offset: int
     dm_state_offset: int | None = None  # an HVM guest's QEMU state, which its device model loads
+    carries_console_log: ClassVar[bool] = False
 
     def describe(self) -> str:
         return f"{self.path} from byte {self.offset}"
@@ -55,6 +63,9 @@ class SaveFileSource:
 
     def open_device_state(self) -> int | None:
         return None if self.dm_state_offset is None else self._open_at(self.dm_state_offset)
+
+    def read_console_log(self) -> bytes:
+        raise NotImplementedError("a save file holds no console log")
 
     def _open_at(self, offset: int) -> int:
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)

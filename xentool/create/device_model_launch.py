@@ -4,25 +4,24 @@ up meanwhile and the device-model-ready step (xentool.create.device_model_ready)
 
 libxl__spawn_local_dm in order: the nodes hvmloader and QEMU read (xentool.create.xenstore_layout),
 QEMU's xenstore directory, the process (xentool.devicemodel.process), its pid where xl looks for
-it.  A restored HVM guest's QEMU loads its device state from the save file.  Undo stops QEMU and
-removes all of it; destroying the domain does the same (xentool.lifecycle).
+it.  A restored HVM guest's QEMU is started earlier, before the guest's memory arrives, with
+``-incoming defer``: it loads its device state once the memory is in place
+(xentool.create.device_model_state).  Undo stops QEMU and removes all of it; destroying the domain
+does the same (xentool.lifecycle).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from hypercalls.interface import GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
 from xentool.console.paths import RUN_DIR, serial_socket_path
-from xentool.create.build import RestoreSource
 from xentool.create.plan import Bindings, Op, Step
 from xentool.devicemodel.argv import DeviceModelSetup, device_model_argv, qemu_binary, serial_to_console
 from xentool.devicemodel.paths import device_model_log_path
 from xentool.devicemodel.privilege import choose_privilege
 from xentool.devicemodel.process import start_device_model, stop_device_model
-from xentool.devicemodel.state import INCOMING_FD
 from xentool.devicemodel.vnc import choose_vnc_display
 
 
@@ -30,11 +29,11 @@ from xentool.devicemodel.vnc import choose_vnc_display
 class LaunchDeviceModel(Op):
     config: GuestConfig
     uuid: str
-    # A restored guest's QEMU loads its device state from where the guest came from (-incoming fd:N).
-    incoming: RestoreSource | None = None
+    # A restored guest's QEMU waits for its device state (-incoming defer), given later.
+    incoming: bool = False
 
     def describe(self) -> str:
-        incoming = f" with its device state from {self.incoming.describe()} (-incoming)" if self.incoming else ""
+        incoming = ", to load its device state later (-incoming defer)" if self.incoming else ""
         return (f"start the device model {qemu_binary(self.config)} for {{domid}}{incoming} "
                 f"(QMP /var/run/xen/qmp-libxl-{{domid}}, log {device_model_log_path(self.uuid)}); "
                 "device-model/{domid} in xenstore, its pid in image/device-model-pid")
@@ -49,29 +48,20 @@ class LaunchDeviceModel(Op):
         argv = device_model_argv(config, setup)
         if serial:
             RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-        state_fd = self._open_incoming()
-        if state_fd is not None:
-            argv += ["-incoming", f"fd:{INCOMING_FD}"]
-        try:
-            started = start_device_model(xs, domid, self.uuid, argv, privilege,
-                                         pass_fd=(state_fd, INCOMING_FD) if state_fd is not None else None)
-        finally:
-            if state_fd is not None:
-                os.close(state_fd)  # QEMU has its own copy
+        if self.incoming:
+            argv += ["-incoming", "defer"]
+        started = start_device_model(xs, domid, self.uuid, argv, privilege)
         bound.dm_pid = started.pid
         bound.dm_restricted = privilege.restricted
         bound.vnc_display = setup.vnc_display
         bound.serial_socket = serial
-
-    def _open_incoming(self) -> int | None:
-        return None if self.incoming is None else self.incoming.open_device_state()
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if bound.has("domid"):
             stop_device_model(xs, bound.domid)  # whatever part of it was made
 
 
-def plan_device_model_launch(config: GuestConfig, uuid: str, restore: RestoreSource | None = None) -> Step | None:
+def plan_device_model_launch(config: GuestConfig, uuid: str, restore: bool = False) -> Step | None:
     if config.type == GuestType.HVM:
         return Step("device model", (LaunchDeviceModel(config, uuid, restore),))
     return None

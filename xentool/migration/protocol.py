@@ -4,12 +4,14 @@ The sender runs the receiver (`xentool migrate-receive`) on the target, over ssh
 standard input carries the sender's words and the guest, its standard output its answers, one JSON
 line each, in this order (libxl's migration protocol has the same shape):
 
-    receiver: {"phase": "hello", "protocol": 1, "hostname": ..., "xen_version": ...}
+    receiver: {"phase": "hello", "protocol": 1, "hostname": ..., "xen_version": ..., "compression": ["zstd"]}
     sender:   XENTOOL-MIGRATE 1\\n and the offer, one JSON line: the guest, its config, its
-              definition if it is a managed guest, live or not
+              definition if it is a managed guest, live or not, the compression it uses (or none)
     receiver: {"phase": "accepted"}                after checking the guest fits on this host
-    sender:   Xen's migration stream (xc_domain_save, live by default), then for an HVM guest
-              XENTOOL-DM-STATE <16 digits>\\n and QEMU's device state
+    sender:   from here on compressed as the offer said: Xen's migration stream (xc_domain_save,
+              live by default), then for an HVM guest XENTOOL-DM-STATE <16 digits>\\n and QEMU's
+              device state, then XENTOOL-CONSOLE-LOG <16 digits>\\n and the end of the guest's
+              console log, taken once the guest was suspended
     receiver: {"phase": "restored", "domid": N}    the domain is built and paused
     sender:   go\\n                                 the point of no return: the source no longer runs it
     receiver: {"phase": "running", "domid": N}
@@ -32,6 +34,8 @@ from xentool.wire import error_from_wire, error_to_wire
 VERSION = 1
 MAGIC = b"XENTOOL-MIGRATE 1\n"
 DM_STATE_MAGIC = b"XENTOOL-DM-STATE "
+CONSOLE_LOG_MAGIC = b"XENTOOL-CONSOLE-LOG "
+SIZE_DIGITS = 16
 GO = b"go\n"
 MAX_LINE = 1 << 20  # the offer holds a config: a few KiB
 
@@ -54,7 +58,7 @@ class Offer:
     xen_version: str
     definition: dict[str, Any] | None = None  # a managed guest's definition (xentool.definitions), which moves with it
     disks: dict[str, Any] = field(default_factory=dict)  # per disk path, how the source sees it (receive.disk_fingerprint)
-    console_log: str = ""  # the end of the guest's console log (base64): the target's log goes on from it
+    compression: str | None = None  # how what follows the target's "accepted" is compressed (xentool.migration.compression)
 
     def to_line(self) -> bytes:
         return MAGIC + json.dumps(vars(self), sort_keys=True).encode() + b"\n"
@@ -89,8 +93,17 @@ def parse_answer(line: bytes, expected: str) -> dict[str, Any]:
     return data
 
 
-def dm_state_frame(state: bytes) -> bytes:
-    return DM_STATE_MAGIC + f"{len(state):016d}\n".encode() + state
+def frame(magic: bytes, data: bytes) -> bytes:
+    """What follows Xen's stream: a few blobs, each with its magic and size."""
+    return magic + f"{len(data):0{SIZE_DIGITS}d}\n".encode() + data
+
+
+def read_frame(fd: int, magic: bytes, what: str) -> bytes:
+    head = read_exactly(fd, len(magic) + SIZE_DIGITS + 1)
+    size_text = head[len(magic):].strip()
+    if not head.startswith(magic) or not size_text.isdigit():
+        raise ValueError(f"{what} does not follow where it should in the sender's stream")
+    return read_exactly(fd, int(size_text))
 
 
 def read_exactly(fd: int, size: int) -> bytes:
@@ -117,5 +130,5 @@ def read_line(fd: int) -> bytes:
     return bytes(line)
 
 
-__all__ = ["ACCEPTED", "GO", "HELLO", "MAGIC", "RESTORED", "RUNNING", "VERSION", "Offer",
-           "answer", "answer_error", "dm_state_frame", "parse_answer", "read_exactly", "read_line", "write_all"]
+__all__ = ["ACCEPTED", "CONSOLE_LOG_MAGIC", "DM_STATE_MAGIC", "GO", "HELLO", "MAGIC", "RESTORED", "RUNNING", "VERSION",
+           "Offer", "answer", "answer_error", "frame", "parse_answer", "read_exactly", "read_frame", "read_line", "write_all"]

@@ -10,26 +10,28 @@ domain is destroyed here), so nothing of the guest is left on this host.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 from hypercalls.interface import Hypervisor
 from xentool import lifecycle
 from xentool.config import GuestConfig, config_from_dict
 from xentool.console.paths import console_log_path
-from xentool.create import create_guest
+from xentool.create import OpTiming, create_guest
 from xentool.create.preflight import preflight
 from xentool.definitions import Definition, DefinitionStore
 from xentool.devicemodel.qmp import QmpFailed
 from xentool.domains import DomainSummary
 from xentool.errors import DomainOperationError, UsageError, XentoolError
 from xentool.events import MIGRATED_IN, Event, publish
+from xentool.migration import compression
 from xentool.migration.protocol import (
     ACCEPTED,
+    CONSOLE_LOG_MAGIC,
     DM_STATE_MAGIC,
     GO,
     HELLO,
@@ -40,7 +42,7 @@ from xentool.migration.protocol import (
     Offer,
     answer,
     answer_error,
-    read_exactly,
+    read_frame,
     read_line,
     write_all,
 )
@@ -58,6 +60,7 @@ class IncomingStream:
 
     fd: int
     source_host: str
+    carries_console_log: ClassVar[bool] = True
 
     def describe(self) -> str:
         return f"the migration stream from {self.source_host}"
@@ -66,15 +69,14 @@ class IncomingStream:
         return os.dup(self.fd)
 
     def open_device_state(self) -> int | None:
-        head = read_exactly(self.fd, len(DM_STATE_MAGIC) + 17)
-        size_text = head[len(DM_STATE_MAGIC):].strip()
-        if not head.startswith(DM_STATE_MAGIC) or not size_text.isdigit():
-            raise ValueError("the device model's state does not follow Xen's stream")
-        state = read_exactly(self.fd, int(size_text))
+        state = read_frame(self.fd, DM_STATE_MAGIC, "the device model's state")
         fd = os.memfd_create("xentool-dm-state", os.MFD_CLOEXEC)
         write_all(fd, state)
         os.lseek(fd, 0, os.SEEK_SET)
         return fd
+
+    def read_console_log(self) -> bytes:
+        return read_frame(self.fd, CONSOLE_LOG_MAGIC, "the guest's console log")
 
 
 def disk_fingerprint(path: str) -> dict[str, object] | None:
@@ -123,18 +125,25 @@ def receive(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore,
     sender silent for ``silence_seconds`` is taken as gone (xentool.migration.silence)."""
     guard = SilenceGuard(data_fd, silence_seconds)
     try:
-        return _receive(hv, records, definitions, guard.fd, answer_fd)
+        return _receive(hv, records, definitions, guard, answer_fd)
     except Exception as e:
-        if guard.silent:  # whatever failed, it failed because the stream was cut: say why
+        # Whatever failed, it failed because the stream was cut: say why.
+        if guard.silent:
             raise XentoolError(f"the sender said nothing for {guard.seconds:g} s (the link or the source host is gone); "
+                               "what was built here was undone") from e
+        if guard.damaged:
+            raise XentoolError(f"the sender's compressed stream could not be read ({guard.damaged}); "
                                "what was built here was undone") from e
         raise
     finally:
         guard.close()
 
 
-def _receive(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore, data_fd: int, answer_fd: int) -> DomainSummary:
-    answer(answer_fd, HELLO, protocol=VERSION, hostname=os.uname().nodename, xen_version=str(hv.physinfo().xen_version))
+def _receive(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore, guard: SilenceGuard,
+             answer_fd: int) -> DomainSummary:
+    data_fd = guard.fd
+    answer(answer_fd, HELLO, protocol=VERSION, hostname=os.uname().nodename, xen_version=str(hv.physinfo().xen_version),
+           compression=compression.supported())
     phase = "checking the guest against the target"
     try:
         if read_line(data_fd) != MAGIC:
@@ -142,47 +151,37 @@ def _receive(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore,
         offer = Offer.from_json(json.loads(read_line(data_fd)))
         config = config_from_dict(offer.config, source=f"{offer.name}'s config, sent by {offer.source_host}")
         check_target(hv, config, offer, dict(offer.disks))
+        if offer.compression:
+            guard.decompress_from_now(offer.compression)
         answer(answer_fd, ACCEPTED)
         phase = "receiving and restoring the guest"
-        log = _carry_console_log(offer)
-        try:
-            domain = create_guest(hv, records, config, offer.uuid, paused=True,
-                                  restore=IncomingStream(data_fd, offer.source_host))
-        except BaseException:
-            log.unlink(missing_ok=True)
-            raise
+        timings: list[OpTiming] = []
+        domain = create_guest(hv, records, config, offer.uuid, paused=True,
+                              restore=IncomingStream(data_fd, offer.source_host), timings=timings)
     except BaseException as e:
         _tell(answer_fd, phase, e)
         raise
     try:
-        answer(answer_fd, RESTORED, domid=domain.domid)
+        # Each step's time goes back with the answer: the sender's `migrate --timings` shows where
+        # the time went on both hosts.
+        answer(answer_fd, RESTORED, domid=domain.domid, timings=[[t.step, t.op, round(t.seconds, 3)] for t in timings])
         phase = "waiting for the sender's go"
         if read_line(data_fd) != GO:
             raise UsageError("the sender said something other than go")
         phase = "starting the guest on the target"
+        starting = time.monotonic()
         _start(hv, domain, config)
+        started = round(time.monotonic() - starting, 3)
         if offer.definition is not None:
             definitions.save(Definition(**offer.definition))
-        answer(answer_fd, RUNNING, domid=domain.domid)
+        answer(answer_fd, RUNNING, domid=domain.domid, timings=[["start", "QEMU (HVM) and the guest go on", started]])
     except BaseException as e:
         _undo(hv, records, domain)
-        log.unlink(missing_ok=True)
+        console_log_path(domain.uuid).unlink(missing_ok=True)  # carried here (xentool.create.console)
         _tell(answer_fd, phase, e)
         raise
     publish(Event(MIGRATED_IN, domain.name, domain.uuid, domain.domid, {"from": offer.source_host, "live": offer.live}))
     return domain
-
-
-def _carry_console_log(offer: Offer) -> Path:
-    """The guest's console log as the source had it (its end): the console service appends to it."""
-    log = console_log_path(offer.uuid)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        write_all(fd, base64.b64decode(offer.console_log))
-    finally:
-        os.close(fd)
-    return log
 
 
 def _start(hv: Hypervisor, domain: DomainSummary, config: GuestConfig) -> None:

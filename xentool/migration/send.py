@@ -15,8 +15,8 @@ here, never run twice, and the error says so.
 
 from __future__ import annotations
 
-import base64
 import collections
+import dataclasses
 import errno
 import os
 import select
@@ -33,6 +33,7 @@ from hypercalls.errors import XenError
 from hypercalls.interface import GuestType, Hypervisor
 from xentool import lifecycle
 from xentool.console.paths import console_log_path
+from xentool.create import OpTiming
 from xentool.daemon_client import CONNECT_SECONDS, DEFAULT_TLS_PORT, tls_socket
 from xentool.definitions import DefinitionStore
 from xentool.devicemodel.qmp import QmpFailed
@@ -40,7 +41,20 @@ from xentool.devicemodel.state import save_device_state
 from xentool.domains import DomainSummary
 from xentool.errors import MigrationError, UsageError, XentoolError
 from xentool.events import MIGRATED_OUT, Event, publish
-from xentool.migration.protocol import ACCEPTED, GO, HELLO, RESTORED, RUNNING, Offer, dm_state_frame, parse_answer, write_all
+from xentool.migration.compression import ZSTD, CompressingPipe, supported
+from xentool.migration.protocol import (
+    ACCEPTED,
+    CONSOLE_LOG_MAGIC,
+    DM_STATE_MAGIC,
+    GO,
+    HELLO,
+    RESTORED,
+    RUNNING,
+    Offer,
+    frame,
+    parse_answer,
+    write_all,
+)
 from xentool.migration.receive import disk_fingerprint
 from xentool.migration.relay import SocketRelay
 from xentool.records import RecordStore
@@ -66,6 +80,8 @@ class MigrationResult:
     seconds: float  # from the start to the guest running on the target
     downtime_seconds: float  # from the guest's suspend here to its start there, as the toolstack sees it
     note: str | None = None  # why a live migration asked for was made non-live
+    compression: str | None = None  # how the stream went (xentool.migration.compression), None: as it is
+    timings: tuple[OpTiming, ...] = ()  # where the time went: each phase here ("source") and each step there ("target")
 
 
 class Channel:
@@ -76,9 +92,20 @@ class Channel:
         self.data_fd = data_fd
         self._answers_fd = answers_fd
         self._buffer = b""
+        self._compressing: CompressingPipe | None = None
 
     def send(self, data: bytes) -> None:
         write_all(self.data_fd, data)
+
+    def compress_from_now(self) -> None:
+        """What is sent from here on (``data_fd`` changes) goes compressed (xentool.migration.compression)."""
+        self._compressing = CompressingPipe(self.data_fd)
+        self.data_fd = self._compressing.fd
+
+    def _end_compression(self) -> None:
+        """The compressed frame ends (all that was sent is on its way): before the connection closes."""
+        if self._compressing is not None:
+            self._compressing.close()
 
     def expect(self, phase: str) -> dict[str, Any]:
         try:
@@ -143,6 +170,7 @@ class SshReceiver(Channel):
         threading.Thread(target=self._keep_stderr, daemon=True).start()
 
     def close(self) -> None:
+        self._end_compression()
         for pipe in (self._stdin, self._stdout):
             try:
                 pipe.close()
@@ -189,6 +217,7 @@ class DaemonReceiver(Channel):
         return f"the daemon at {self._where} closed the connection"
 
     def close(self) -> None:
+        self._end_compression()
         self._relay.close()
 
 
@@ -225,7 +254,7 @@ def why_not_live(hv: Hypervisor, guest_type: GuestType) -> str | None:
 
 def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore, domain: DomainSummary, target: str,
                   live: bool = True, keep_source_definition: bool = False, ssh_command: str = "ssh",
-                  remote_xentool: str = "xentool") -> MigrationResult:
+                  remote_xentool: str = "xentool", compress: bool = True) -> MigrationResult:
     record = xentool_record(records, domain, "send", "xl migrate")
     config = record.guest_config()
     hvm = config.type == GuestType.HVM
@@ -236,21 +265,25 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
         definition = None  # a definition of that name, but of another guest
     offer = Offer(domain.name, domain.uuid, config.type.value, record.config, live, os.uname().nodename,
                   str(hv.physinfo().xen_version), definition.to_json() if definition is not None else None,
-                  {disk.target: disk_fingerprint(disk.target) for disk in config.disks if disk.target},
-                  base64.b64encode(_console_log_end(domain.uuid)).decode())
+                  {disk.target: disk_fingerprint(disk.target) for disk in config.disks if disk.target})
     argv = None if target.startswith("tls://") else receiver_argv(target, ssh_command, remote_xentool)
     if argv is None:
         tls_target(target)  # a bad URL is a usage error before anything is locked
     started = time.monotonic()
     suspended_at: float | None = None
     dm_state = b""
+    marks = PhaseClock()
+    method: str | None = None  # the stream's compression, once the target said what it reads
 
     def suspend() -> bool:
         nonlocal suspended_at, dm_state
+        marks.mark("copy the memory while the guest runs" if live else "start the copy")
         suspend_guest(hv, domain)
         suspended_at = time.monotonic()
+        marks.mark("suspend the guest")
         if hvm:
             dm_state = save_device_state(domain.domid)
+            marks.mark("save QEMU's state")
         return True
 
     with records.lock(domain.uuid, timeout=LOCK_SECONDS):
@@ -260,20 +293,32 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
         try:
             receiver = SshReceiver(argv) if argv is not None else DaemonReceiver(target)
             hello = receiver.expect(HELLO)
-            receiver.send(offer.to_line())
+            marks.mark("connect and start the receiver")
+            if compress and ZSTD in hello.get("compression", ()) and ZSTD in supported():
+                method = ZSTD
+            receiver.send(dataclasses.replace(offer, compression=method).to_line())
             phase = "checking the guest on the target"
             receiver.expect(ACCEPTED)
+            marks.mark("the target checks the guest")
+            if method is not None:
+                receiver.compress_from_now()
             phase = "sending the guest"
             hv.domain_save(domain.domid, receiver.data_fd, suspend, logdirty_switch(hv, domain.domid), live=live)
+            marks.mark("send the last round of the memory")
             if hvm:
-                receiver.send(dm_state_frame(dm_state))
+                receiver.send(frame(DM_STATE_MAGIC, dm_state))
+            # The log's end as it is now that the guest is suspended: what it printed during the copy too.
+            receiver.send(frame(CONSOLE_LOG_MAGIC, _console_log_end(domain.uuid)))
+            marks.mark("send QEMU's state and the console log" if hvm else "send the console log")
             phase = "restoring the guest on the target"
-            receiver.expect(RESTORED)
+            restored = receiver.expect(RESTORED)
+            marks.mark("wait for the target's restore to end")
             phase = "starting the guest on the target"
             receiver.send(GO)
             went = True
             running = receiver.expect(RUNNING)
             running_at = time.monotonic()
+            marks.mark("go, until it runs there")
         except BaseException as e:
             reported = e if isinstance(e, XentoolError) or receiver is None else receiver.reported_error()
             problem = _problem(reported or e)
@@ -291,7 +336,29 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
             definitions.remove(domain.name)
     publish(Event(MIGRATED_OUT, domain.name, domain.uuid, domain.domid, {"to": str(hello.get("hostname", target)), "live": live}))
     return MigrationResult(domain.name, domain.uuid, target, str(hello.get("hostname", target)), int(running["domid"]), live,
-                           round(time.monotonic() - started, 2), round(downtime, 3), note)
+                           round(time.monotonic() - started, 2), round(downtime, 3), note, method,
+                           (*marks.timings, *_target_timings(restored), *_target_timings(running)))
+
+
+class PhaseClock:
+    """The sender's phases, each timed from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.timings: list[OpTiming] = []
+        self._last = time.monotonic()
+
+    def mark(self, phase: str) -> None:
+        now = time.monotonic()
+        self.timings.append(OpTiming("source", phase, now - self._last))
+        self._last = now
+
+
+def _target_timings(answer: dict[str, Any]) -> list[OpTiming]:
+    """The receiver's steps, as its answer lists them (an older receiver lists none)."""
+    try:
+        return [OpTiming(f"target {step}", str(op), float(seconds)) for step, op, seconds in answer.get("timings", [])]
+    except (TypeError, ValueError):
+        return []
 
 
 def _console_log_end(uuid: str) -> bytes:
