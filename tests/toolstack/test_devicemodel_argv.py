@@ -420,3 +420,26 @@ def test_which_disks_an_hvm_guest_s_qemu_emulates():
 
     disks = hvm(disks=["/a,raw,hda,rw", "/b,raw,xvdd,rw", "/c,raw,xvde,rw", "/d,raw,sdb,rw", "/e,raw,hdc,cdrom"]).disks
     assert [emulated_by_qemu(d) for d in disks] == [True, True, False, True, True]
+
+
+def test_the_device_model_is_spawned_detached_with_only_stdin_stdout_and_stderr(tmp_path):
+    """QEMU inherits none of our descriptors (a restored guest's state now goes over QMP, not by
+    inheritance): an inheritable one of ours is closed in the child, and its output goes to the log."""
+    from xentool.devicemodel.process import spawn
+
+    ours = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(ours, 77)  # inheritable
+    try:
+        log = tmp_path / "dm.log"
+        started = spawn(["/bin/sh", "-c", "echo fds: /proc/$$/fd/*; echo sid: $(cut -d' ' -f6 /proc/$$/stat)"], {}, log)
+        deadline = time.monotonic() + 10
+        while "\nsid: " not in log.read_text() and time.monotonic() < deadline:  # (the log's head line has the argv)
+            time.sleep(0.05)
+        text = log.read_text()
+        fds = {int(path.rsplit("/", 1)[1]) for path in text.split("\nfds: ")[1].split("\n")[0].split()}
+        assert {0, 1, 2} <= fds and 77 not in fds, text
+        assert f"/proc/{started.pid}/fd/0" in text  # the pid reported is the process that runs
+        assert int(text.split("\nsid: ")[1].split()[0]) != os.getsid(0)  # a session of its own: no terminal of ours
+    finally:
+        os.close(77)
+        os.close(ours)

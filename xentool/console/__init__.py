@@ -5,9 +5,7 @@ itself (``console/type`` is ``xentool`` in xenstore, so a xenconsoled running in
 it alone, as it leaves QEMU's consoles).  The backend process is forked at creation, before the
 guest runs, so the log holds the guest's first line; it ends when the domain shuts down or is
 destroyed.  ``xentool console`` talks to it over a Unix socket; ``console --log`` reads the log.
+
+The modules are imported by name (xentool.console.paths, .service, ...), not re-exported here: the
+device model's process module needs the paths, and the service needs that module back.
 """
-
-from xentool.console.paths import console_log_path, console_socket_path
-from xentool.console.service import start_console_backend, stop_console_backend
-
-__all__ = ["console_log_path", "console_socket_path", "start_console_backend", "stop_console_backend"]

@@ -60,10 +60,10 @@ LOG_ROTATE_BYTES = 128 * 1024  # a restricted QEMU may not grow a file past 256 
 
 
 def spawn(argv: list[str], env: dict[str, str], log_path: Path,
-          preexec: Callable[[], None] | None = None, pass_fd: tuple[int, int] | None = None) -> StartedDeviceModel:
+          preexec: Callable[[], None] | None = None) -> StartedDeviceModel:
     """Start ``argv`` detached, ``preexec`` run in the child just before exec; returns once it has
-    exec'd (or raises with why it could not).  ``pass_fd`` (ours, its number in QEMU) is the one
-    descriptor QEMU inherits beyond stdin, stdout and stderr."""
+    exec'd (or raises with why it could not).  It inherits no descriptor beyond stdin, stdout and
+    stderr."""
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if log_path.exists() and log_path.stat().st_size > LOG_ROTATE_BYTES:
         log_path.replace(log_path.with_name(log_path.name + ".1"))  # as libxl rotates qemu-dm-NAME.log
@@ -73,7 +73,7 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path,
     try:
         middle = os.fork()
         if middle == 0:  # pragma: no cover - the forked middle process
-            _middle(argv, {"PATH": QEMU_PATH, **env}, log_fd, report_w, preexec, pass_fd)
+            _middle(argv, {"PATH": QEMU_PATH, **env}, log_fd, report_w, preexec)
         os.close(report_w)
         report_w = -1
         os.waitpid(middle, 0)
@@ -91,7 +91,7 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path,
 
 
 def _middle(argv: list[str], env: dict[str, str], log_fd: int, report_w: int,
-            preexec: Callable[[], None] | None, pass_fd: tuple[int, int] | None) -> None:  # pragma: no cover
+            preexec: Callable[[], None] | None) -> None:  # pragma: no cover
     code = 0
     try:
         os.setsid()
@@ -102,15 +102,8 @@ def _middle(argv: list[str], env: dict[str, str], log_fd: int, report_w: int,
                 os.dup2(devnull, 0)
                 os.dup2(log_fd, 1)
                 os.dup2(log_fd, 2)
-                keep = {report_w}
-                if pass_fd is not None:
-                    os.dup2(pass_fd[0], pass_fd[1])  # inheritable, unlike ours
-                    keep.add(pass_fd[1])
-                low = 3
-                for fd in sorted(keep):
-                    os.closerange(low, fd)
-                    low = fd + 1
-                os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+                os.closerange(3, report_w)  # all but the report pipe, which closes at exec
+                os.closerange(report_w + 1, os.sysconf("SC_OPEN_MAX"))
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
                 if preexec is not None:
@@ -237,8 +230,7 @@ def is_device_model(pid: int, domid: int) -> bool:
         return False
 
 
-def start_device_model(xs: XenStore, domid: int, uuid: str, argv: list[str], privilege: Privilege,
-                       pass_fd: tuple[int, int] | None = None) -> StartedDeviceModel:
+def start_device_model(xs: XenStore, domid: int, uuid: str, argv: list[str], privilege: Privilege) -> StartedDeviceModel:
     """libxl__spawn_local_dm up to the wait: QEMU's xenstore directory (dom0's only), its chroot if
     restricted, the process, and its pid where xl looks for it.  What it made is undone by
     :func:`stop_device_model`, also after it failed midway."""
@@ -247,7 +239,7 @@ def start_device_model(xs: XenStore, domid: int, uuid: str, argv: list[str], pri
     xs.set_perms(dm_state_path(domid), perms(0))
     prepare_chroot(privilege)
     started = spawn(argv, device_model_env(domid), device_model_log_path(uuid),
-                    preexec=restrict_this_process if privilege.restricted else None, pass_fd=pass_fd)
+                    preexec=restrict_this_process if privilege.restricted else None)
     xs.write(dm_pid_path(domid), str(started.pid))
     return started
 
