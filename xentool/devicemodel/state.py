@@ -60,8 +60,9 @@ def load_device_state(domid: int, pid: int, state_fd: int, log_path: Path, timeo
     load fails exits, and its log says why."""
     deadline = time.monotonic() + timeout
     while not os.path.exists(qmp_socket_path(domid)):  # made early in QEMU's start; it answers once ready
-        if _exited(pid) or time.monotonic() > deadline:
-            raise DeviceStateNotLoaded(f"QEMU (pid {pid}) {'exited' if _exited(pid) else 'did not start'} before "
+        exited = _exited(pid)
+        if exited or time.monotonic() > deadline:
+            raise DeviceStateNotLoaded(f"QEMU (pid {pid}) {'exited' if exited else 'did not start'} before "
                                        f"it could load the device state: {last_log_line(log_path)}")
         time.sleep(0.02)
     try:
