@@ -94,8 +94,9 @@ class Ticks:
         self._thread.join()
 
 
-def configs(share: Path, guests: GuestImages, memory: int, privileged_dm: bool = False) -> dict[str, tuple[Path, Path]]:
-    """Each tool's guest: its config file and its serial file."""
+def configs(share: Path, guests: GuestImages, memory: int, privileged_dm: bool = False,
+            shadow: bool = False) -> dict[str, tuple[Path, Path]]:
+    """Each tool's guest: its config file and its serial file; ``shadow``: shadow paging (hap=0)."""
     made = {}
     for tool in ("xl", "xentool"):
         name, serial = f"mig-{tool}", share / f"mig-{tool}.serial"
@@ -103,12 +104,14 @@ def configs(share: Path, guests: GuestImages, memory: int, privileged_dm: bool =
         if tool == "xl":
             path = share / f"{name}.cfg"
             path.write_text(f'name = "{name}"\ntype = "hvm"\nmemory = {memory}\nkernel = "{guests.kernel}"\n'
-                            f'ramdisk = "{guests.initrd}"\nextra = "{cmdline}"\nvnc = 0\nserial = "file:{serial}"\n')
+                            f'ramdisk = "{guests.initrd}"\nextra = "{cmdline}"\nvnc = 0\nserial = "file:{serial}"\n'
+                            + ("hap = 0\n" if shadow else ""))
         else:
             path = share / f"{name}.yaml"
             path.write_text(f"name: {name}\ntype: hvm\nmemory: {memory}\nkernel: {guests.kernel}\nramdisk: {guests.initrd}\n"
                             f'cmdline: "{cmdline}"\nvnc: false\nserial: "file:{serial}"\n'
-                            + ("device_model: {privileged: true}\n" if privileged_dm else ""))
+                            + ("device_model: {privileged: true}\n" if privileged_dm else "")
+                            + ("hap: false\n" if shadow else ""))
         made[tool] = (path, serial)
     return made
 

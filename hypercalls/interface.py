@@ -107,6 +107,7 @@ class DomainInfo:
     online_vcpus: int
     max_vcpu_id: int
     cpu_time_ns: int
+    hap: bool = False  # HVM/PVH: hardware-assisted paging; False: shadow page tables (or a PV guest)
 
     @property
     def memory_kib(self) -> int:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hypercalls.connect import open_hypervisor
 from hypercalls.errors import BackendUnavailable, XenError
-from hypercalls.interface import DomainInfo, Hypervisor, RunState, ShutdownReason
+from hypercalls.interface import DomainInfo, GuestType, Hypervisor, RunState, ShutdownReason
 from pvdrivers.blkif import vdev_to_devid
 from xentool import lifecycle, obituaries
 from xentool.console.attach import ConsoleUnavailable, attach
@@ -153,6 +153,7 @@ class Toolstack:
             **summary.to_json(),
             target_memory_mib=int(target) // 1024 if target else None,
             max_vcpus=info.max_vcpu_id + 1,
+            paging=None if info.guest_type == GuestType.PV else "hap" if info.hap else "shadow",
             config=record.config if record else None,
         )
 

@@ -103,6 +103,7 @@ class DomainDetails(DomainSummary):
 
     target_memory_mib: int | None
     max_vcpus: int
+    paging: str | None  # "hap" or "shadow" for HVM and PVH guests; None for PV ones
     config: dict[str, Any] | None
 
 

@@ -128,6 +128,16 @@ class DeviceError(XentoolError):
         super().__init__(f"domain {domain}, device {device}: {message}")
 
 
+class UnsupportedByHost(XentoolError):
+    """The config asks for what this host's Xen cannot do (shadow paging on a Xen built without it)."""
+
+    exit_code = 5
+
+    def __init__(self, domain: str, message: str) -> None:
+        self.domain = domain
+        super().__init__(f"domain {domain}: {message}")
+
+
 class WaitTimeout(XentoolError):
     """Something awaited did not happen in time; ``what`` says what was awaited."""
 

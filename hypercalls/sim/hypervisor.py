@@ -157,6 +157,7 @@ class SimHypervisor(Hypervisor):
                 max_vcpus=spec.max_vcpus,
                 online_vcpus=spec.max_vcpus,
                 max_evtchn_port=spec.max_evtchn_port,
+                hap=guest_type != GuestType.PV and spec.hap and "hap" in VIRT_CAPS,
             )
             state.log(f"d{domid}: created ({guest_type.value}, {spec.max_vcpus} vcpus, uuid {spec.uuid})")
             return domid
@@ -394,5 +395,6 @@ def _info(dom: Domain, now_ns: int) -> DomainInfo:
         online_vcpus=dom.online_vcpus,
         max_vcpu_id=dom.max_vcpus - 1,
         cpu_time_ns=dom.cpu_time(now_ns),
+        hap=dom.hap,
     )
 

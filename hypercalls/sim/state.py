@@ -92,6 +92,7 @@ class Domain:
     affinity: dict[int, list[int]] = field(default_factory=dict)
     evtchns: dict[int, int] = field(default_factory=dict)  # port -> remote domid
     max_evtchn_port: int = -1
+    hap: bool = False
 
     @property
     def is_shutdown(self) -> bool:
@@ -126,6 +127,7 @@ class Domain:
             "affinity": {str(k): v for k, v in self.affinity.items()},
             "evtchns": {str(k): v for k, v in self.evtchns.items()},
             "max_evtchn_port": self.max_evtchn_port,
+            "hap": self.hap,
         }
 
     @classmethod

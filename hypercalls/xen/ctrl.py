@@ -255,6 +255,7 @@ class XenHypervisor(Hypervisor):
             online_vcpus=int(raw.nr_online_vcpus),
             max_vcpu_id=-1 if max_vcpu_id == UINT32_MAX else int(max_vcpu_id),
             cpu_time_ns=int(raw.cpu_time),
+            hap=bool(flags & lib.XEN_DOMINF_hap),
         )
 
     def domain_getinfo(self, domid: int) -> DomainInfo:

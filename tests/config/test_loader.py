@@ -225,3 +225,8 @@ def test_alias_cycles_and_bombs_are_issues():
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6)
     )
     assert "more than" in one_issue(bomb)
+
+
+def test_hap_is_for_hvm_and_pvh_guests():
+    assert one_issue(PV + "hap: false\n").startswith("g.yaml:4:6: hap: a pv guest has no paging mode to choose")
+    assert load_config_text("name: h\ntype: pvh\nkernel: /k\nhap: false\n", "g.yaml").hap is False

@@ -175,4 +175,5 @@ def test_hvm_settings_on_a_pv_guest_are_left_out_with_the_line_they_came_from():
 
 
 def test_settings_xentool_does_another_way_say_why():
-    assert import_xl_cfg("hap = 1\n")[1] == ["line 1: hap is left out: Xen picks HAP when the host has it"]
+    assert import_xl_cfg('type = "hvm"\nhap = 0\n')[0] == {"type": "hvm", "hap": False}
+    assert import_xl_cfg("hap = 1\n") == ({}, ["line 1: hap only applies to hvm and pvh guests; left out"])

@@ -12,7 +12,7 @@ from hypercalls.errors import XenstoreError
 from hypercalls.interface import XsPerm
 from xentool.create import plan_creation
 from xentool.create.executor import execute
-from xentool.errors import CreationError, InsufficientMemory, NameInUse, RanOutOfMemory
+from xentool.errors import CreationError, InsufficientMemory, NameInUse, RanOutOfMemory, UnsupportedByHost
 
 from .conftest import host_snapshot
 
@@ -123,6 +123,18 @@ def test_memory_that_does_not_fit_is_refused_before_anything_is_created(xt, make
     with pytest.raises(InsufficientMemory) as e:
         xt.create(make_config(memory=free_mib + 64))
     assert f"{free_mib} MiB free" in str(e.value)
+    assert host_snapshot(xt) == before
+
+
+def test_paging_mode_is_reported_and_shadow_refused_where_xen_has_none(xt, make_config):
+    """The simulated host, like the lab's Debian Xen, offers HAP and no shadow paging."""
+    assert xt.info(xt.create(make_config(name="pvh", type="pvh")).domid).paging == "hap"
+    assert xt.info(xt.create(make_config(name="pv")).domid).paging is None
+    before = host_snapshot(xt)
+    with pytest.raises(UnsupportedByHost) as e:
+        xt.create(make_config(name="shadow", type="pvh", hap=False))
+    assert str(e.value) == ("domain shadow: hap: false asks for shadow paging, which this Xen was built without "
+                            "(it offers: pv hvm hap); remove hap: false")
     assert host_snapshot(xt) == before
 
 

@@ -552,6 +552,11 @@ class GuestConfig(BaseModel):
     maxvcpus: Count | None = Field(
         None, ge=1, le=MAX_VCPUS, description="The most virtual CPUs the guest may bring online. Unset: the same as vcpus."
     )
+    hap: bool | None = Field(
+        None,
+        description="HVM and PVH: hardware-assisted paging (EPT/NPT); false: Xen's shadow page tables instead (xl's "
+        "hap=0). Unset or true: HAP where the host has it.",
+    )
     cpus: Annotated[list[Annotated[Count, Field(ge=0, le=MAX_CPU_ID)]], BeforeValidator(_cpus)] = Field(
         [], description='Physical CPUs the vcpus may run on (a list, or xl\'s "0-3,5"). Empty: any.'
     )
@@ -601,6 +606,8 @@ class GuestConfig(BaseModel):
             for key in ("hvm", "device_model", "serial", "vnc"):
                 if getattr(self, key) is not None:
                     problems.append(((key,), f"only hvm guests have {key}; this is a {kind} guest (set type: hvm, or remove {key})"))
+        if self.type == GuestType.PV and self.hap is not None:
+            problems.append((("hap",), "a pv guest has no paging mode to choose; remove hap, or set type: hvm or pvh"))
         if self.ramdisk and not self.kernel:
             problems.append((("ramdisk",), "a ramdisk goes with a kernel; set kernel too, or remove ramdisk"))
         if self.maxmem is not None and self.maxmem < self.memory:

@@ -339,6 +339,7 @@ _KEYS: dict[str, _Handler] = {
     "vncpasswd": _To("vnc", "password"),
     "boot": _To("hvm", "boot"),
     "acpi": _To("hvm", "acpi", _flag),
+    "hap": _To("", "hap", _flag),
     "stdvga": _To("hvm", "stdvga", _flag),
     "viridian": _To("hvm", "viridian", _flag),
     "videoram": _To("hvm", "videoram"),
@@ -353,7 +354,6 @@ _KEYS: dict[str, _Handler] = {
     "bootloader": _bootloader,
     "pae": _LeftOut("PAE is always on for 64-bit HVM guests"),
     "apic": _LeftOut("the APIC is always there"),
-    "hap": _LeftOut("Xen picks HAP when the host has it"),
     "nx": _LeftOut("NX is always on"),
     "localtime": _LeftOut("the guest's clock is UTC"),
     "vncunused": _LeftOut("xentool picks a free display unless vnc.display is set"),
@@ -404,6 +404,9 @@ def _hvm_sections(out: _Mapped) -> None:
             out.warn(out.origin[key], f"{key} settings only apply to hvm guests; left out")
             continue
         out.data[key] = section
+    if guest_type == "pv" and "hap" in out.data:  # xl ignores hap for a PV guest
+        out.warn(out.origin["hap"], "hap only applies to hvm and pvh guests; left out")
+        del out.data["hap"]
 
 
 def _read(text_or_path: str | Path) -> tuple[str, str]:

@@ -66,7 +66,8 @@ class PinVcpu(Op):
 
 def plan_domain(config: GuestConfig, uuid: str) -> Step:
     ops: list[Op] = [
-        CreateDomain(DomainCreateSpec(uuid=uuid, guest_type=config.type, max_vcpus=config.max_vcpus)),
+        CreateDomain(DomainCreateSpec(uuid=uuid, guest_type=config.type, max_vcpus=config.max_vcpus,
+                                      hap=config.hap is not False)),
         SetMaxMem(config.maxmem_kib + MAXMEM_SLACK_KIB),
     ]
     if config.cpus:

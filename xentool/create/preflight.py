@@ -13,7 +13,7 @@ from xentool.config import GuestConfig
 from xentool.devicemodel.checks import check_emulated_disks, check_hvm_device_model, check_pv_backend
 from xentool.devices.disk import check_disk_config, check_disk_on_host
 from xentool.devices.vif import check_vif_on_host
-from xentool.errors import InsufficientMemory, NameInUse
+from xentool.errors import InsufficientMemory, NameInUse, UnsupportedByHost
 
 # What Xen charges a guest beyond its RAM (page tables, grant frames, the p2m): a margin so that a
 # guest accepted here does not fail in the builder for want of a few pages.
@@ -34,9 +34,19 @@ def check_memory_fits(hv: Hypervisor, config: GuestConfig) -> None:
         raise InsufficientMemory(config.name, needed_kib // 1024, free_kib // 1024)
 
 
+def check_paging_mode(hv: Hypervisor, config: GuestConfig) -> None:
+    """hap: false needs shadow paging, which Xen can be built without (Debian's 4.17 is); Xen itself
+    would refuse the domain with a bare EINVAL."""
+    caps = hv.physinfo().virt_caps
+    if config.hap is False and "shadow" not in caps:
+        raise UnsupportedByHost(config.name, f"hap: false asks for shadow paging, which this Xen was built without "
+                                             f"(it offers: {' '.join(caps)}); remove hap: false")
+
+
 def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_name_free(hv, config.name)
     check_memory_fits(hv, config)
+    check_paging_mode(hv, config)
     for disk in config.disks:
         check_disk_config(config.name, config.type, disk)
     check_emulated_disks(config)
