@@ -1,7 +1,7 @@
 """Live migration between the two hosts of one lab: `xentool migrate` against `xl migrate`, the
 same guest, alternating, several runs.  Not a test.
 
-    .venv/bin/python bench/migrate_vs_xl.py [--runs 4] [--memory 256] [--name bench-migrate] [--privileged-dm] [--no-compress]
+    .venv/bin/python bench/migrate_vs_xl.py [--runs 4] [--memory 256] [--name bench-migrate] [--privileged-dm] [--no-compress] [--shadow]
 
 The guest: HVM (this Xen has no shadow paging, so neither tool copies a PV guest live), the lab's
 kernel and busybox initramfs loaded by QEMU, printing ``tick=N`` every 10 ms on its emulated serial
@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--name", default="bench-migrate")
     parser.add_argument("--privileged-dm", action="store_true",
                         help="xentool's QEMU unrestricted, as xl runs it by default (dm_restrict off)")
+    parser.add_argument("--shadow", action="store_true",
+                        help="both guests on shadow paging (hap=0), on a Xen that has it (the lab's has not)")
     parser.add_argument("--no-compress", action="store_true",
                         help="xentool sends the stream uncompressed, as xl does (xentool compresses it with zstd by default)")
     args = parser.parse_args()
@@ -131,7 +133,7 @@ def main() -> None:
     lab = hosts["xen1"]
     guests = install_guest_images(lab.artifacts.kernel, lab.artifacts.busybox, lab.share_dir / "guests",
                                   modules_dir=lab.artifacts.modules_dir)
-    files = configs(lab.share_dir, guests, args.memory, args.privileged_dm)
+    files = configs(lab.share_dir, guests, args.memory, args.privileged_dm, args.shadow)
     where = {"xl": "xen1", "xentool": "xen1"}
     domids: dict[str, int] = {}
     ticks: dict[str, Ticks] = {}
