@@ -5,9 +5,13 @@ same guest, alternating, several runs.  Not a test.
 
 The guest: HVM (this Xen has no shadow paging, so neither tool copies a PV guest live), the lab's
 kernel and busybox initramfs loaded by QEMU, printing ``tick=N`` every 10 ms on its emulated serial
-port, which QEMU writes to a file in the lab's shared directory (``serial: file:...``, the same for
-both tools; the target's QEMU opens the same file).  This machine reads that file every millisecond
-and notes when each new tick arrives, by its own clock, outside both hosts: the **downtime** of a
+port, which QEMU writes to a file (``serial: file:/run/bench-serial/...``, the same for both tools).
+In each dom0 that directory is a link to the host's own folder of the lab's shared directory, so
+the source's QEMU and the target's write two files: one file for both would be truncated by the
+target's QEMU when it starts (xentool starts it while the memory is still being copied) and then
+written from its start, inside what the source had written, where a follower of the file's end
+does not see it.  This machine reads both files every millisecond and notes when each new tick
+arrives, by its own clock, outside both hosts: the **downtime** of a
 migration is the largest gap between new ticks while it ran (what a user of the guest waits; the
 gap between ticks when nothing moves is printed as the floor).  The **total** is the migrate
 command's time, measured in the sending dom0.  One guest per tool, both created before the runs
@@ -36,41 +40,47 @@ TICK = re.compile(rb"tick=(\d+)")
 BOOT_SECONDS = 420.0
 MAKE_ATTEMPTS = 3
 SETTLE_SECONDS = 3.0  # ticks watched before each run: the floor, and the guest is surely running
+HOSTS = ("xen1", "xen2")
+SERIAL_LINK = "/run/bench-serial"  # in each dom0: a link to that host's folder of the shared directory
 
 
 class Ticks:
-    """Arrival times (this machine's clock) of each new highest tick in a serial file, read every
-    millisecond; a file truncated by the target's QEMU is read again from its start."""
+    """Arrival times (this machine's clock) of each new highest tick in the guest's serial files (one
+    per host), read every millisecond; a file truncated by a new QEMU is read again from its start."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
         self.arrivals: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
         self._thread.start()
 
     def _follow(self) -> None:
-        offset, highest, partial = 0, -1, b""
+        read = {path: (0, b"") for path in self.paths}  # offset, partial line
+        highest = -1
         while not self._stop.is_set():
-            try:
-                with open(self.path, "rb") as f:
-                    f.seek(0, 2)
-                    if f.tell() < offset:  # truncated: a new QEMU opened it
-                        offset, partial = 0, b""
-                    f.seek(offset)
-                    data = f.read()
-            except FileNotFoundError:
-                data = b""
-            now = time.monotonic()
-            if data:
-                offset += len(data)
-                lines = (partial + data).split(b"\n")
-                partial = lines.pop()
-                for line in lines:
-                    found = TICK.search(line)
-                    if found and int(found.group(1)) > highest:
-                        highest = int(found.group(1))
-                        self.arrivals.append((now, highest))
+            for path in self.paths:
+                offset, partial = read[path]
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(0, 2)
+                        if f.tell() < offset:  # truncated: a new QEMU opened it
+                            offset, partial = 0, b""
+                        f.seek(offset)
+                        data = f.read()
+                except FileNotFoundError:
+                    data = b""
+                now = time.monotonic()
+                if data:
+                    offset += len(data)
+                    lines = (partial + data).split(b"\n")
+                    partial = lines.pop()
+                    for line in lines:
+                        found = TICK.search(line)
+                        if found and int(found.group(1)) > highest:
+                            highest = int(found.group(1))
+                            self.arrivals.append((now, highest))
+                read[path] = (offset, partial)
             time.sleep(0.001)
 
     def wait_for_ticks(self, timeout: float) -> bool:
@@ -95,11 +105,12 @@ class Ticks:
 
 
 def configs(share: Path, guests: GuestImages, memory: int, privileged_dm: bool = False,
-            shadow: bool = False) -> dict[str, tuple[Path, Path]]:
-    """Each tool's guest: its config file and its serial file; ``shadow``: shadow paging (hap=0)."""
+            shadow: bool = False) -> dict[str, tuple[Path, list[Path]]]:
+    """Each tool's guest: its config file and its serial files (xen1's, xen2's); ``shadow``: shadow
+    paging (hap=0)."""
     made = {}
     for tool in ("xl", "xentool"):
-        name, serial = f"mig-{tool}", share / f"mig-{tool}.serial"
+        name, serial = f"mig-{tool}", f"{SERIAL_LINK}/mig-{tool}.serial"
         cmdline = f"console=ttyS0 quiet xentool.marker={name} xentool.then=tick"
         if tool == "xl":
             path = share / f"{name}.cfg"
@@ -112,7 +123,7 @@ def configs(share: Path, guests: GuestImages, memory: int, privileged_dm: bool =
                             f'cmdline: "{cmdline}"\nvnc: false\nserial: "file:{serial}"\n'
                             + ("device_model: {privileged: true}\n" if privileged_dm else "")
                             + ("hap: false\n" if shadow else ""))
-        made[tool] = (path, serial)
+        made[tool] = (path, [share / host / f"mig-{tool}.serial" for host in HOSTS])
     return made
 
 
@@ -138,7 +149,9 @@ def main() -> None:
     domids: dict[str, int] = {}
     ticks: dict[str, Ticks] = {}
     try:
-        for host in hosts.values():
+        for link_name, host in hosts.items():
+            (lab.share_dir / link_name).mkdir(exist_ok=True)
+            host.exec(["ln", "-sfn", str(lab.share_dir / link_name), SERIAL_LINK], capture=True)
             timed(host, [XENTOOL, "daemon", "start"])
             host.exec(["sh", "-c", "pgrep -x xenconsoled || /usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid"],
                       capture=True)  # xl's guests' consoles
@@ -188,9 +201,10 @@ def main() -> None:
                 ticks[tool].stop()
             for host in hosts.values():  # both: a run that failed midway may have left it on either
                 destroy(host, tool)
-        for path, serial in files.values():
+        for path, serials in files.values():
             path.unlink(missing_ok=True)
-            serial.unlink(missing_ok=True)
+            for serial in serials:
+                serial.unlink(missing_ok=True)
 
 
 def domid(host: Lab, tool: str) -> int:
@@ -198,13 +212,14 @@ def domid(host: Lab, tool: str) -> int:
     return int(found.out) if found.returncode == 0 else -1
 
 
-def start_guest(host: Lab, tool: str, path: Path, serial: Path) -> tuple[Ticks, int]:
+def start_guest(host: Lab, tool: str, path: Path, serials: list[Path]) -> tuple[Ticks, int]:
     """The tool's guest, created on ``host`` and ticking, and its domid.  The lab's HVM guests now and
     then hang or triple-fault in their boot (xl's as well as xentool's: ../shared/lab-notes.md): one
     that does not tick is made again, a few times."""
     for _ in range(MAKE_ATTEMPTS):
-        serial.unlink(missing_ok=True)
-        ticks = Ticks(serial)
+        for serial in serials:
+            serial.unlink(missing_ok=True)
+        ticks = Ticks(serials)
         create = ["xl", "create", str(path)] if tool == "xl" else [XENTOOL, "create", str(path)]
         print(f"{tool} create on {host.link_name}: {timed(host, create):.2f} s", flush=True)
         if ticks.wait_for_ticks(BOOT_SECONDS):

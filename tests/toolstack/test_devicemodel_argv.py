@@ -114,6 +114,11 @@ def test_usb_tablet_is_on_by_default_and_after_boot():
     assert argv[argv.index("-boot") + 2 : argv.index("-boot") + 5] == ["-usb", "-usbdevice", "tablet"]
 
 
+def test_a_guest_without_a_screen_gets_no_tablet_unless_asked():
+    assert "-usb" not in device_model_argv(hvm(vnc=False), setup(vnc_display=None))
+    assert "-usbdevice" in device_model_argv(hvm(vnc=False, hvm={"usb_tablet": True}), setup(vnc_display=None))
+
+
 def test_usb_tablet_off_gives_no_usb():
     argv = device_model_argv(hvm(hvm={"usb_tablet": False}), setup())
     assert "-usb" not in argv and "-usbdevice" not in argv

@@ -474,7 +474,11 @@ class HvmOptions(_Section):
     )
     stdvga: bool = Field(False, description="Emulate a standard VGA card instead of a Cirrus one.")
     videoram: SizeMiB = Field(8, description="Video memory in MiB; taken out of the guest's memory.")
-    usb_tablet: bool = Field(True, description="An emulated USB tablet, so the VNC pointer tracks the guest's.")
+    usb_tablet: bool | None = Field(
+        None,
+        description="An emulated USB tablet (and its USB controller), so the VNC pointer tracks the guest's. "
+        "Unset: one when the guest has a VNC display.",
+    )
 
     @field_validator("boot")
     @classmethod

@@ -140,7 +140,9 @@ def device_model_argv(config: GuestConfig, setup: DeviceModelSetup) -> list[str]
     vga = "VGA" if hvm.stdvga else "cirrus-vga"
     argv += ["-device", f"{vga},vgamem_mb={hvm.videoram}"]
     argv += ["-boot", "order=" + "".join(_BOOT_LETTERS[device] for device in hvm.boot)]
-    if hvm.usb_tablet:
+    # A tablet serves a pointer on a screen; without one (xl's default too) the guest gets no USB
+    # controller, which is less to emulate and to attack.
+    if hvm.usb_tablet if hvm.usb_tablet is not None else setup.vnc_display is not None:
         argv += ["-usb", "-usbdevice", "tablet"]
     if not hvm.acpi:
         argv.append("-no-acpi")
