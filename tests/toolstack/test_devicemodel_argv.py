@@ -40,9 +40,9 @@ def doc_example():
     )
 
 
-def setup(domid=7, serial_socket=SERIAL, vnc_display=0, uuid=None, privilege=None):
+def setup(domid=7, serial_socket=SERIAL, vnc_display=0, uuid=None, privilege=None, incoming=False):
     return DeviceModelSetup(domid=domid, serial_socket=serial_socket, vnc_display=vnc_display, uuid=uuid,
-                            privilege=privilege)
+                            privilege=privilege, incoming=incoming)
 
 
 def options(argv):
@@ -448,3 +448,13 @@ def test_the_device_model_is_spawned_detached_with_only_stdin_stdout_and_stderr(
     finally:
         os.close(77)
         os.close(ours)
+
+
+def test_a_restored_guests_serial_file_is_appended_to_and_its_qemu_waits_for_its_state():
+    config = hvm(serial="file:/srv/logs/a,b.log")
+    assert options(device_model_argv(config, setup(serial_socket=None)))[-1] != ("-incoming", "defer")
+    assert ("-serial", "file:/srv/logs/a,b.log") in options(device_model_argv(config, setup(serial_socket=None)))
+    argv = device_model_argv(config, setup(serial_socket=None, incoming=True))
+    assert ("-chardev", "file,id=serial0,path=/srv/logs/a,,b.log,append=on") in options(argv)
+    assert ("-serial", "chardev:serial0") in options(argv)
+    assert options(argv)[-1] == ("-incoming", "defer")

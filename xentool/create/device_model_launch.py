@@ -44,12 +44,10 @@ class LaunchDeviceModel(Op):
         serial = str(serial_socket_path(domid)) if serial_to_console(config) else None
         privilege = choose_privilege(config, domid)
         setup = DeviceModelSetup(domid=domid, serial_socket=serial, vnc_display=choose_vnc_display(config),
-                                 uuid=self.uuid, privilege=privilege)
+                                 uuid=self.uuid, privilege=privilege, incoming=self.incoming)
         argv = device_model_argv(config, setup)
         if serial:
             RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.incoming:
-            argv += ["-incoming", "defer"]
         started = start_device_model(xs, domid, self.uuid, argv, privilege)
         bound.dm_pid = started.pid
         bound.dm_restricted = privilege.restricted

@@ -91,6 +91,9 @@ class DeviceModelSetup:
     uuid: str | None = None
     # How QEMU is confined (xentool.devicemodel.privilege); None adds nothing (tests, preflight).
     privilege: Privilege | None = None
+    # A restored or migrated guest's QEMU: it waits for its device state (-incoming defer), and
+    # appends to a serial file rather than truncating what the guest printed before.
+    incoming: bool = False
 
 
 def serial_to_console(config: GuestConfig) -> bool:
@@ -156,6 +159,8 @@ def device_model_argv(config: GuestConfig, setup: DeviceModelSetup) -> list[str]
     argv += ["-m", str(-(-(config.maxmem_kib - config.videoram_kib) // 1024))]
     argv += _disk_args(config)
     argv += setup.privilege.argv() if setup.privilege else []
+    if setup.incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 
@@ -211,6 +216,11 @@ def _serial_args(config: GuestConfig, setup: DeviceModelSetup) -> list[str]:
         return ["-chardev", f"socket,id=serial0,path={path},server=on,wait=off", "-serial", "chardev:serial0"]
     if serial is None or serial in ("none", "null"):
         return []
+    if setup.incoming and serial.startswith("file:"):
+        # -serial file: opens with O_TRUNC; a migrated guest's target QEMU starts while the source's
+        # still writes (to the same file, on shared storage), and the guest's log goes on.
+        path = qemu_opt_value(serial.removeprefix("file:"))
+        return ["-chardev", f"file,id=serial0,path={path},append=on", "-serial", "chardev:serial0"]
     return ["-serial", serial]
 
 
