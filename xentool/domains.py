@@ -103,8 +103,9 @@ class DomainDetails(DomainSummary):
 
     target_memory_mib: int | None
     max_vcpus: int
-    paging: str | None  # "hap" or "shadow" for HVM and PVH guests; None for PV ones
     config: dict[str, Any] | None
+    # "hap" or "shadow" for HVM and PVH guests, None for PV ones (and from a daemon older than it)
+    paging: str | None = None
 
 
 def name_of(hv: Hypervisor, domid: int) -> str:
