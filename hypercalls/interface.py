@@ -89,6 +89,35 @@ class PhysInfo:
 
 
 @dataclass(frozen=True)
+class VcpuInfo:
+    """One vcpu, as xc_vcpu_getinfo and xc_vcpu_getaffinity report it."""
+
+    vcpu: int
+    online: bool
+    blocked: bool
+    running: bool
+    cpu: int  # the physical CPU it runs (or last ran) on
+    cpu_time_ns: int
+    hard_affinity: frozenset[int]
+    soft_affinity: frozenset[int]
+
+
+# XEN_SCHEDULER_* ids, by the names xl uses for them.
+SCHEDULERS = {5: "credit", 6: "credit2", 7: "arinc653", 8: "rtds", 9: "null"}
+WEIGHTED_SCHEDULERS = ("credit", "credit2")
+DEFAULT_WEIGHT = 256
+
+
+@dataclass(frozen=True)
+class SchedParams:
+    """A domain's scheduler (its cpupool's) and, under credit and credit2, its weight and cap."""
+
+    scheduler: str
+    weight: int | None
+    cap: int | None
+
+
+@dataclass(frozen=True)
 class DomainInfo:
     """One domain as xc_domain_getinfo reports it."""
 
@@ -108,6 +137,7 @@ class DomainInfo:
     max_vcpu_id: int
     cpu_time_ns: int
     hap: bool = False  # HVM/PVH: hardware-assisted paging; False: shadow page tables (or a PV guest)
+    cpupool: int = 0
 
     @property
     def memory_kib(self) -> int:
@@ -434,7 +464,22 @@ class Hypervisor(abc.ABC):
         """Online vcpus (a real guest follows cpu/N/availability in xenstore)."""
 
     @abc.abstractmethod
-    def vcpu_setaffinity(self, domid: int, vcpu: int, cpus: frozenset[int]) -> None: ...
+    def vcpu_setaffinity(self, domid: int, vcpu: int, cpus: frozenset[int] | None,
+                         soft: frozenset[int] | None = None) -> None:
+        """Hard affinity (``cpus``: where the vcpu may run) and soft affinity (where the scheduler
+        prefers it); None leaves that one as it is."""
+
+    @abc.abstractmethod
+    def vcpu_info(self, domid: int) -> list[VcpuInfo]:
+        """Every vcpu of the domain (online or not), with its placement."""
+
+    @abc.abstractmethod
+    def sched_get(self, domid: int) -> SchedParams:
+        """The scheduler of the domain's cpupool and the domain's parameters under it."""
+
+    @abc.abstractmethod
+    def sched_set(self, domid: int, weight: int | None = None, cap: int | None = None) -> None:
+        """Credit or credit2 weight (1..65535) and cap (0: none; else % of one CPU); None: unchanged."""
 
     @abc.abstractmethod
     def domain_build(self, domid: int, spec: BuildSpec) -> BuildResult:

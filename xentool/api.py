@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hypercalls.connect import open_hypervisor
 from hypercalls.errors import BackendUnavailable, XenError
-from hypercalls.interface import DomainInfo, GuestType, Hypervisor, RunState, ShutdownReason
+from hypercalls.interface import DomainInfo, GuestType, Hypervisor, RunState, SchedParams, ShutdownReason
 from pvdrivers.blkif import vdev_to_devid
 from xentool import lifecycle, obituaries
 from xentool.console.attach import ConsoleUnavailable, attach
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from xentool.create import BuildPlan, OpTiming, RestoreSource
     from xentool.live_devices import DeviceStatus
     from xentool.migration import MigrationResult
+    from xentool.placement import VcpuPlacement
     from xentool.saving import SaveResult
 
 # Deferred imports, measured: the config model (pydantic), the creation steps and what needs them
@@ -153,9 +154,18 @@ class Toolstack:
             **summary.to_json(),
             target_memory_mib=int(target) // 1024 if target else None,
             max_vcpus=info.max_vcpu_id + 1,
-            paging=None if info.guest_type == GuestType.PV else "hap" if info.hap else "shadow",
             config=record.config if record else None,
+            paging=None if info.guest_type == GuestType.PV else "hap" if info.hap else "shadow",
+            **self._scheduling(summary.domid),
         )
+
+    def _scheduling(self, domid: int) -> dict[str, Any]:
+        """info's scheduler, weight and cap; none if the domain went away meanwhile."""
+        try:
+            params = self.hv.sched_get(domid)
+        except XenError:
+            return {}
+        return {"scheduler": params.scheduler, "weight": params.weight, "cap": params.cap}
 
     def console_log(self, ref: str | int) -> str:
         """Everything the guest has printed on its console so far (since its creation by xentool)."""
@@ -443,6 +453,53 @@ class Toolstack:
         domain = self._guest(ref)
         lifecycle.checked("vcpu-set", domain.name, lambda: lifecycle.set_online_vcpus(self.hv, domain.domid, vcpus, domain.name))
 
+    # -- where vcpus run, and their share of the CPUs -------------------------------------------
+    def vcpu_pin(self, ref: str | int, vcpu: int | str, cpus: str, soft: str = "-") -> None:
+        """`xl vcpu-pin`: ``vcpu`` a number or "all"; ``cpus`` (hard) and ``soft`` are CPU sets
+        ("all", "0-3,5", or "-" to leave it as it is)."""
+        from xentool import placement
+
+        domain = self.lookup(ref)
+        nr_cpus = self.hv.physinfo().nr_cpus
+        which = None if str(vcpu).strip() == "all" else _vcpu_number(vcpu)
+        hard = placement.cpu_set(cpus, nr_cpus, "hard affinity")
+        preferred = placement.cpu_set(soft, nr_cpus, "soft affinity")
+        lifecycle.checked("vcpu-pin", domain.name, lambda: placement.pin(self.hv, domain.domid, which, hard, preferred))
+
+    def vcpu_list(self, ref: str | int | None = None) -> list[VcpuPlacement]:
+        """`xl vcpu-list`: every vcpu of ``ref``'s domain, or of every domain."""
+        from xentool.placement import placement_rows
+
+        nr_cpus = self.hv.physinfo().nr_cpus
+        domains = [self.lookup(ref)] if ref is not None else self.list_domains()
+        rows: list[VcpuPlacement] = []
+        for domain in domains:
+            try:
+                rows += placement_rows(domain.name, domain.domid, self.hv.vcpu_info(domain.domid), nr_cpus)
+            except XenError:
+                if ref is not None:
+                    raise DomainNotFound(str(ref)) from None  # it went away meanwhile
+        return rows
+
+    def sched_get(self, ref: str | int) -> SchedParams:
+        domain = self.lookup(ref)
+        try:
+            return self.hv.sched_get(domain.domid)
+        except XenError as e:
+            raise DomainOperationError("sched", domain.name, e) from e
+
+    def sched_set(self, ref: str | int, weight: int | None = None, cap: int | None = None,
+                  scheduler: str | None = None) -> None:
+        """Weight and cap under credit or credit2 (None: unchanged); ``scheduler``, if given, must be
+        the domain's (the CLI's sched-credit and sched-credit2 say which they mean)."""
+        from xentool import placement
+
+        domain = self.lookup(ref)
+        placement.check_weight_and_cap(weight, cap, max(1, self.hv.domain_getinfo(domain.domid).online_vcpus))
+        if scheduler is not None:
+            placement.check_scheduler(self.sched_get(ref), scheduler, f"domain {domain.name}")
+        lifecycle.checked("sched", domain.name, lambda: self.hv.sched_set(domain.domid, weight, cap))
+
     # -- devices of a running guest ------------------------------------------------------------
     def block_list(self, ref: str | int) -> list[DeviceStatus]:
         from xentool.live_devices import list_devices
@@ -597,3 +654,13 @@ def _device_spec(adapter: Any, value: Any, what: str) -> Any:
 
 
 __all__ = ["DomainDetails", "DomainSummary", "HostInfo", "Toolstack", "XenError", "connect"]
+
+
+def _vcpu_number(vcpu: int | str) -> int:
+    try:
+        number = int(vcpu)
+    except ValueError:
+        raise UsageError(f"vcpu {vcpu!r}: give a vcpu number (0 is the first) or all") from None
+    if number < 0:
+        raise UsageError(f"vcpu {number}: give a vcpu number (0 is the first) or all")
+    return number

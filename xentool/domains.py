@@ -104,8 +104,11 @@ class DomainDetails(DomainSummary):
     target_memory_mib: int | None
     max_vcpus: int
     config: dict[str, Any] | None
-    # "hap" or "shadow" for HVM and PVH guests, None for PV ones (and from a daemon older than it)
-    paging: str | None = None
+    # Those below are None from a daemon older than them.
+    paging: str | None = None  # "hap" or "shadow" for HVM and PVH guests, None for PV ones
+    scheduler: str | None = None  # the scheduler of the domain's cpupool
+    weight: int | None = None  # under credit and credit2
+    cap: int | None = None
 
 
 def name_of(hv: Hypervisor, domid: int) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
+from hypercalls.interface import SchedParams
 from xentool.api import Toolstack
 from xentool.api import connect as connect_here
 from xentool.config import config_from_dict, load_config
@@ -36,6 +37,7 @@ from xentool.domains import DomainDetails, DomainSummary
 from xentool.errors import UsageError
 from xentool.events import Event
 from xentool.host import HostInfo
+from xentool.placement import VcpuPlacement
 from xentool.wire import client_tls_dir
 
 
@@ -195,6 +197,19 @@ class RemoteToolstack(Toolstack):
 
     def rename(self, ref: str | int, new_name: str) -> None:
         self._call("rename", domain=ref, new_name=new_name)
+
+    def vcpu_pin(self, ref: str | int, vcpu: int | str, cpus: str, soft: str = "-") -> None:
+        self._call("vcpu_pin", domain=ref, vcpu=vcpu, cpus=cpus, soft=soft)
+
+    def vcpu_list(self, ref: str | int | None = None) -> list[VcpuPlacement]:
+        return [VcpuPlacement(**row) for row in self._call("vcpu_list", domain=ref)]
+
+    def sched_get(self, ref: str | int) -> SchedParams:
+        return SchedParams(**self._call("sched_get", domain=ref))
+
+    def sched_set(self, ref: str | int, weight: int | None = None, cap: int | None = None,
+                  scheduler: str | None = None) -> None:
+        self._call("sched_set", domain=ref, weight=weight, cap=cap, scheduler=scheduler)
 
     def mem_set(self, ref: str | int, memory_mib: int) -> None:
         self._call("mem_set", domain=ref, memory_mib=memory_mib)

@@ -27,8 +27,10 @@ from hypercalls.interface import (
     GuestType,
     Hypervisor,
     PhysInfo,
+    SchedParams,
     ShutdownReason,
     Trigger,
+    VcpuInfo,
     XenStore,
 )
 from hypercalls.sim import guest
@@ -47,6 +49,7 @@ from hypercalls.sim.state import (
 )
 from hypercalls.sim.xenstore import RELEASE_DOMAIN, SimXenStore
 
+SIM_SCHEDULER = "credit2"  # Xen 4.17's default
 MAX_EVTCHN_PORT = 4095  # the 2-level ABI's limit for a 64-bit guest
 # Where the builder puts the xenstore and console rings for HVM and PVH guests: the special pages
 # just below the end of the special region (X86_HVM_END_SPECIAL_REGION, 0xff000).
@@ -250,17 +253,58 @@ class SimHypervisor(Hypervisor):
                 raise XenError("domain_set_online_vcpus", errno.EINVAL, domid, f"{vcpus} vcpus is outside 1..{dom.max_vcpus}")
             dom.online_vcpus = vcpus
 
-    def vcpu_setaffinity(self, domid: int, vcpu: int, cpus: frozenset[int]) -> None:
+    def vcpu_setaffinity(self, domid: int, vcpu: int, cpus: frozenset[int] | None,
+                         soft: frozenset[int] | None = None) -> None:
         with self._op("vcpu_setaffinity", domid) as state:
             dom = state.domain(domid, "vcpu_setaffinity")
             if not 0 <= vcpu < dom.max_vcpus:
                 raise XenError("vcpu_setaffinity", errno.EINVAL, domid, f"vcpu {vcpu} does not exist")
-            if not cpus:
-                raise XenError("vcpu_setaffinity", errno.EINVAL, domid, "an empty cpu set")
-            bad = sorted(c for c in cpus if not 0 <= c < state.nr_cpus)
-            if bad:
-                raise XenError("vcpu_setaffinity", errno.EINVAL, domid, f"no cpu {bad[0]} on this host (0..{state.nr_cpus - 1})")
-            dom.affinity[vcpu] = sorted(cpus)
+            for wanted in (cpus, soft):
+                if wanted is None:
+                    continue
+                if not wanted:
+                    raise XenError("vcpu_setaffinity", errno.EINVAL, domid, "an empty cpu set")
+                bad = sorted(c for c in wanted if not 0 <= c < state.nr_cpus)
+                if bad:
+                    raise XenError("vcpu_setaffinity", errno.EINVAL, domid, f"no cpu {bad[0]} on this host (0..{state.nr_cpus - 1})")
+            if cpus is not None:
+                dom.affinity[vcpu] = sorted(cpus)
+            if soft is not None:
+                dom.soft_affinity[vcpu] = sorted(soft)
+
+    def vcpu_info(self, domid: int) -> list[VcpuInfo]:
+        with self._op("vcpu_info", domid) as state:
+            dom = state.domain(domid, "vcpu_info")
+            every = list(range(state.nr_cpus))
+            now = time.time_ns()
+            result = []
+            for vcpu in range(dom.max_vcpus):
+                hard = dom.affinity.get(vcpu, every)
+                online = vcpu < dom.online_vcpus
+                result.append(VcpuInfo(
+                    vcpu=vcpu, online=online, blocked=online and not dom.is_running, running=online and dom.is_running,
+                    cpu=hard[vcpu % len(hard)], cpu_time_ns=dom.cpu_time(now) // max(1, dom.online_vcpus) if online else 0,
+                    hard_affinity=frozenset(hard), soft_affinity=frozenset(dom.soft_affinity.get(vcpu, every)),
+                ))
+            return result
+
+    def sched_get(self, domid: int) -> SchedParams:
+        with self._op("sched_get", domid) as state:
+            dom = state.domain(domid, "sched_get")
+            return SchedParams(SIM_SCHEDULER, dom.weight, dom.cap)
+
+    def sched_set(self, domid: int, weight: int | None = None, cap: int | None = None) -> None:
+        with self._op("sched_set", domid) as state:
+            dom = state.domain(domid, "sched_set")
+            # Xen's credit2: a weight of 1..65535, a cap of 0 (none) up to 100 per online vcpu.
+            if weight is not None and not 1 <= weight <= 65535:
+                raise XenError("xc_sched_credit2_domain_set", errno.EINVAL, domid, f"weight {weight} is outside 1..65535")
+            if cap is not None and not 0 <= cap <= 100 * dom.online_vcpus:
+                raise XenError("xc_sched_credit2_domain_set", errno.EINVAL, domid, f"cap {cap} is outside 0..{100 * dom.online_vcpus}")
+            if weight is not None:
+                dom.weight = weight
+            if cap is not None:
+                dom.cap = cap
 
     def domain_build(self, domid: int, spec: BuildSpec) -> BuildResult:
         with self._op("domain_build", domid) as state:

@@ -89,7 +89,10 @@ class Domain:
     kernel: str | None = None
     cmdline: str = ""
     console: str = ""
-    affinity: dict[int, list[int]] = field(default_factory=dict)
+    affinity: dict[int, list[int]] = field(default_factory=dict)  # vcpu -> hard affinity; unset: every cpu
+    soft_affinity: dict[int, list[int]] = field(default_factory=dict)
+    weight: int = 256  # credit2's, as Xen's default scheduler gives a new domain
+    cap: int = 0
     evtchns: dict[int, int] = field(default_factory=dict)  # port -> remote domid
     max_evtchn_port: int = -1
     hap: bool = False
@@ -125,6 +128,9 @@ class Domain:
             "cmdline": self.cmdline,
             "console": self.console,
             "affinity": {str(k): v for k, v in self.affinity.items()},
+            "soft_affinity": {str(k): v for k, v in self.soft_affinity.items()},
+            "weight": self.weight,
+            "cap": self.cap,
             "evtchns": {str(k): v for k, v in self.evtchns.items()},
             "max_evtchn_port": self.max_evtchn_port,
             "hap": self.hap,
@@ -137,6 +143,7 @@ class Domain:
         reason = data["shutdown_reason"]
         data["shutdown_reason"] = None if reason is None else ShutdownReason(reason)
         data["affinity"] = {int(k): v for k, v in data["affinity"].items()}
+        data["soft_affinity"] = {int(k): v for k, v in data.get("soft_affinity", {}).items()}
         data["evtchns"] = {int(k): v for k, v in data["evtchns"].items()}
         return cls(**data)
 

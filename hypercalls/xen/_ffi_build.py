@@ -392,6 +392,48 @@ int xc_vcpu_setaffinity(xc_interface *xch, uint32_t domid, int vcpu, xc_cpumap_t
                         xc_cpumap_t cpumap_soft_inout, uint32_t flags);
 int xc_vcpu_getaffinity(xc_interface *xch, uint32_t domid, int vcpu, xc_cpumap_t cpumap_hard,
                         xc_cpumap_t cpumap_soft, uint32_t flags);
+int xc_cpumap_testcpu(int cpu, xc_cpumap_t map);
+
+struct xen_domctl_getvcpuinfo {
+    uint32_t vcpu;
+    uint8_t online;
+    uint8_t blocked;
+    uint8_t running;
+    uint64_t cpu_time;
+    uint32_t cpu;
+    ...;
+};
+typedef struct xen_domctl_getvcpuinfo xc_vcpuinfo_t;
+int xc_vcpu_getinfo(xc_interface *xch, uint32_t domid, uint32_t vcpu, xc_vcpuinfo_t *info);
+
+typedef struct xc_cpupoolinfo {
+    uint32_t cpupool_id;
+    uint32_t sched_id;
+    uint32_t n_dom;
+    xc_cpumap_t cpumap;
+} xc_cpupoolinfo_t;
+xc_cpupoolinfo_t *xc_cpupool_getinfo(xc_interface *xch, uint32_t poolid);
+void xc_cpupool_infofree(xc_interface *xch, xc_cpupoolinfo_t *info);
+
+#define XEN_SCHEDULER_CREDIT ...
+#define XEN_SCHEDULER_CREDIT2 ...
+#define XEN_SCHEDULER_ARINC653 ...
+#define XEN_SCHEDULER_RTDS ...
+#define XEN_SCHEDULER_NULL ...
+struct xen_domctl_sched_credit {
+    uint16_t weight;
+    uint16_t cap;
+    ...;
+};
+struct xen_domctl_sched_credit2 {
+    uint16_t weight;
+    uint16_t cap;
+    ...;
+};
+int xc_sched_credit_domain_set(xc_interface *xch, uint32_t domid, struct xen_domctl_sched_credit *sdom);
+int xc_sched_credit_domain_get(xc_interface *xch, uint32_t domid, struct xen_domctl_sched_credit *sdom);
+int xc_sched_credit2_domain_set(xc_interface *xch, uint32_t domid, struct xen_domctl_sched_credit2 *sdom);
+int xc_sched_credit2_domain_get(xc_interface *xch, uint32_t domid, struct xen_domctl_sched_credit2 *sdom);
 
 xc_evtchn_port_or_error_t xc_evtchn_alloc_unbound(xc_interface *xch, uint32_t dom,
                                                   uint32_t remote_dom);

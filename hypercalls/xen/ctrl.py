@@ -11,6 +11,8 @@ from types import ModuleType
 
 from hypercalls.errors import XenError
 from hypercalls.interface import (
+    SCHEDULERS,
+    WEIGHTED_SCHEDULERS,
     BuildResult,
     BuildSpec,
     DomainCreateSpec,
@@ -19,8 +21,10 @@ from hypercalls.interface import (
     GuestType,
     Hypervisor,
     PhysInfo,
+    SchedParams,
     ShutdownReason,
     Trigger,
+    VcpuInfo,
     XenVersion,
 )
 from hypercalls.xen import saverestore
@@ -256,6 +260,7 @@ class XenHypervisor(Hypervisor):
             max_vcpu_id=-1 if max_vcpu_id == UINT32_MAX else int(max_vcpu_id),
             cpu_time_ns=int(raw.cpu_time),
             hap=bool(flags & lib.XEN_DOMINF_hap),
+            cpupool=int(raw.cpupool),
         )
 
     def domain_getinfo(self, domid: int) -> DomainInfo:
@@ -298,21 +303,110 @@ class XenHypervisor(Hypervisor):
         in xenstore (written by the caller), as with xl vcpu-set."""
         self.domain_getinfo(domid)  # still, a missing domain is an error (ESRCH) like everywhere else
 
-    def vcpu_setaffinity(self, domid: int, vcpu: int, cpus: frozenset[int]) -> None:
+    # -- vcpu placement and scheduling ---------------------------------------------------------
+    def _max_cpus(self) -> int:
+        return int(self.xc.call("xc_get_max_cpus", self.lib.xc_get_max_cpus, self.xc.xch, failed=lambda n: n <= 0))
+
+    def _cpumap(self, cpus: frozenset[int] | None, domid: int, max_cpus: int):
+        """A cpumap of ``cpus`` (an empty one, for Xen to fill in, if None); the caller frees it."""
         ffi, lib = self.ffi, self.lib
-        max_cpus = self.xc.call("xc_get_max_cpus", lib.xc_get_max_cpus, self.xc.xch, failed=lambda n: n <= 0)
-        outside = sorted(c for c in cpus if c < 0 or c >= max_cpus)
-        if outside or not cpus:
-            raise XenError("xc_vcpu_setaffinity", errno.EINVAL, domid,
-                           f"cpus {outside or '(none)'} are not among the host's 0..{max_cpus - 1}")
+        if cpus is not None:
+            outside = sorted(c for c in cpus if c < 0 or c >= max_cpus)
+            if outside or not cpus:
+                raise XenError("xc_vcpu_setaffinity", errno.EINVAL, domid,
+                               f"cpus {outside or '(none)'} are not among the host's 0..{max_cpus - 1}")
         cpumap = self.xc.call("xc_cpumap_alloc", lib.xc_cpumap_alloc, self.xc.xch, failed=lambda p: p == ffi.NULL)
+        for cpu in cpus or ():
+            lib.xc_cpumap_setcpu(cpu, cpumap)
+        return cpumap
+
+    def vcpu_setaffinity(self, domid: int, vcpu: int, cpus: frozenset[int] | None,
+                         soft: frozenset[int] | None = None) -> None:
+        ffi, lib = self.ffi, self.lib
+        max_cpus = self._max_cpus()
+        flags = (lib.XEN_VCPUAFFINITY_HARD if cpus is not None else 0) | (lib.XEN_VCPUAFFINITY_SOFT if soft is not None else 0)
+        if not flags:
+            return
+        hard_map = self._cpumap(cpus, domid, max_cpus) if cpus is not None else ffi.NULL
         try:
-            for cpu in cpus:
-                lib.xc_cpumap_setcpu(cpu, cpumap)
-            self.xc.call("xc_vcpu_setaffinity", lib.xc_vcpu_setaffinity, self.xc.xch, domid, vcpu, cpumap, ffi.NULL,
-                         lib.XEN_VCPUAFFINITY_HARD, domid=domid, failed=failed_nonzero)
+            soft_map = self._cpumap(soft, domid, max_cpus) if soft is not None else ffi.NULL
+            try:
+                self.xc.call("xc_vcpu_setaffinity", lib.xc_vcpu_setaffinity, self.xc.xch, domid, vcpu, hard_map, soft_map,
+                             flags, domid=domid, failed=failed_nonzero)
+            finally:
+                if soft_map != ffi.NULL:
+                    lib.free(soft_map)
         finally:
-            lib.free(cpumap)
+            if hard_map != ffi.NULL:
+                lib.free(hard_map)
+
+    def vcpu_info(self, domid: int) -> list[VcpuInfo]:
+        ffi, lib = self.ffi, self.lib
+        max_cpus = self._max_cpus()
+        last = self.domain_getinfo(domid).max_vcpu_id
+        result = []
+        raw = ffi.new("xc_vcpuinfo_t *")
+        hard = self._cpumap(None, domid, max_cpus)
+        soft = self._cpumap(None, domid, max_cpus)
+        try:
+            for vcpu in range(last + 1):
+                self.xc.call("xc_vcpu_getinfo", lib.xc_vcpu_getinfo, self.xc.xch, domid, vcpu, raw, domid=domid,
+                             failed=failed_nonzero)
+                self.xc.call("xc_vcpu_getaffinity", lib.xc_vcpu_getaffinity, self.xc.xch, domid, vcpu, hard, soft,
+                             lib.XEN_VCPUAFFINITY_HARD | lib.XEN_VCPUAFFINITY_SOFT, domid=domid, failed=failed_nonzero)
+                result.append(VcpuInfo(
+                    vcpu=vcpu, online=bool(raw.online), blocked=bool(raw.blocked), running=bool(raw.running),
+                    cpu=int(raw.cpu), cpu_time_ns=int(raw.cpu_time),
+                    hard_affinity=frozenset(c for c in range(max_cpus) if lib.xc_cpumap_testcpu(c, hard)),
+                    soft_affinity=frozenset(c for c in range(max_cpus) if lib.xc_cpumap_testcpu(c, soft)),
+                ))
+        finally:
+            lib.free(hard)
+            lib.free(soft)
+        return result
+
+    def _scheduler_of(self, domid: int) -> str:
+        """The scheduler of the cpupool the domain is in (xl sched-* asks the same)."""
+        ffi, lib = self.ffi, self.lib
+        pool = self.domain_getinfo(domid).cpupool
+        info = self.xc.call("xc_cpupool_getinfo", lib.xc_cpupool_getinfo, self.xc.xch, pool, domid=domid,
+                            failed=lambda p: p == ffi.NULL)
+        try:
+            if info.cpupool_id != pool:
+                raise XenError("xc_cpupool_getinfo", errno.ESRCH, domid, f"cpupool {pool} is gone")
+            sched_id = int(info.sched_id)
+        finally:
+            lib.xc_cpupool_infofree(self.xc.xch, info)
+        return SCHEDULERS.get(sched_id, f"scheduler {sched_id}")
+
+    def _credit_calls(self, scheduler: str):
+        lib = self.lib
+        if scheduler == "credit":
+            return "struct xen_domctl_sched_credit *", lib.xc_sched_credit_domain_get, lib.xc_sched_credit_domain_set
+        return "struct xen_domctl_sched_credit2 *", lib.xc_sched_credit2_domain_get, lib.xc_sched_credit2_domain_set
+
+    def sched_get(self, domid: int) -> SchedParams:
+        scheduler = self._scheduler_of(domid)
+        if scheduler not in WEIGHTED_SCHEDULERS:
+            return SchedParams(scheduler, None, None)
+        ctype, get, _ = self._credit_calls(scheduler)
+        params = self.ffi.new(ctype)
+        self.xc.call(f"xc_sched_{scheduler}_domain_get", get, self.xc.xch, domid, params, domid=domid, failed=failed_nonzero)
+        return SchedParams(scheduler, int(params.weight), int(params.cap))
+
+    def sched_set(self, domid: int, weight: int | None = None, cap: int | None = None) -> None:
+        scheduler = self._scheduler_of(domid)
+        if scheduler not in WEIGHTED_SCHEDULERS:
+            raise XenError("sched_set", errno.EINVAL, domid, f"its cpupool runs the {scheduler} scheduler, which has no weight or cap")
+        ctype, get, set_ = self._credit_calls(scheduler)
+        params = self.ffi.new(ctype)
+        # Both are written at once: read what is there, so that None leaves it so.
+        self.xc.call(f"xc_sched_{scheduler}_domain_get", get, self.xc.xch, domid, params, domid=domid, failed=failed_nonzero)
+        if weight is not None:
+            params.weight = weight
+        if cap is not None:
+            params.cap = cap
+        self.xc.call(f"xc_sched_{scheduler}_domain_set", set_, self.xc.xch, domid, params, domid=domid, failed=failed_nonzero)
 
     def domain_build(self, domid: int, spec: BuildSpec) -> BuildResult:
         info = self.domain_getinfo(domid)

@@ -141,7 +141,7 @@ def test_lists_xentool_takes_only_part_of_are_warned_about():
     )
     assert data == {"cpus": "0-1,2", "serial": "pty", "vifs": ["bridge=xenbr0"]}
     assert warnings == [
-        "line 1: per-vcpu cpus lists are not supported; every vcpu may run on any cpu listed",
+        "line 1: per-vcpu cpus lists are not supported; every vcpu gets every cpu listed",
         "line 2: only the first serial port is supported; ['file:/tmp/s'] left out",
         "line 3: vif option 'rate=10Mb/s' is not supported; left out",
         "line 3: vif option 'foo=1' is not supported; left out",
@@ -177,3 +177,8 @@ def test_hvm_settings_on_a_pv_guest_are_left_out_with_the_line_they_came_from():
 def test_settings_xentool_does_another_way_say_why():
     assert import_xl_cfg('type = "hvm"\nhap = 0\n')[0] == {"type": "hvm", "hap": False}
     assert import_xl_cfg("hap = 1\n") == ({}, ["line 1: hap only applies to hvm and pvh guests; left out"])
+
+
+def test_cpu_placement_and_weights_come_across():
+    data, warnings = import_xl_cfg('cpus = "0-1"\ncpus_soft = "1"\ncpu_weight = 512\ncap = 50\n')
+    assert data == {"cpus": "0-1", "cpus_soft": "1", "sched": {"weight": 512, "cap": 50}} and warnings == []

@@ -401,6 +401,93 @@ def vcpu_set(
         xt.vcpu_set(domain, vcpus)
 
 
+@app.command("vcpu-pin")
+def vcpu_pin(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    vcpu: str = typer.Argument(..., help="The vcpu's number, or all."),
+    cpus: str = typer.Argument(..., help="Hard affinity: the CPUs it may run on (all, 0-3,5; - leaves it)."),
+    soft: str = typer.Argument("-", help="Soft affinity: the CPUs the scheduler prefers (all, 0-1; - leaves it)."),
+) -> None:
+    """Set where a domain's vcpus may run (hard affinity) and prefer to run (soft), as xl vcpu-pin."""
+    with _toolstack() as xt:
+        xt.vcpu_pin(domain, vcpu, cpus, soft)
+
+
+@app.command("vcpu-list")
+def vcpu_list(
+    domain: str = typer.Argument(None, help="Domain name, id or uuid; every domain if left out."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List vcpus: the CPU each is on, its state, CPU time and affinities, as xl vcpu-list."""
+    with _toolstack() as xt:
+        rows = xt.vcpu_list(domain)
+    if as_json:
+        _print_json([row.to_json() for row in rows])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("Name", "ID", "VCPU", "CPU", "State", "Time(s)", "Affinity (Hard / Soft)"):
+        table.add_column(column, justify="right" if column in ("ID", "VCPU", "CPU", "Time(s)") else "left")
+    for row in rows:
+        table.add_row(row.name, str(row.domid), str(row.vcpu), "-" if row.cpu is None else str(row.cpu), row.state,
+                      f"{row.cpu_time_s:.1f}", f"{row.hard_affinity} / {row.soft_affinity}")
+    out().print(table)
+
+
+def _sched_command(scheduler: str, domain: str | None, weight: int | None, cap: int | None, as_json: bool) -> None:
+    """xl sched-credit and sched-credit2: set a domain's weight and cap, or show them (every
+    domain's under that scheduler when no domain is named)."""
+    if domain is None and (weight is not None or cap is not None):
+        raise typer.BadParameter("name the domain (-d) whose weight or cap to set", param_hint="--domain")
+    with _toolstack() as xt:
+        if domain is not None and (weight is not None or cap is not None):
+            xt.sched_set(domain, weight, cap, scheduler=scheduler)
+            return
+        shown = []
+        for d in [xt.lookup(domain)] if domain is not None else xt.list_domains():
+            params = xt.sched_get(d.domid)
+            if domain is not None and params.scheduler != scheduler:
+                from xentool.placement import check_scheduler
+
+                check_scheduler(params, scheduler, f"domain {d.name}")
+            if params.scheduler == scheduler:
+                shown.append({"name": d.name, "domid": d.domid, "weight": params.weight, "cap": params.cap})
+    if as_json:
+        _print_json(shown)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title=f"scheduler {scheduler}", title_justify="left")
+    for column in ("Name", "ID", "Weight", "Cap"):
+        table.add_column(column, justify="left" if column == "Name" else "right")
+    for row in shown:
+        table.add_row(str(row["name"]), str(row["domid"]), str(row["weight"]), str(row["cap"]))
+    out().print(table)
+
+
+@app.command("sched-credit2")
+def sched_credit2(
+    domain: str = typer.Option(None, "--domain", "-d", help="Domain name, id or uuid."),
+    weight: int = typer.Option(None, "--weight", "-w", help="Its share when CPUs are contended: 1..65535 (256 by default)."),
+    cap: int = typer.Option(None, "--cap", "-c", help="The most CPU it may use, % of one CPU (0: no cap)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show or set credit2 weights and caps, as xl sched-credit2."""
+    _sched_command("credit2", domain, weight, cap, as_json)
+
+
+@app.command("sched-credit")
+def sched_credit(
+    domain: str = typer.Option(None, "--domain", "-d", help="Domain name, id or uuid."),
+    weight: int = typer.Option(None, "--weight", "-w", help="Its share when CPUs are contended: 1..65535 (256 by default)."),
+    cap: int = typer.Option(None, "--cap", "-c", help="The most CPU it may use, % of one CPU (0: no cap)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show or set credit weights and caps (a cpupool running the credit scheduler), as xl sched-credit."""
+    _sched_command("credit", domain, weight, cap, as_json)
+
+
 def _print_devices(devices: list[DeviceStatus], as_json: bool, columns: tuple[str, ...]) -> None:
     if as_json:
         _print_json([d.to_json() for d in devices])

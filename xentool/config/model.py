@@ -514,6 +514,14 @@ class DeviceModel(_Section):
     )
 
 
+class Scheduling(_Section):
+    """Weight and cap under Xen's credit and credit2 schedulers, set when the domain is made (as xl's
+    cpu_weight= and cap=); `xentool sched-credit2` changes them later."""
+
+    weight: Count | None = Field(None, ge=1, le=65535, description="Share when CPUs are contended; 256 is Xen's default.")
+    cap: Count | None = Field(None, ge=0, le=100 * MAX_VCPUS, description="The most CPU it may use, % of one CPU; 0: no cap.")
+
+
 # -- the guest ----------------------------------------------------------------------------------
 
 
@@ -564,6 +572,10 @@ class GuestConfig(BaseModel):
     cpus: Annotated[list[Annotated[Count, Field(ge=0, le=MAX_CPU_ID)]], BeforeValidator(_cpus)] = Field(
         [], description='Physical CPUs the vcpus may run on (a list, or xl\'s "0-3,5"). Empty: any.'
     )
+    cpus_soft: Annotated[list[Annotated[Count, Field(ge=0, le=MAX_CPU_ID)]], BeforeValidator(_cpus)] = Field(
+        [], description="Physical CPUs the scheduler prefers for the vcpus (soft affinity, within cpus). Empty: any."
+    )
+    sched: Scheduling | None = Field(None, description="The guest's share of the CPUs under the credit schedulers.")
     on_poweroff: Action = Field(Action.DESTROY, description="What to do when the guest powers off.")
     on_reboot: Action = Field(Action.RESTART, description="What to do when the guest reboots.")
     on_crash: Action = Field(Action.DESTROY, description="What to do when the guest crashes.")
@@ -612,6 +624,9 @@ class GuestConfig(BaseModel):
                     problems.append(((key,), f"only hvm guests have {key}; this is a {kind} guest (set type: hvm, or remove {key})"))
         if self.type == GuestType.PV and self.hap is not None:
             problems.append((("hap",), "a pv guest has no paging mode to choose; remove hap, or set type: hvm or pvh"))
+        if self.sched and self.sched.cap is not None and self.sched.cap > 100 * self.max_vcpus:
+            problems.append((("sched", "cap"), f"{self.sched.cap}% is more than {self.max_vcpus} vcpus can use; "
+                                               f"give at most {100 * self.max_vcpus} (0: no cap)"))
         if self.ramdisk and not self.kernel:
             problems.append((("ramdisk",), "a ramdisk goes with a kernel; set kernel too, or remove ramdisk"))
         if self.maxmem is not None and self.maxmem < self.memory:

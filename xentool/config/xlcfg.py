@@ -263,9 +263,19 @@ def _cpus(out: _Mapped, setting: XlSetting) -> None:
     value = setting.value
     if isinstance(value, list):
         if len(value) > 1:
-            out.warn(setting.line, "per-vcpu cpus lists are not supported; every vcpu may run on any cpu listed")
+            out.warn(setting.line, f"per-vcpu {setting.key} lists are not supported; every vcpu gets every cpu listed")
         value = ",".join(str(v) for v in value)
-    out.put("", "cpus", value, setting.line)
+    out.put("", setting.key, value, setting.line)
+
+
+def _sched(key: str) -> Callable[[_Mapped, XlSetting], None]:
+    """cpu_weight= and cap= go into the sched section, which every guest type has."""
+
+    def put(out: _Mapped, setting: XlSetting) -> None:
+        out.data.setdefault("sched", {})[key] = setting.value
+        out.origin.setdefault("sched", setting.line)
+
+    return put
 
 
 def _vifs(out: _Mapped, setting: XlSetting) -> None:
@@ -330,6 +340,9 @@ _KEYS: dict[str, _Handler] = {
     "extra": _joined_later,
     "root": _joined_later,
     "cpus": _cpus,
+    "cpus_soft": _cpus,
+    "cpu_weight": _sched("weight"),
+    "cap": _sched("cap"),
     "disk": _To("", "disks", _as_list),
     "vif": _vifs,
     "serial": _serial,

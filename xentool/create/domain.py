@@ -55,13 +55,28 @@ class SetMaxMem(Op):
 @dataclass(frozen=True)
 class PinVcpu(Op):
     vcpu: int
-    cpus: frozenset[int]
+    cpus: frozenset[int] | None  # hard affinity; None: left as Xen made it (every CPU)
+    soft: frozenset[int] | None = None
 
     def describe(self) -> str:
-        return f"xc_vcpu_setaffinity({{domid}}, vcpu {self.vcpu}, cpus {sorted(self.cpus)})"
+        hard = f"hard {sorted(self.cpus)}" if self.cpus is not None else "hard unchanged"
+        soft = f", soft {sorted(self.soft)}" if self.soft is not None else ""
+        return f"xc_vcpu_setaffinity({{domid}}, vcpu {self.vcpu}, {hard}{soft})"
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        hv.vcpu_setaffinity(bound.domid, self.vcpu, self.cpus)
+        hv.vcpu_setaffinity(bound.domid, self.vcpu, self.cpus, self.soft)
+
+
+@dataclass(frozen=True)
+class SetScheduling(Op):
+    weight: int | None
+    cap: int | None
+
+    def describe(self) -> str:
+        return f"xc_sched_credit2_domain_set({{domid}}, weight {self.weight}, cap {self.cap}) (or credit's)"
+
+    def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        hv.sched_set(bound.domid, self.weight, self.cap)
 
 
 def plan_domain(config: GuestConfig, uuid: str) -> Step:
@@ -70,8 +85,11 @@ def plan_domain(config: GuestConfig, uuid: str) -> Step:
                                       hap=config.hap is not False)),
         SetMaxMem(config.maxmem_kib + MAXMEM_SLACK_KIB),
     ]
-    if config.cpus:
-        # xl's "cpus" is one mask applied to every vcpu (hard affinity).
-        mask = frozenset(config.cpus)
-        ops += [PinVcpu(vcpu, mask) for vcpu in range(config.max_vcpus)]
+    if config.cpus or config.cpus_soft:
+        # xl's "cpus" and "cpus_soft" are one mask each, applied to every vcpu before the build.
+        hard = frozenset(config.cpus) if config.cpus else None
+        soft = frozenset(config.cpus_soft) if config.cpus_soft else None
+        ops += [PinVcpu(vcpu, hard, soft) for vcpu in range(config.max_vcpus)]
+    if config.sched and (config.sched.weight is not None or config.sched.cap is not None):
+        ops.append(SetScheduling(config.sched.weight, config.sched.cap))
     return Step("create domain", tuple(ops))

@@ -43,10 +43,23 @@ def check_paging_mode(hv: Hypervisor, config: GuestConfig) -> None:
                                              f"(it offers: {' '.join(caps)}); remove hap: false")
 
 
+def check_cpus_on_host(hv: Hypervisor, config: GuestConfig) -> None:
+    """cpus and cpus_soft name CPUs this host has (Xen would refuse the affinity with EINVAL)."""
+    from xentool.placement import host_cpus_text
+
+    nr_cpus = hv.physinfo().nr_cpus
+    for key in ("cpus", "cpus_soft"):
+        outside = sorted(c for c in getattr(config, key) if c >= nr_cpus)
+        if outside:
+            raise UnsupportedByHost(config.name, f"{key}: cpu {outside[0]} is not on this host; "
+                                                 f"its cpus are {host_cpus_text(nr_cpus)}")
+
+
 def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_name_free(hv, config.name)
     check_memory_fits(hv, config)
     check_paging_mode(hv, config)
+    check_cpus_on_host(hv, config)
     for disk in config.disks:
         check_disk_config(config.name, config.type, disk)
     check_emulated_disks(config)

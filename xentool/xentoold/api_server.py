@@ -45,7 +45,8 @@ from xentool.xentoold.tls import TlsListener
 HANDSHAKE_SECONDS = 30.0  # a TLS client that does not finish its handshake in this long is dropped
 MAX_CONNECTIONS = 64  # beyond this a client is told to come back later, so a flood cannot exhaust the daemon
 ADMIN_GROUP = "xentool"
-READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined", "defined_guest", "wait"})
+READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined", "defined_guest", "wait", "vcpu_list",
+                             "sched_get"})
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -66,6 +67,15 @@ def _ref(args: dict[str, Any]) -> str | int:
     return ref
 
 
+def _optional_int(args: dict[str, Any], key: str) -> int | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f'"{key}" is a whole number, not {value!r}')
+    return value
+
+
 # The calls: each takes the connection's toolstack and the request's arguments.
 CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "list": lambda xt, a: xt.list_domains(),
@@ -81,6 +91,10 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "rename": lambda xt, a: xt.rename(_ref(a), str(a["new_name"])),
     "mem_set": lambda xt, a: xt.mem_set(_ref(a), int(a["memory_mib"])),
     "vcpu_set": lambda xt, a: xt.vcpu_set(_ref(a), int(a["vcpus"])),
+    "vcpu_pin": lambda xt, a: xt.vcpu_pin(_ref(a), a.get("vcpu", "all"), str(a["cpus"]), str(a.get("soft", "-"))),
+    "vcpu_list": lambda xt, a: xt.vcpu_list(_ref(a) if a.get("domain") is not None else None),
+    "sched_get": lambda xt, a: xt.sched_get(_ref(a)),
+    "sched_set": lambda xt, a: xt.sched_set(_ref(a), _optional_int(a, "weight"), _optional_int(a, "cap"), a.get("scheduler")),
     "define": lambda xt, a: xt.define(a["config"], a.get("overrides", ())),
     "undefine": lambda xt, a: xt.undefine(str(a["name"])),
     "start": lambda xt, a: xt.start(str(a["name"]), bool(a.get("paused", False))),

@@ -1,0 +1,68 @@
+"""vcpu-pin, vcpu-list and the credit schedulers' weight and cap, on the simulated hypervisor (4 CPUs,
+credit2, as Xen 4.17 defaults to)."""
+
+from __future__ import annotations
+
+import pytest
+
+from xentool.errors import ConfigError, UnsupportedByHost, UsageError
+from xentool.placement import cpu_set, cpu_text
+
+from .conftest import host_snapshot
+
+
+def test_cpu_sets_are_written_as_xl_writes_them():
+    assert cpu_set("all", 4, "x") == frozenset(range(4))
+    assert cpu_set("0-1,3", 4, "x") == frozenset({0, 1, 3})
+    assert cpu_set("-", 4, "x") is None
+    assert cpu_text(frozenset({0, 1, 3}), 4) == "0-1,3"
+    assert cpu_text(frozenset(range(4)), 4) == "all"
+    with pytest.raises(UsageError) as e:
+        cpu_set("2-5", 4, "hard affinity")
+    assert str(e.value) == "hard affinity: cpu 4 is not on this host; its cpus are 0-3"
+
+
+def test_config_cpus_and_weight_apply_at_creation_and_read_back(xt, make_config):
+    xt.create(make_config(vcpus=2, cpus="1-2", cpus_soft="2", sched={"weight": 512, "cap": 50}))
+    rows = xt.vcpu_list("web")
+    assert [(r.vcpu, r.hard_affinity, r.soft_affinity) for r in rows] == [(0, "1-2", "2"), (1, "1-2", "2")]
+    details = xt.info("web")
+    assert (details.scheduler, details.weight, details.cap) == ("credit2", 512, 50)
+
+
+def test_vcpu_pin_one_vcpu_or_all_and_leave_the_other_affinity(xt, make_config):
+    xt.create(make_config(vcpus=2))
+    xt.vcpu_pin("web", 1, "3")
+    xt.vcpu_pin("web", "all", "-", "0-1")
+    rows = {r.vcpu: r for r in xt.vcpu_list("web")}
+    assert (rows[0].hard_affinity, rows[0].soft_affinity) == ("all", "0-1")
+    assert (rows[1].hard_affinity, rows[1].soft_affinity) == ("3", "0-1")
+    with pytest.raises(UsageError, match="the domain has vcpus 0..1"):
+        xt.vcpu_pin("web", 2, "0")
+    with pytest.raises(UsageError, match="cpu 7 is not on this host"):
+        xt.vcpu_pin("web", 0, "7")
+    assert any(r.name == "Domain-0" for r in xt.vcpu_list())
+
+
+def test_weight_and_cap_are_checked_and_changed_one_at_a_time(xt, make_config):
+    xt.create(make_config(vcpus=2))
+    xt.sched_set("web", weight=100, scheduler="credit2")
+    xt.sched_set("web", cap=150)
+    params = xt.sched_get("web")
+    assert (params.weight, params.cap) == (100, 150)
+    with pytest.raises(UsageError, match=r"give 0 \(no cap\) up to 200"):
+        xt.sched_set("web", cap=201)
+    with pytest.raises(UsageError, match="give 1..65535"):
+        xt.sched_set("web", weight=0)
+    with pytest.raises(UsageError, match="runs under the credit2 scheduler .* use xentool sched-credit2"):
+        xt.sched_set("web", weight=10, scheduler="credit")
+
+
+def test_cpus_the_host_lacks_are_refused_before_anything_is_made(xt, make_config):
+    before = host_snapshot(xt)
+    with pytest.raises(UnsupportedByHost) as e:
+        xt.create(make_config(cpus_soft="2-9"))
+    assert str(e.value) == "domain web: cpus_soft: cpu 4 is not on this host; its cpus are 0-3"
+    assert host_snapshot(xt) == before
+    with pytest.raises(ConfigError, match="more than 1 vcpus can use"):
+        make_config(sched={"cap": 150})
