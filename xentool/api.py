@@ -449,6 +449,11 @@ class Toolstack:
             "mem-set", domain.name, lambda: lifecycle.set_memory_target(self.hv, domain.domid, memory_mib * 1024, domain.name)
         )
 
+    def mem_max(self, ref: str | int, max_mib: int) -> None:
+        """The most memory the guest may balloon up to (xl mem-max)."""
+        domain = self._guest(ref)
+        lifecycle.checked("mem-max", domain.name, lambda: lifecycle.set_memory_max(self.hv, domain.domid, max_mib * 1024, domain.name))
+
     def vcpu_set(self, ref: str | int, vcpus: int) -> None:
         domain = self._guest(ref)
         lifecycle.checked("vcpu-set", domain.name, lambda: lifecycle.set_online_vcpus(self.hv, domain.domid, vcpus, domain.name))

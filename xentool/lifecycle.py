@@ -131,6 +131,20 @@ def set_memory_target(hv: Hypervisor, domid: int, target_kib: int, label: str) -
     hv.domain_set_target(domid, target_kib)
 
 
+def set_memory_max(hv: Hypervisor, domid: int, max_kib: int, label: str) -> None:
+    """xl mem-max: the most the guest may balloon up to (memory/static-max, and Xen's cap with
+    libxl's slack), never below its balloon target."""
+    from xentool.create.domain import MAXMEM_SLACK_KIB
+
+    xs = hv.xenstore()
+    target = xs.read_or(f"{dom_path(domid)}/memory/target")
+    if target is not None and max_kib < int(target):
+        raise UsageError(f"domain {label}: {max_kib // 1024} MiB is below its memory target of {int(target) // 1024} MiB; "
+                         "mem-set it lower first, or give a larger maximum")
+    hv.domain_setmaxmem(domid, max_kib + MAXMEM_SLACK_KIB)
+    xs.write(f"{dom_path(domid)}/memory/static-max", str(max_kib))
+
+
 def set_online_vcpus(hv: Hypervisor, domid: int, vcpus: int, label: str) -> None:
     """xl vcpu-set: cpu/N/availability for the guest, online or offline, up to the domain's maximum."""
     info = hv.domain_getinfo(domid)

@@ -211,6 +211,9 @@ class RemoteToolstack(Toolstack):
                   scheduler: str | None = None) -> None:
         self._call("sched_set", domain=ref, weight=weight, cap=cap, scheduler=scheduler)
 
+    def mem_max(self, ref: str | int, max_mib: int) -> None:
+        self._call("mem_max", domain=ref, max_mib=max_mib)
+
     def mem_set(self, ref: str | int, memory_mib: int) -> None:
         self._call("mem_set", domain=ref, memory_mib=memory_mib)
 

@@ -66,3 +66,18 @@ def test_cpus_the_host_lacks_are_refused_before_anything_is_made(xt, make_config
     assert host_snapshot(xt) == before
     with pytest.raises(ConfigError, match="more than 1 vcpus can use"):
         make_config(sched={"cap": 150})
+
+
+def test_maxmem_gives_headroom_that_mem_set_may_use_and_mem_max_moves(xt, make_config):
+    xt.create(make_config(memory=128, maxmem=256))
+    assert xt.info("web").max_memory_mib == 257  # maxmem and libxl's 1 MiB of slack, as xl list shows it
+    xt.mem_set("web", 200)
+    assert xt.info("web").target_memory_mib == 200
+    with pytest.raises(UsageError, match="above its maxmem of 256 MiB"):
+        xt.mem_set("web", 300)
+    with pytest.raises(UsageError, match="below its memory target of 200 MiB"):
+        xt.mem_max("web", 150)
+    xt.mem_max("web", 512)
+    xt.mem_set("web", 300)
+    assert xt.info("web").max_memory_mib == 513
+    assert xt.hv.xenstore().read(f"/local/domain/{xt.info('web').domid}/memory/static-max") == str(512 * 1024)

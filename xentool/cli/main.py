@@ -391,6 +391,22 @@ def mem_set(
         xt.mem_set(domain, mib)
 
 
+@app.command("mem-max")
+def mem_max(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    memory: str = typer.Argument(..., help="The most it may balloon up to: MiB, or a size like 1G."),
+) -> None:
+    """Set the most memory a domain may balloon up to (its maxmem), as xl mem-max."""
+    from xentool.config.sizes import parse_size_mib
+
+    try:
+        mib = parse_size_mib(memory)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="MEMORY") from e
+    with _toolstack() as xt:
+        xt.mem_max(domain, mib)
+
+
 @app.command("vcpu-set")
 def vcpu_set(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),

@@ -90,6 +90,7 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "reboot": lambda xt, a: xt.reboot(_ref(a), bool(a.get("wait", False)), float(a.get("timeout", 60.0))),
     "rename": lambda xt, a: xt.rename(_ref(a), str(a["new_name"])),
     "mem_set": lambda xt, a: xt.mem_set(_ref(a), int(a["memory_mib"])),
+    "mem_max": lambda xt, a: xt.mem_max(_ref(a), int(a["max_mib"])),
     "vcpu_set": lambda xt, a: xt.vcpu_set(_ref(a), int(a["vcpus"])),
     "vcpu_pin": lambda xt, a: xt.vcpu_pin(_ref(a), a.get("vcpu", "all"), str(a["cpus"]), str(a.get("soft", "-"))),
     "vcpu_list": lambda xt, a: xt.vcpu_list(_ref(a) if a.get("domain") is not None else None),

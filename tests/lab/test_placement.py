@@ -1,0 +1,61 @@
+"""CPU placement and the credit2 scheduler's weight and cap on real Xen, read back by xl and set by xl
+for xentool to read (the lab's Xen has 2 CPUs and runs credit2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kit.lab import write_config, xentool
+
+pytestmark = pytest.mark.lab
+
+
+def xl_vcpus(lab, name: str) -> dict[int, tuple[str, str]]:
+    """xl vcpu-list: vcpu -> (hard, soft) affinity."""
+    listed = lab.exec(["xl", "vcpu-list", name], capture=True)
+    assert listed.returncode == 0, listed.err
+    rows = {}
+    for line in listed.out.splitlines()[1:]:
+        fields = line.split()
+        rows[int(fields[2])] = (fields[-3], fields[-1])  # ... Time(s) HARD / SOFT
+    return rows
+
+
+def xl_credit2(lab, name: str) -> tuple[int, int]:
+    shown = lab.exec(["xl", "sched-credit2", "-d", name], capture=True)
+    assert shown.returncode == 0, shown.err
+    fields = shown.out.splitlines()[-1].split()
+    return int(fields[2]), int(fields[3])
+
+
+def test_placement_and_weights_set_by_one_toolstack_are_read_by_the_other(lab, guests):
+    config = write_config(lab, guests, "placed", vcpus=2, cpus='"1"', cpus_soft='"1"', sched="{weight: 512, cap: 50}")
+    created = xentool(lab, "create", str(config))
+    assert created.returncode == 0, created.err
+    try:
+        assert xl_vcpus(lab, "placed") == {0: ("1", "1"), 1: ("1", "1")}
+        assert xl_credit2(lab, "placed") == (512, 50)
+        info = json.loads(xentool(lab, "info", "--json", "placed").out)
+        assert (info["scheduler"], info["weight"], info["cap"]) == ("credit2", 512, 50)
+
+        assert lab.exec(["xl", "vcpu-pin", "placed", "0", "0", "all"], capture=True).returncode == 0
+        assert lab.exec(["xl", "sched-credit2", "-d", "placed", "-w", "300", "-c", "0"], capture=True).returncode == 0
+        rows = {r["vcpu"]: r for r in json.loads(xentool(lab, "vcpu-list", "--json", "placed").out)}
+        assert (rows[0]["hard_affinity"], rows[0]["soft_affinity"]) == ("0", "all")
+        assert (rows[1]["hard_affinity"], rows[1]["soft_affinity"]) == ("1", "1")
+        shown = json.loads(xentool(lab, "sched-credit2", "-d", "placed", "--json").out)
+        assert [(s["weight"], s["cap"]) for s in shown] == [(300, 0)]
+
+        pinned = xentool(lab, "vcpu-pin", "placed", "all", "all", "0")
+        assert pinned.returncode == 0, pinned.err
+        assert xl_vcpus(lab, "placed") == {0: ("all", "0"), 1: ("all", "0")}
+
+        wrong = xentool(lab, "sched-credit", "-d", "placed", "-w", "5")
+        assert wrong.returncode != 0
+        assert "placed runs under the credit2 scheduler (its cpupool's), not credit; use xentool sched-credit2" in wrong.err
+        outside = xentool(lab, "vcpu-pin", "placed", "0", "2")
+        assert outside.returncode != 0 and "cpu 2 is not on this host; its cpus are 0-1" in outside.err
+    finally:
+        xentool(lab, "destroy", "placed")
