@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from xentool.migration import MigrationResult
     from xentool.placement import VcpuPlacement
     from xentool.saving import SaveResult
+    from xentool.stats import GuestStats
 
 # Deferred imports, measured: the config model (pydantic), the creation steps and what needs them
 # (saving, shutdown actions, the supervisor, hot plug) are imported by the methods that use them.
@@ -504,6 +505,20 @@ class Toolstack:
         if scheduler is not None:
             placement.check_scheduler(self.sched_get(ref), scheduler, f"domain {domain.name}")
         lifecycle.checked("sched", domain.name, lambda: self.hv.sched_set(domain.domid, weight, cap))
+
+    # -- what domains use -------------------------------------------------------------------------
+    def stats(self, ref: str | int | None = None, interval: float = 1.0) -> list[GuestStats]:
+        """CPU, memory and traffic of ``ref``'s domain, or of every domain, measured over
+        ``interval`` seconds (as `xentool top` and `xentool stats`)."""
+        from xentool.stats import measure
+
+        if interval <= 0:
+            raise UsageError(f"interval {interval}: give a number of seconds above 0")
+        domains = [self.lookup(ref)] if ref is not None else self.list_domains()
+        rows = measure(self.hv, {d.domid: (d.name, d.state) for d in domains}, interval)
+        if ref is not None and not rows:
+            raise DomainNotFound(str(ref))  # it went away while it was measured
+        return rows
 
     # -- devices of a running guest ------------------------------------------------------------
     def block_list(self, ref: str | int) -> list[DeviceStatus]:

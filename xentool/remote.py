@@ -38,6 +38,7 @@ from xentool.errors import UsageError
 from xentool.events import Event
 from xentool.host import HostInfo
 from xentool.placement import VcpuPlacement
+from xentool.stats import GuestStats
 from xentool.wire import client_tls_dir
 
 
@@ -210,6 +211,9 @@ class RemoteToolstack(Toolstack):
     def sched_set(self, ref: str | int, weight: int | None = None, cap: int | None = None,
                   scheduler: str | None = None) -> None:
         self._call("sched_set", domain=ref, weight=weight, cap=cap, scheduler=scheduler)
+
+    def stats(self, ref: str | int | None = None, interval: float = 1.0) -> list[GuestStats]:
+        return [GuestStats(**row) for row in self._call("stats", domain=ref, interval=interval)]
 
     def mem_max(self, ref: str | int, max_mib: int) -> None:
         self._call("mem_max", domain=ref, max_mib=max_mib)

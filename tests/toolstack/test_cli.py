@@ -120,3 +120,30 @@ def test_config_check_reports_every_file(capsys, tmp_path, guest_file):
 def test_dmesg_shows_the_hypervisor_ring(capsys, sim_url):
     code, out, _ = run(capsys, "--connect", sim_url, "dmesg")
     assert code == 0 and "Xen" in out
+
+
+def test_top_once_json_and_stats_measure_every_domain_or_one(capsys, sim_url, guest_file):
+    assert run(capsys, "--connect", sim_url, "create", str(guest_file))[0] == 0
+    code, out, err = run(capsys, "--connect", sim_url, "top", "--json", "--delay", "0.2", "--sort", "memory")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["Domain-0", "hello"]  # busiest memory first: dom0 has more
+    assert rows[1]["memory_mib"] == 128 and rows[1]["cpu_percent"] >= 0
+    assert rows[1]["net_rx_rate"] is None  # the simulator has no backends to count traffic with
+    code, out, err = run(capsys, "--connect", sim_url, "stats", "hello", "--json", "-i", "0.1")
+    assert code == 0, err
+    assert json.loads(out)["vcpus"] == 1
+    code, _, err = run(capsys, "--connect", sim_url, "top", "--once", "--sort", "disk")
+    assert code == 2 and "sort by one of cpu, memory, name, net, block" in err
+
+
+def test_vcpu_list_and_sched_credit2_tables(capsys, sim_url, guest_file):
+    assert run(capsys, "--connect", sim_url, "create", str(guest_file))[0] == 0
+    assert run(capsys, "--connect", sim_url, "vcpu-pin", "hello", "0", "1-2")[0] == 0
+    code, out, _ = run(capsys, "--connect", sim_url, "vcpu-list", "hello")
+    assert code == 0 and "1-2 / all" in out
+    assert run(capsys, "--connect", sim_url, "sched-credit2", "-d", "hello", "-w", "64")[0] == 0
+    code, out, _ = run(capsys, "--connect", sim_url, "sched-credit2")
+    assert code == 0 and "scheduler credit2" in out and any(line.split()[-2:] == ["64", "0"] for line in out.splitlines())
+    code, _, err = run(capsys, "--connect", sim_url, "sched-credit2", "-w", "64")
+    assert code == 2 and "name the domain (-d)" in err

@@ -81,3 +81,24 @@ def test_maxmem_gives_headroom_that_mem_set_may_use_and_mem_max_moves(xt, make_c
     xt.mem_set("web", 300)
     assert xt.info("web").max_memory_mib == 513
     assert xt.hv.xenstore().read(f"/local/domain/{xt.info('web').domid}/memory/static-max") == str(512 * 1024)
+
+
+def test_traffic_is_counted_from_dom0s_backends_the_guests_way_round(xt, tmp_path):
+    from xentool.stats import Traffic, traffic
+
+    xs = xt.hv.xenstore()
+    xs.write("/local/domain/0/backend/vif/5/0/state", "4")
+    xs.write("/local/domain/0/backend/vif/5/1/vifname", "web-eth1")
+    for name, rx, tx in (("vif5.0", 100, 1000), ("web-eth1", 20, 300)):
+        counters = tmp_path / "net" / name / "statistics"
+        counters.mkdir(parents=True)
+        (counters / "rx_bytes").write_text(f"{rx}\n")
+        (counters / "tx_bytes").write_text(f"{tx}\n")
+    disk = tmp_path / "backend" / "vbd-5-51712" / "statistics"
+    disk.mkdir(parents=True)
+    (disk / "rd_sect").write_text("8\n")
+    (disk / "wr_sect").write_text("2\n")
+    (tmp_path / "backend" / "vbd-15-51712").mkdir()  # another domain's
+    assert traffic(xt.hv, 5, tmp_path / "net", tmp_path / "backend") == Traffic(
+        net_rx=1300, net_tx=120, block_read=4096, block_written=1024
+    )

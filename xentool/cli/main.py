@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from xentool.api import Toolstack
     from xentool.create.executor import OpTiming
     from xentool.live_devices import DeviceStatus
+    from xentool.stats import GuestStats
 
 # Only what a command runs is imported: rich where rich output is printed, the lab in `lab`
 # commands, the toolstack in commands that reach a hypervisor.  Python in the lab's dom0 runs
@@ -415,6 +416,79 @@ def vcpu_set(
     """Set how many of a domain's vcpus are online."""
     with _toolstack() as xt:
         xt.vcpu_set(domain, vcpus)
+
+
+def _rate(value: float | None) -> str:
+    """Bytes per second, shortened as xentop does (K, M: 1024s); "-" where not counted."""
+    if value is None:
+        return "-"
+    for unit in ("", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}G"
+
+
+def _stats_table(rows: list[GuestStats], title: str | None = None) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title=title, title_justify="left")
+    for column in ("Name", "ID", "State", "CPU%", "CPU(s)", "Mem(MiB)", "Max(MiB)", "VCPUs",
+                   "NetRX/s", "NetTX/s", "BlkRd/s", "BlkWr/s"):
+        table.add_column(column, justify="left" if column in ("Name", "State") else "right")
+    for r in rows:
+        table.add_row(r.name, str(r.domid), r.state, f"{r.cpu_percent:.1f}", f"{r.cpu_time_s:.1f}", str(r.memory_mib),
+                      str(r.max_memory_mib), str(r.vcpus), _rate(r.net_rx_rate), _rate(r.net_tx_rate),
+                      _rate(r.block_read_rate), _rate(r.block_write_rate))
+    return table
+
+
+@app.command()
+def stats(
+    domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+    interval: float = typer.Option(1.0, "--interval", "-i", help="Seconds over which rates are measured."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """What one domain uses: CPU %, memory, vcpus, network and disk rates (and totals with --json)."""
+    with _toolstack() as xt:
+        rows = xt.stats(domain, interval)
+    if as_json:
+        _print_json(rows[0].to_json())
+        return
+    out().print(_stats_table(rows))
+
+
+@app.command()
+def top(
+    delay: float = typer.Option(2.0, "--delay", "-d", help="Seconds between refreshes."),
+    sort: str = typer.Option("cpu", "--sort", "-s", help="cpu, memory, name, net or block."),
+    once: bool = typer.Option(False, "--once", help="One measurement over --delay seconds, then exit."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (implies --once)."),
+) -> None:
+    """A live table of every domain's CPU, memory, vcpus and network and disk rates, as xentop."""
+    from xentool.stats import SORT_KEYS, sort_rows
+
+    if sort not in SORT_KEYS:
+        raise typer.BadParameter(f"{sort!r}: sort by one of {', '.join(SORT_KEYS)}", param_hint="--sort")
+    if delay <= 0:
+        raise typer.BadParameter(f"{delay}: give a number of seconds above 0", param_hint="--delay")
+    with _toolstack() as xt:
+        if once or as_json or not out().is_terminal:
+            rows = sort_rows(xt.stats(None, delay), sort)
+            if as_json:
+                _print_json([r.to_json() for r in rows])
+            else:
+                out().print(_stats_table(rows))
+            return
+        from rich.live import Live
+
+        title = f"xentool top: every {delay:g} s, sorted by {sort}; Ctrl-C ends"
+        with Live(_stats_table([], title), console=out(), auto_refresh=False) as live:
+            try:
+                while True:
+                    live.update(_stats_table(sort_rows(xt.stats(None, delay), sort), title), refresh=True)
+            except KeyboardInterrupt:
+                pass
 
 
 @app.command("vcpu-pin")

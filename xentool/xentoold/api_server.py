@@ -46,7 +46,7 @@ HANDSHAKE_SECONDS = 30.0  # a TLS client that does not finish its handshake in t
 MAX_CONNECTIONS = 64  # beyond this a client is told to come back later, so a flood cannot exhaust the daemon
 ADMIN_GROUP = "xentool"
 READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined", "defined_guest", "wait", "vcpu_list",
-                             "sched_get"})
+                             "sched_get", "stats"})
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -95,6 +95,7 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "vcpu_pin": lambda xt, a: xt.vcpu_pin(_ref(a), a.get("vcpu", "all"), str(a["cpus"]), str(a.get("soft", "-"))),
     "vcpu_list": lambda xt, a: xt.vcpu_list(_ref(a) if a.get("domain") is not None else None),
     "sched_get": lambda xt, a: xt.sched_get(_ref(a)),
+    "stats": lambda xt, a: xt.stats(_ref(a) if a.get("domain") is not None else None, float(a.get("interval", 1.0))),
     "sched_set": lambda xt, a: xt.sched_set(_ref(a), _optional_int(a, "weight"), _optional_int(a, "cap"), a.get("scheduler")),
     "define": lambda xt, a: xt.define(a["config"], a.get("overrides", ())),
     "undefine": lambda xt, a: xt.undefine(str(a["name"])),
