@@ -109,6 +109,16 @@ DEFAULT_WEIGHT = 256
 
 
 @dataclass(frozen=True)
+class CpuPoolInfo:
+    """A cpupool, as xc_cpupool_getinfo reports it (its name is the toolstack's, in xenstore)."""
+
+    poolid: int
+    scheduler: str
+    cpus: frozenset[int]
+    domains: int
+
+
+@dataclass(frozen=True)
 class SchedParams:
     """A domain's scheduler (its cpupool's) and, under credit and credit2, its weight and cap."""
 
@@ -178,6 +188,7 @@ class DomainCreateSpec:
     max_grant_frames: int = 64  # libxl's defaults for 4.17
     max_maptrack_frames: int = 1024
     max_evtchn_port: int = -1  # -1: no limit beyond the hypervisor's
+    cpupool: int = 0  # the cpupool it is made in (Pool-0 is 0)
 
 
 @dataclass(frozen=True)
@@ -472,6 +483,30 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def vcpu_info(self, domid: int) -> list[VcpuInfo]:
         """Every vcpu of the domain (online or not), with its placement."""
+
+    @abc.abstractmethod
+    def cpupool_list(self) -> list[CpuPoolInfo]: ...
+
+    @abc.abstractmethod
+    def cpupool_free_cpus(self) -> frozenset[int]:
+        """CPUs in no pool (taken out of one, not yet given to another)."""
+
+    @abc.abstractmethod
+    def cpupool_create(self, scheduler: str) -> int:
+        """A new, empty pool running ``scheduler`` (a name of SCHEDULERS); its id."""
+
+    @abc.abstractmethod
+    def cpupool_destroy(self, poolid: int) -> None:
+        """Destroy an empty pool (no domains; Xen frees its CPUs)."""
+
+    @abc.abstractmethod
+    def cpupool_add_cpu(self, poolid: int, cpu: int) -> None: ...
+
+    @abc.abstractmethod
+    def cpupool_remove_cpu(self, poolid: int, cpu: int) -> None: ...
+
+    @abc.abstractmethod
+    def cpupool_move_domain(self, poolid: int, domid: int) -> None: ...
 
     @abc.abstractmethod
     def sched_get(self, domid: int) -> SchedParams:

@@ -39,6 +39,7 @@ from xentool.records import DomainRecord, RecordStore
 if TYPE_CHECKING:
     from xentool.config import GuestConfig
     from xentool.config.model import Disk, Vif
+    from xentool.cpupools import CpuPool
     from xentool.create import BuildPlan, OpTiming, RestoreSource
     from xentool.live_devices import DeviceStatus
     from xentool.migration import MigrationResult
@@ -161,12 +162,15 @@ class Toolstack:
         )
 
     def _scheduling(self, domid: int) -> dict[str, Any]:
-        """info's scheduler, weight and cap; none if the domain went away meanwhile."""
+        """info's scheduler, weight, cap and cpupool; none if the domain went away meanwhile."""
         try:
             params = self.hv.sched_get(domid)
         except XenError:
             return {}
-        return {"scheduler": params.scheduler, "weight": params.weight, "cap": params.cap}
+        from xentool.cpupools import pool_name
+
+        pool = pool_name(self.hv, self.hv.domain_getinfo(domid).cpupool)
+        return {"scheduler": params.scheduler, "weight": params.weight, "cap": params.cap, "pool": pool}
 
     def console_log(self, ref: str | int) -> str:
         """Everything the guest has printed on its console so far (since its creation by xentool)."""
@@ -505,6 +509,40 @@ class Toolstack:
         if scheduler is not None:
             placement.check_scheduler(self.sched_get(ref), scheduler, f"domain {domain.name}")
         lifecycle.checked("sched", domain.name, lambda: self.hv.sched_set(domain.domid, weight, cap))
+
+    # -- cpupools ----------------------------------------------------------------------------------
+    def cpupools(self) -> list[CpuPool]:
+        from xentool.cpupools import list_pools
+
+        return list_pools(self.hv)
+
+    def cpupool_create(self, name: str, scheduler: str = "credit2", cpus: Sequence[int] = ()) -> CpuPool:
+        """A new pool of free CPUs (``cpus``) running ``scheduler``, named ``name`` (xl cpupool-create)."""
+        from xentool.cpupools import PoolSpec, create_pool
+
+        return create_pool(self.hv, PoolSpec(name, scheduler, frozenset(int(c) for c in cpus)))
+
+    def cpupool_destroy(self, name: str) -> None:
+        from xentool.cpupools import destroy_pool
+
+        destroy_pool(self.hv, name)
+
+    def cpupool_cpu_add(self, name: str, cpu: int) -> None:
+        from xentool.cpupools import add_cpu
+
+        add_cpu(self.hv, name, cpu)
+
+    def cpupool_cpu_remove(self, name: str, cpu: int) -> None:
+        from xentool.cpupools import remove_cpu
+
+        remove_cpu(self.hv, name, cpu)
+
+    def cpupool_migrate(self, ref: str | int, pool: str) -> None:
+        """Move a guest into another pool (xl cpupool-migrate): it runs on that pool's CPUs, under its scheduler."""
+        from xentool.cpupools import move_domain
+
+        domain = self._guest(ref)
+        move_domain(self.hv, domain.domid, domain.name, pool)
 
     # -- what domains use -------------------------------------------------------------------------
     def stats(self, ref: str | int | None = None, interval: float = 1.0) -> list[GuestStats]:

@@ -109,6 +109,7 @@ class DomainDetails(DomainSummary):
     scheduler: str | None = None  # the scheduler of the domain's cpupool
     weight: int | None = None  # under credit and credit2
     cap: int | None = None
+    pool: str | None = None  # the cpupool's name
 
 
 def name_of(hv: Hypervisor, domid: int) -> str:

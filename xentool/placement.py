@@ -46,15 +46,18 @@ def host_cpus_text(nr_cpus: int) -> str:
 
 def cpu_text(cpus: frozenset[int], nr_cpus: int) -> str:
     """A CPU set as xl prints it: "all", or ranges like "0-3,5"."""
-    if cpus >= frozenset(range(nr_cpus)):
-        return "all"
-    ranges: list[str] = []
+    return "all" if cpus >= frozenset(range(nr_cpus)) else cpu_ranges(cpus)
+
+
+def cpu_ranges(cpus: frozenset[int]) -> str:
+    """CPUs as ranges, like "0-3,5"; "none" for none."""
+    ranges: list[list[int]] = []
     for cpu in sorted(cpus):
-        if ranges and cpu - 1 == int(ranges[-1].split("-")[-1]):
-            ranges[-1] = f"{ranges[-1].split('-')[0]}-{cpu}"
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
         else:
-            ranges.append(str(cpu))
-    return ",".join(ranges) or "none"
+            ranges.append([cpu, cpu])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges) or "none"
 
 
 @dataclass(frozen=True)

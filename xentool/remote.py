@@ -31,6 +31,7 @@ from hypercalls.interface import SchedParams
 from xentool.api import Toolstack
 from xentool.api import connect as connect_here
 from xentool.config import config_from_dict, load_config
+from xentool.cpupools import CpuPool
 from xentool.daemon_client import DEFAULT_TLS_PORT, DaemonConnection, DaemonUnavailable, follow_events, tls_socket
 from xentool.definitions import Definition
 from xentool.domains import DomainDetails, DomainSummary
@@ -214,6 +215,24 @@ class RemoteToolstack(Toolstack):
 
     def stats(self, ref: str | int | None = None, interval: float = 1.0) -> list[GuestStats]:
         return [GuestStats(**row) for row in self._call("stats", domain=ref, interval=interval)]
+
+    def cpupools(self) -> list[CpuPool]:
+        return [CpuPool(**row) for row in self._call("cpupools")]
+
+    def cpupool_create(self, name: str, scheduler: str = "credit2", cpus: Sequence[int] = ()) -> CpuPool:
+        return CpuPool(**self._call("cpupool_create", name=name, scheduler=scheduler, cpus=list(cpus)))
+
+    def cpupool_destroy(self, name: str) -> None:
+        self._call("cpupool_destroy", name=name)
+
+    def cpupool_cpu_add(self, name: str, cpu: int) -> None:
+        self._call("cpupool_cpu_add", name=name, cpu=cpu)
+
+    def cpupool_cpu_remove(self, name: str, cpu: int) -> None:
+        self._call("cpupool_cpu_remove", name=name, cpu=cpu)
+
+    def cpupool_migrate(self, ref: str | int, pool: str) -> None:
+        self._call("cpupool_migrate", domain=ref, pool=pool)
 
     def mem_max(self, ref: str | int, max_mib: int) -> None:
         self._call("mem_max", domain=ref, max_mib=max_mib)

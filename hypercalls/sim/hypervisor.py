@@ -20,8 +20,11 @@ from pathlib import Path
 from hypercalls.errors import XenError
 from hypercalls.interface import (
     PAGE_KIB,
+    SCHEDULERS,
+    WEIGHTED_SCHEDULERS,
     BuildResult,
     BuildSpec,
+    CpuPoolInfo,
     DomainCreateSpec,
     DomainInfo,
     GuestType,
@@ -49,7 +52,6 @@ from hypercalls.sim.state import (
 )
 from hypercalls.sim.xenstore import RELEASE_DOMAIN, SimXenStore
 
-SIM_SCHEDULER = "credit2"  # Xen 4.17's default
 MAX_EVTCHN_PORT = 4095  # the 2-level ABI's limit for a 64-bit guest
 # Where the builder puts the xenstore and console rings for HVM and PVH guests: the special pages
 # just below the end of the special region (X86_HVM_END_SPECIAL_REGION, 0xff000).
@@ -149,6 +151,8 @@ class SimHypervisor(Hypervisor):
             if spec.max_vcpus < 1 or spec.max_vcpus > 128:
                 raise XenError("domain_create", errno.EINVAL, None, f"max_vcpus {spec.max_vcpus} is outside 1..128")
             guest_type = GuestType(spec.guest_type)
+            if spec.cpupool not in state.pools:
+                raise XenError("domain_create", errno.ENOENT, None, f"no cpupool {spec.cpupool}")
             if guest_type != GuestType.PV and "hvm" not in VIRT_CAPS:
                 raise XenError("domain_create", errno.EOPNOTSUPP, None, "this host has no hardware virtualisation")
             domid = state.next_domid
@@ -161,6 +165,7 @@ class SimHypervisor(Hypervisor):
                 online_vcpus=spec.max_vcpus,
                 max_evtchn_port=spec.max_evtchn_port,
                 hap=guest_type != GuestType.PV and spec.hap and "hap" in VIRT_CAPS,
+                cpupool=spec.cpupool,
             )
             state.log(f"d{domid}: created ({guest_type.value}, {spec.max_vcpus} vcpus, uuid {spec.uuid})")
             return domid
@@ -288,14 +293,66 @@ class SimHypervisor(Hypervisor):
                 ))
             return result
 
+    def cpupool_list(self) -> list[CpuPoolInfo]:
+        with self._op("cpupool_list") as state:
+            return [CpuPoolInfo(poolid, sched, frozenset(cpus), sum(1 for d in state.domains.values() if d.cpupool == poolid))
+                    for poolid, (sched, cpus) in sorted(state.pools.items())]
+
+    def cpupool_free_cpus(self) -> frozenset[int]:
+        with self._op("cpupool_free_cpus") as state:
+            return frozenset(range(state.nr_cpus)) - {c for _, cpus in state.pools.values() for c in cpus}
+
+    def cpupool_create(self, scheduler: str) -> int:
+        with self._op("cpupool_create") as state:
+            if scheduler not in SCHEDULERS.values():
+                raise XenError("xc_cpupool_create", errno.EINVAL, None, f"no scheduler {scheduler!r}")
+            poolid = max(state.pools) + 1
+            state.pools[poolid] = (scheduler, [])
+            return poolid
+
+    def cpupool_destroy(self, poolid: int) -> None:
+        with self._op("cpupool_destroy") as state:
+            if poolid not in state.pools or poolid == 0:
+                raise XenError("xc_cpupool_destroy", errno.ENOENT if poolid else errno.EBUSY, None, f"cpupool {poolid}")
+            if any(d.cpupool == poolid for d in state.domains.values()):
+                raise XenError("xc_cpupool_destroy", errno.EBUSY, None, f"cpupool {poolid} has domains")
+            del state.pools[poolid]
+
+    def cpupool_add_cpu(self, poolid: int, cpu: int) -> None:
+        with self._op("cpupool_add_cpu") as state:
+            taken = {c for _, cpus in state.pools.values() for c in cpus}
+            if poolid not in state.pools or not 0 <= cpu < state.nr_cpus or cpu in taken:
+                raise XenError("xc_cpupool_addcpu", errno.EBUSY if cpu in taken else errno.EINVAL, None,
+                               f"cpu {cpu} to cpupool {poolid}")
+            state.pools[poolid][1].append(cpu)
+
+    def cpupool_remove_cpu(self, poolid: int, cpu: int) -> None:
+        with self._op("cpupool_remove_cpu") as state:
+            if poolid not in state.pools or cpu not in state.pools[poolid][1]:
+                raise XenError("xc_cpupool_removecpu", errno.EINVAL, None, f"cpu {cpu} from cpupool {poolid}")
+            if len(state.pools[poolid][1]) == 1 and any(d.cpupool == poolid for d in state.domains.values()):
+                raise XenError("xc_cpupool_removecpu", errno.EBUSY, None, f"the last cpu of cpupool {poolid}, which has domains")
+            state.pools[poolid][1].remove(cpu)
+
+    def cpupool_move_domain(self, poolid: int, domid: int) -> None:
+        with self._op("cpupool_move_domain", domid) as state:
+            dom = state.domain(domid, "cpupool_move_domain")
+            if poolid not in state.pools or not state.pools[poolid][1] or domid == 0:
+                raise XenError("xc_cpupool_movedomain", errno.EINVAL if domid else errno.EPERM, domid, f"to cpupool {poolid}")
+            dom.cpupool = poolid
+
     def sched_get(self, domid: int) -> SchedParams:
         with self._op("sched_get", domid) as state:
             dom = state.domain(domid, "sched_get")
-            return SchedParams(SIM_SCHEDULER, dom.weight, dom.cap)
+            scheduler = state.pools[dom.cpupool][0]
+            weighted = scheduler in WEIGHTED_SCHEDULERS
+            return SchedParams(scheduler, dom.weight if weighted else None, dom.cap if weighted else None)
 
     def sched_set(self, domid: int, weight: int | None = None, cap: int | None = None) -> None:
         with self._op("sched_set", domid) as state:
             dom = state.domain(domid, "sched_set")
+            if state.pools[dom.cpupool][0] not in WEIGHTED_SCHEDULERS:
+                raise XenError("sched_set", errno.EINVAL, domid, "its cpupool's scheduler has no weight or cap")
             # Xen's credit2: a weight of 1..65535, a cap of 0 (none) up to 100 per online vcpu.
             if weight is not None and not 1 <= weight <= 65535:
                 raise XenError("xc_sched_credit2_domain_set", errno.EINVAL, domid, f"weight {weight} is outside 1..65535")
@@ -440,5 +497,6 @@ def _info(dom: Domain, now_ns: int) -> DomainInfo:
         max_vcpu_id=dom.max_vcpus - 1,
         cpu_time_ns=dom.cpu_time(now_ns),
         hap=dom.hap,
+        cpupool=dom.cpupool,
     )
 

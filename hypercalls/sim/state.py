@@ -42,6 +42,7 @@ DOM0_UUID = "00000000-0000-0000-0000-000000000000"
 DOM0_MEMORY_MIB = 1024
 DEFAULT_MEMORY_MIB = 8192
 DEFAULT_CPUS = 4
+SIM_SCHEDULER = "credit2"  # Xen 4.17's default
 CPU_KHZ = 2_000_000
 
 PAGES_PER_MIB = 256
@@ -93,6 +94,7 @@ class Domain:
     soft_affinity: dict[int, list[int]] = field(default_factory=dict)
     weight: int = 256  # credit2's, as Xen's default scheduler gives a new domain
     cap: int = 0
+    cpupool: int = 0
     evtchns: dict[int, int] = field(default_factory=dict)  # port -> remote domid
     max_evtchn_port: int = -1
     hap: bool = False
@@ -131,6 +133,7 @@ class Domain:
             "soft_affinity": {str(k): v for k, v in self.soft_affinity.items()},
             "weight": self.weight,
             "cap": self.cap,
+            "cpupool": self.cpupool,
             "evtchns": {str(k): v for k, v in self.evtchns.items()},
             "max_evtchn_port": self.max_evtchn_port,
             "hap": self.hap,
@@ -164,6 +167,8 @@ class HostState:
     introduced: dict[int, tuple[int, int]] = field(default_factory=dict)  # domid -> (store mfn, evtchn)
     failures: dict[str, tuple[int, int]] = field(default_factory=dict)  # op -> (errno, times left)
     dmesg: list[str] = field(default_factory=list)
+    # cpupool id -> (scheduler, its cpus); Pool-0 has every CPU at boot
+    pools: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
 
     # -- small primitives shared by the hypervisor, xenstore and the guests ----------------------
 
@@ -243,6 +248,7 @@ class HostState:
             "introduced": {str(k): list(v) for k, v in self.introduced.items()},
             "failures": {k: list(v) for k, v in self.failures.items()},
             "dmesg": self.dmesg,
+            "pools": {str(k): [sched, cpus] for k, (sched, cpus) in self.pools.items()},
         }
 
     @classmethod
@@ -262,6 +268,7 @@ class HostState:
             introduced={int(k): (v[0], v[1]) for k, v in data["introduced"].items()},
             failures={k: (v[0], v[1]) for k, v in data["failures"].items()},
             dmesg=list(data["dmesg"]),
+            pools={int(k): (v[0], list(v[1])) for k, v in data.get("pools", {"0": ["credit2", list(range(data["nr_cpus"]))]}).items()},
         )
 
 
@@ -286,7 +293,8 @@ INITIAL_NODES: tuple[tuple[str, str], ...] = (
 def fresh_host(memory_mib: int = DEFAULT_MEMORY_MIB, nr_cpus: int = DEFAULT_CPUS) -> HostState:
     """A host just booted: Xen, dom0 running, xenstored with its initial tree."""
     now = time.time_ns()
-    state = HostState(nr_cpus=nr_cpus, total_pages=memory_mib * PAGES_PER_MIB, booted_ns=now)
+    state = HostState(nr_cpus=nr_cpus, total_pages=memory_mib * PAGES_PER_MIB, booted_ns=now,
+                      pools={0: (SIM_SCHEDULER, list(range(nr_cpus)))})
     dom0_pages = DOM0_MEMORY_MIB * PAGES_PER_MIB
     state.domains[0] = Domain(
         domid=0,

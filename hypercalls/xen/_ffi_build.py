@@ -413,6 +413,13 @@ typedef struct xc_cpupoolinfo {
     xc_cpumap_t cpumap;
 } xc_cpupoolinfo_t;
 xc_cpupoolinfo_t *xc_cpupool_getinfo(xc_interface *xch, uint32_t poolid);
+int xc_cpupool_create(xc_interface *xch, uint32_t *ppoolid, uint32_t sched_id);
+int xc_cpupool_destroy(xc_interface *xch, uint32_t poolid);
+int xc_cpupool_addcpu(xc_interface *xch, uint32_t poolid, int cpu);
+int xc_cpupool_removecpu(xc_interface *xch, uint32_t poolid, int cpu);
+int xc_cpupool_movedomain(xc_interface *xch, uint32_t poolid, uint32_t domid);
+xc_cpumap_t xc_cpupool_freeinfo(xc_interface *xch);
+#define XC_CPUPOOL_POOLID_ANY ...
 void xc_cpupool_infofree(xc_interface *xch, xc_cpupoolinfo_t *info);
 
 #define XEN_SCHEDULER_CREDIT ...

@@ -15,6 +15,7 @@ from hypercalls.interface import (
     WEIGHTED_SCHEDULERS,
     BuildResult,
     BuildSpec,
+    CpuPoolInfo,
     DomainCreateSpec,
     DomainInfo,
     GuestConsole,
@@ -145,7 +146,7 @@ class XenHypervisor(Hypervisor):
             grant_version = 0
         config.grant_opts = grant_version & lib.XEN_DOMCTL_GRANT_version_mask
         config.vmtrace_size = 0
-        config.cpupool_id = 0
+        config.cpupool_id = spec.cpupool
         if spec.guest_type == GuestType.HVM:
             # Everything but vPCI, as libxl: Xen 4.17 accepts no other set for an HVM domU
             # (emulation_flags_ok; USE_PIRQ included, which is what XEN_X86_EMU_ALL has).
@@ -364,6 +365,58 @@ class XenHypervisor(Hypervisor):
             lib.free(hard)
             lib.free(soft)
         return result
+
+    def _cpus_in(self, cpumap, max_cpus: int) -> frozenset[int]:
+        return frozenset(c for c in range(max_cpus) if self.lib.xc_cpumap_testcpu(c, cpumap))
+
+    def cpupool_list(self) -> list[CpuPoolInfo]:
+        ffi, lib = self.ffi, self.lib
+        max_cpus = self._max_cpus()
+        pools: list[CpuPoolInfo] = []
+        poolid = 0
+        while True:
+            # getinfo answers the first pool with an id >= poolid; NULL (ENOENT) after the last.
+            info = self.xc.call("xc_cpupool_getinfo", lib.xc_cpupool_getinfo, self.xc.xch, poolid, failed=lambda p: False)
+            if info == ffi.NULL:
+                return pools
+            try:
+                pools.append(CpuPoolInfo(int(info.cpupool_id), SCHEDULERS.get(int(info.sched_id), str(info.sched_id)),
+                                         self._cpus_in(info.cpumap, max_cpus), int(info.n_dom)))
+                poolid = int(info.cpupool_id) + 1
+            finally:
+                lib.xc_cpupool_infofree(self.xc.xch, info)
+
+    def cpupool_free_cpus(self) -> frozenset[int]:
+        ffi, lib = self.ffi, self.lib
+        cpumap = self.xc.call("xc_cpupool_freeinfo", lib.xc_cpupool_freeinfo, self.xc.xch, failed=lambda p: p == ffi.NULL)
+        try:
+            return self._cpus_in(cpumap, self._max_cpus())
+        finally:
+            lib.free(cpumap)
+
+    def cpupool_create(self, scheduler: str) -> int:
+        ids = {name: sched_id for sched_id, name in SCHEDULERS.items()}
+        if scheduler not in ids:
+            raise XenError("xc_cpupool_create", errno.EINVAL, None, f"no scheduler {scheduler!r}; one of {', '.join(ids)}")
+        poolid = self.ffi.new("uint32_t *", self.lib.XC_CPUPOOL_POOLID_ANY)
+        self.xc.call("xc_cpupool_create", self.lib.xc_cpupool_create, self.xc.xch, poolid, ids[scheduler], failed=failed_nonzero)
+        return int(poolid[0])
+
+    def cpupool_destroy(self, poolid: int) -> None:
+        self.xc.call("xc_cpupool_destroy", self.lib.xc_cpupool_destroy, self.xc.xch, poolid, failed=failed_nonzero,
+                     detail=f"cpupool {poolid}")
+
+    def cpupool_add_cpu(self, poolid: int, cpu: int) -> None:
+        self.xc.call("xc_cpupool_addcpu", self.lib.xc_cpupool_addcpu, self.xc.xch, poolid, cpu, failed=failed_nonzero,
+                     detail=f"cpu {cpu} to cpupool {poolid}")
+
+    def cpupool_remove_cpu(self, poolid: int, cpu: int) -> None:
+        self.xc.call("xc_cpupool_removecpu", self.lib.xc_cpupool_removecpu, self.xc.xch, poolid, cpu,
+                     failed=failed_nonzero, detail=f"cpu {cpu} from cpupool {poolid}")
+
+    def cpupool_move_domain(self, poolid: int, domid: int) -> None:
+        self.xc.call("xc_cpupool_movedomain", self.lib.xc_cpupool_movedomain, self.xc.xch, poolid, domid, domid=domid,
+                     failed=failed_nonzero, detail=f"to cpupool {poolid}")
 
     def _scheduler_of(self, domid: int) -> str:
         """The scheduler of the cpupool the domain is in (xl sched-* asks the same)."""

@@ -102,3 +102,44 @@ def test_traffic_is_counted_from_dom0s_backends_the_guests_way_round(xt, tmp_pat
     assert traffic(xt.hv, 5, tmp_path / "net", tmp_path / "backend") == Traffic(
         net_rx=1300, net_tx=120, block_read=4096, block_written=1024
     )
+
+
+def test_a_pool_of_its_own_cpus_and_scheduler_runs_a_guest_moved_or_made_in_it(xt, make_config, tmp_path):
+    from xentool.cpupools import CpuPoolError, PoolSpec
+
+    before = host_snapshot(xt)
+    with pytest.raises(CpuPoolError, match="cpu 3 is in Pool-0; take it out first"):
+        xt.cpupool_create("fast", "credit", [3])
+    assert host_snapshot(xt) == before
+    xt.cpupool_cpu_remove("Pool-0", 3)
+    pool = xt.cpupool_create("fast", "credit", [3])
+    assert (pool.name, pool.scheduler, pool.cpus, pool.domains) == ("fast", "credit", [3], 0)
+    assert [(p.name, p.cpus) for p in xt.cpupools()] == [("Pool-0", [0, 1, 2]), ("fast", [3])]
+
+    xt.create(make_config())
+    xt.cpupool_migrate("web", "fast")
+    details = xt.info("web")
+    assert (details.pool, details.scheduler) == ("fast", "credit")
+    xt.sched_set("web", weight=64, scheduler="credit")
+    with pytest.raises(CpuPoolError, match="1 domain\\(s\\) still run in it"):
+        xt.cpupool_destroy("fast")
+    with pytest.raises(CpuPoolError, match="cpu 3 is its last and 1 domain"):
+        xt.cpupool_cpu_remove("fast", 3)
+    xt.create(make_config(name="made-there", pool="fast"))
+    assert xt.info("made-there").pool == "fast"
+    with pytest.raises(UnsupportedByHost, match="pool: no cpupool named 'slow'; this host has Pool-0, fast"):
+        xt.create(make_config(name="nowhere", pool="slow"))
+
+    xt.destroy("web")
+    xt.destroy("made-there")
+    xt.cpupool_destroy("fast")
+    xt.cpupool_cpu_add("Pool-0", 3)
+    assert [(p.name, p.cpus) for p in xt.cpupools()] == [("Pool-0", [0, 1, 2, 3])]
+    assert xt.hv.xenstore().read_or("/local/pool/1/name") is None
+
+    spec = tmp_path / "pool.yaml"
+    spec.write_text("name: p\nsched: fifo\n")
+    with pytest.raises(UsageError, match="sched: 'fifo' is not a scheduler"):
+        PoolSpec.from_file(spec)
+    spec.write_text("name: p\ncpus: 1-2\n")
+    assert PoolSpec.from_file(spec) == PoolSpec("p", "credit2", frozenset({1, 2}))

@@ -491,6 +491,70 @@ def top(
                 pass
 
 
+@app.command("cpupool-list")
+def cpupool_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List CPU pools: their CPUs, scheduler and how many domains run in each, as xl cpupool-list -c."""
+    with _toolstack() as xt:
+        pools = xt.cpupools()
+    if as_json:
+        _print_json([p.to_json() for p in pools])
+        return
+    from rich.table import Table
+
+    from xentool.placement import cpu_ranges
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("Name", "ID", "CPUs", "Sched", "Domains"):
+        table.add_column(column, justify="right" if column in ("ID", "Domains") else "left")
+    for p in pools:
+        table.add_row(p.name, str(p.poolid), cpu_ranges(frozenset(p.cpus)), p.scheduler, str(p.domains))
+    out().print(table)
+
+
+@app.command("cpupool-create")
+def cpupool_create(
+    file: Path = typer.Argument(..., help="YAML with name, sched (credit2 unless said) and cpus (free ones)."),
+) -> None:
+    """Make a CPU pool from a small YAML file, as xl cpupool-create."""
+    from xentool.cpupools import PoolSpec
+
+    spec = PoolSpec.from_file(file)
+    with _toolstack() as xt:
+        pool = xt.cpupool_create(spec.name, spec.scheduler, sorted(spec.cpus))
+    _say(f"created cpupool {pool.name} (id {pool.poolid}, {pool.scheduler}, cpus {', '.join(map(str, pool.cpus)) or 'none'})")
+
+
+@app.command("cpupool-destroy")
+def cpupool_destroy(name: str = typer.Argument(..., help="The pool's name.")) -> None:
+    """Destroy an empty CPU pool; its CPUs become free."""
+    with _toolstack() as xt:
+        xt.cpupool_destroy(name)
+
+
+@app.command("cpupool-cpu-add")
+def cpupool_cpu_add(name: str = typer.Argument(..., help="The pool's name."),
+                    cpu: int = typer.Argument(..., help="A free CPU.")) -> None:
+    """Give a CPU pool a free CPU."""
+    with _toolstack() as xt:
+        xt.cpupool_cpu_add(name, cpu)
+
+
+@app.command("cpupool-cpu-remove")
+def cpupool_cpu_remove(name: str = typer.Argument(..., help="The pool's name."),
+                       cpu: int = typer.Argument(..., help="One of its CPUs.")) -> None:
+    """Take a CPU out of a pool (it becomes free)."""
+    with _toolstack() as xt:
+        xt.cpupool_cpu_remove(name, cpu)
+
+
+@app.command("cpupool-migrate")
+def cpupool_migrate(domain: str = typer.Argument(..., help="Domain name, id or uuid."),
+                    pool: str = typer.Argument(..., help="The pool to move it into.")) -> None:
+    """Move a guest into another CPU pool, as xl cpupool-migrate."""
+    with _toolstack() as xt:
+        xt.cpupool_migrate(domain, pool)
+
+
 @app.command("vcpu-pin")
 def vcpu_pin(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),

@@ -576,6 +576,7 @@ class GuestConfig(BaseModel):
         [], description="Physical CPUs the scheduler prefers for the vcpus (soft affinity, within cpus). Empty: any."
     )
     sched: Scheduling | None = Field(None, description="The guest's share of the CPUs under the credit schedulers.")
+    pool: str | None = Field(None, description="The cpupool to make it in (xentool cpupool-list). Unset: Pool-0.")
     on_poweroff: Action = Field(Action.DESTROY, description="What to do when the guest powers off.")
     on_reboot: Action = Field(Action.RESTART, description="What to do when the guest reboots.")
     on_crash: Action = Field(Action.DESTROY, description="What to do when the guest crashes.")

@@ -341,6 +341,7 @@ _KEYS: dict[str, _Handler] = {
     "root": _joined_later,
     "cpus": _cpus,
     "cpus_soft": _cpus,
+    "pool": _To("", "pool"),
     "cpu_weight": _sched("weight"),
     "cap": _sched("cap"),
     "disk": _To("", "disks", _as_list),

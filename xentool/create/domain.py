@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypercalls.interface import DomainCreateSpec, Hypervisor, XenStore
 from xentool.config import GuestConfig
@@ -19,13 +19,20 @@ MAXMEM_SLACK_KIB = 1024
 @dataclass(frozen=True)
 class CreateDomain(Op):
     spec: DomainCreateSpec
+    pool: str | None = None  # a cpupool's name, found when the domain is made
 
     def describe(self) -> str:
         s = self.spec
-        return f"xc_domain_create(uuid={s.uuid}, type={s.guest_type.value}, max_vcpus={s.max_vcpus}) -> {{domid}}"
+        pool = f", cpupool {self.pool}" if self.pool else ""
+        return f"xc_domain_create(uuid={s.uuid}, type={s.guest_type.value}, max_vcpus={s.max_vcpus}{pool}) -> {{domid}}"
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
-        bound.domid = hv.domain_create(self.spec)
+        spec = self.spec
+        if self.pool is not None:
+            from xentool.cpupools import find_pool
+
+            spec = replace(spec, cpupool=find_pool(hv, self.pool).poolid)
+        bound.domid = hv.domain_create(spec)
 
     def undo(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         if not bound.has("domid"):
@@ -82,7 +89,7 @@ class SetScheduling(Op):
 def plan_domain(config: GuestConfig, uuid: str) -> Step:
     ops: list[Op] = [
         CreateDomain(DomainCreateSpec(uuid=uuid, guest_type=config.type, max_vcpus=config.max_vcpus,
-                                      hap=config.hap is not False)),
+                                      hap=config.hap is not False), config.pool),
         SetMaxMem(config.maxmem_kib + MAXMEM_SLACK_KIB),
     ]
     if config.cpus or config.cpus_soft:

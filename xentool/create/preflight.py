@@ -13,7 +13,7 @@ from xentool.config import GuestConfig
 from xentool.devicemodel.checks import check_emulated_disks, check_hvm_device_model, check_pv_backend
 from xentool.devices.disk import check_disk_config, check_disk_on_host
 from xentool.devices.vif import check_vif_on_host
-from xentool.errors import InsufficientMemory, NameInUse, UnsupportedByHost
+from xentool.errors import InsufficientMemory, NameInUse, UnsupportedByHost, UsageError
 
 # What Xen charges a guest beyond its RAM (page tables, grant frames, the p2m): a margin so that a
 # guest accepted here does not fail in the builder for want of a few pages.
@@ -55,11 +55,26 @@ def check_cpus_on_host(hv: Hypervisor, config: GuestConfig) -> None:
                                                  f"its cpus are {host_cpus_text(nr_cpus)}")
 
 
+def check_pool(hv: Hypervisor, config: GuestConfig) -> None:
+    """A named cpupool exists and has CPUs to run the guest on."""
+    if config.pool is None:
+        return
+    from xentool.cpupools import find_pool
+
+    try:
+        pool = find_pool(hv, config.pool)
+    except UsageError as e:
+        raise UnsupportedByHost(config.name, f"pool: {e}") from None
+    if not pool.cpus:
+        raise UnsupportedByHost(config.name, f"pool: cpupool {config.pool} has no cpus; give it some (xentool cpupool-cpu-add)")
+
+
 def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_name_free(hv, config.name)
     check_memory_fits(hv, config)
     check_paging_mode(hv, config)
     check_cpus_on_host(hv, config)
+    check_pool(hv, config)
     for disk in config.disks:
         check_disk_config(config.name, config.type, disk)
     check_emulated_disks(config)

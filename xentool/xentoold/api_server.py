@@ -46,7 +46,7 @@ HANDSHAKE_SECONDS = 30.0  # a TLS client that does not finish its handshake in t
 MAX_CONNECTIONS = 64  # beyond this a client is told to come back later, so a flood cannot exhaust the daemon
 ADMIN_GROUP = "xentool"
 READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined", "defined_guest", "wait", "vcpu_list",
-                             "sched_get", "stats"})
+                             "sched_get", "stats", "cpupools"})
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -95,6 +95,13 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "vcpu_pin": lambda xt, a: xt.vcpu_pin(_ref(a), a.get("vcpu", "all"), str(a["cpus"]), str(a.get("soft", "-"))),
     "vcpu_list": lambda xt, a: xt.vcpu_list(_ref(a) if a.get("domain") is not None else None),
     "sched_get": lambda xt, a: xt.sched_get(_ref(a)),
+    "cpupools": lambda xt, a: xt.cpupools(),
+    "cpupool_create": lambda xt, a: xt.cpupool_create(str(a["name"]), str(a.get("scheduler", "credit2")),
+                                                      [int(c) for c in a.get("cpus", ())]),
+    "cpupool_destroy": lambda xt, a: xt.cpupool_destroy(str(a["name"])),
+    "cpupool_cpu_add": lambda xt, a: xt.cpupool_cpu_add(str(a["name"]), int(a["cpu"])),
+    "cpupool_cpu_remove": lambda xt, a: xt.cpupool_cpu_remove(str(a["name"]), int(a["cpu"])),
+    "cpupool_migrate": lambda xt, a: xt.cpupool_migrate(_ref(a), str(a["pool"])),
     "stats": lambda xt, a: xt.stats(_ref(a) if a.get("domain") is not None else None, float(a.get("interval", 1.0))),
     "sched_set": lambda xt, a: xt.sched_set(_ref(a), _optional_int(a, "weight"), _optional_int(a, "cap"), a.get("scheduler")),
     "define": lambda xt, a: xt.define(a["config"], a.get("overrides", ())),
