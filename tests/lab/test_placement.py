@@ -59,3 +59,39 @@ def test_placement_and_weights_set_by_one_toolstack_are_read_by_the_other(lab, g
         assert outside.returncode != 0 and "cpu 2 is not on this host; its cpus are 0-1" in outside.err
     finally:
         xentool(lab, "destroy", "placed")
+
+
+def test_a_second_pool_with_the_other_scheduler_runs_a_guest_and_xl_sees_it(lab, guests):
+    """One of the lab's two CPUs moves into a pool running credit (Pool-0 runs credit2); a guest made in
+    it and one moved there run under credit; xl names the pool as xentool does; all is put back."""
+    spec = lab.share_dir / "lab-credit.yaml"
+    spec.write_text("name: lab-credit\nsched: credit\ncpus: [1]\n")
+    busy = xentool(lab, "cpupool-create", str(spec))
+    assert busy.returncode != 0 and "cpu 1 is in Pool-0; take it out first" in busy.err
+    try:
+        assert xentool(lab, "cpupool-cpu-remove", "Pool-0", "1").returncode == 0
+        made = xentool(lab, "cpupool-create", str(spec))
+        assert made.returncode == 0, made.err
+        config = write_config(lab, guests, "pooled", pool="lab-credit")
+        created = xentool(lab, "create", str(config))
+        assert created.returncode == 0, created.err
+        pools = {p["name"]: p for p in json.loads(xentool(lab, "cpupool-list", "--json").out)}
+        assert (pools["lab-credit"]["scheduler"], pools["lab-credit"]["cpus"], pools["lab-credit"]["domains"]) == ("credit", [1], 1)
+        assert pools["Pool-0"]["cpus"] == [0]
+        xl_pools = lab.exec(["xl", "cpupool-list"], capture=True).out
+        assert any(line.split()[:4] == ["lab-credit", "1", "credit", "y"] for line in xl_pools.splitlines()), xl_pools
+        assert xentool(lab, "sched-credit", "-d", "pooled", "-w", "128").returncode == 0
+        shown = lab.exec(["xl", "sched-credit", "-d", "pooled"], capture=True).out.splitlines()[-1].split()
+        assert shown[2] == "128", shown
+        assert json.loads(xentool(lab, "info", "--json", "pooled").out)["pool"] == "lab-credit"
+        moved = xentool(lab, "cpupool-migrate", "pooled", "Pool-0")
+        assert moved.returncode == 0, moved.err
+        assert json.loads(xentool(lab, "info", "--json", "pooled").out)["scheduler"] == "credit2"
+        gone = xentool(lab, "cpupool-destroy", "lab-credit")
+        assert gone.returncode == 0, gone.err
+    finally:
+        xentool(lab, "destroy", "pooled")
+        if "lab-credit" in lab.exec(["xl", "cpupool-list"], capture=True).out:
+            lab.exec(["xl", "cpupool-destroy", "lab-credit"], capture=True)
+        lab.exec(["xl", "cpupool-cpu-add", "Pool-0", "1"], capture=True)
+    assert [(p["name"], p["cpus"]) for p in json.loads(xentool(lab, "cpupool-list", "--json").out)] == [("Pool-0", [0, 1])]
