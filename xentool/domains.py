@@ -78,6 +78,10 @@ def name_taken_by(xs: XenStore, name: str, txn: object = None, but: int | None =
     return None
 
 
+# libxl adds this much to maxmem for the pages Xen itself charges to the domain (the grant table
+# frames, the shared info page, ...): LIBXL_MAXMEM_CONSTANT in libxl_internal.h.
+MAXMEM_SLACK_KIB = 1024
+
 @dataclass(frozen=True)
 class DomainSummary:
     """One row of `xentool list` (the same figures `xl list` shows)."""

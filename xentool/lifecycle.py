@@ -15,7 +15,7 @@ from xentool.console.service import stop_console_backend
 from xentool.devicemodel.paths import dm_pid_path
 from xentool.devicemodel.process import stop_device_model
 from xentool.devicemodel.qmp import qmp_execute
-from xentool.domains import dom_path, name_taken_by
+from xentool.domains import MAXMEM_SLACK_KIB, dom_path, name_taken_by
 from xentool.errors import DomainOperationError, NameInUse, UsageError
 from xentool.hotplug.backend import RELEASE_TIMEOUT, wait_until_released
 
@@ -134,8 +134,6 @@ def set_memory_target(hv: Hypervisor, domid: int, target_kib: int, label: str) -
 def set_memory_max(hv: Hypervisor, domid: int, max_kib: int, label: str) -> None:
     """xl mem-max: the most the guest may balloon up to (memory/static-max, and Xen's cap with
     libxl's slack), never below its balloon target."""
-    from xentool.create.domain import MAXMEM_SLACK_KIB
-
     xs = hv.xenstore()
     target = xs.read_or(f"{dom_path(domid)}/memory/target")
     if target is not None and max_kib < int(target):

@@ -7,13 +7,10 @@ from dataclasses import dataclass, replace
 from hypercalls.interface import DomainCreateSpec, Hypervisor, XenStore
 from xentool.config import GuestConfig
 from xentool.console.service import DYING_TIMEOUT
+from xentool.cpupools import find_pool
 from xentool.create.plan import Bindings, Op, Step
-from xentool.domains import wait_until
+from xentool.domains import MAXMEM_SLACK_KIB, wait_until
 from xentool.errors import WaitTimeout
-
-# libxl adds this much to maxmem for the pages Xen itself charges to the domain (the grant table
-# frames, the shared info page, ...): LIBXL_MAXMEM_CONSTANT in libxl_internal.h.
-MAXMEM_SLACK_KIB = 1024
 
 
 @dataclass(frozen=True)
@@ -29,8 +26,6 @@ class CreateDomain(Op):
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         spec = self.spec
         if self.pool is not None:
-            from xentool.cpupools import find_pool
-
             spec = replace(spec, cpupool=find_pool(hv, self.pool).poolid)
         bound.domid = hv.domain_create(spec)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from hypercalls.interface import GuestType, Hypervisor
 from xentool.config import GuestConfig
+from xentool.cpupools import find_pool
 from xentool.devicemodel.checks import check_emulated_disks, check_hvm_device_model, check_pv_backend
 from xentool.devices.disk import check_disk_config, check_disk_on_host
 from xentool.devices.vif import check_vif_on_host
 from xentool.errors import InsufficientMemory, NameInUse, UnsupportedByHost, UsageError
+from xentool.placement import host_cpus_text
 
 # What Xen charges a guest beyond its RAM (page tables, grant frames, the p2m): a margin so that a
 # guest accepted here does not fail in the builder for want of a few pages.
@@ -45,8 +47,6 @@ def check_paging_mode(hv: Hypervisor, config: GuestConfig) -> None:
 
 def check_cpus_on_host(hv: Hypervisor, config: GuestConfig) -> None:
     """cpus and cpus_soft name CPUs this host has (Xen would refuse the affinity with EINVAL)."""
-    from xentool.placement import host_cpus_text
-
     nr_cpus = hv.physinfo().nr_cpus
     for key in ("cpus", "cpus_soft"):
         outside = sorted(c for c in getattr(config, key) if c >= nr_cpus)
@@ -59,8 +59,6 @@ def check_pool(hv: Hypervisor, config: GuestConfig) -> None:
     """A named cpupool exists and has CPUs to run the guest on."""
     if config.pool is None:
         return
-    from xentool.cpupools import find_pool
-
     try:
         pool = find_pool(hv, config.pool)
     except UsageError as e:
