@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from hypercalls.interface import DEFAULT_WEIGHT
 from xentool.api import Toolstack
 from xentool.config import GuestConfig, config_from_dict, load_config
 from xentool.definitions import Definition
@@ -40,7 +41,8 @@ LOCK_PATH = RUN_DIR / "apply.lock"
 RESTART_SHUTDOWN_SECONDS = 120.0
 # Keys whose change a running guest takes without a restart (the rest need one).
 LIVE_KEYS = frozenset({"memory", "vcpus", "disks", "vifs", "on_poweroff", "on_reboot", "on_crash", "on_watchdog",
-                       "restart_tries", "restart_window", "autostart", "autostart_order", "autostart_delay"})
+                       "restart_tries", "restart_window", "autostart", "autostart_order", "autostart_delay",
+                       "cpus", "cpus_soft", "pool", "sched"})
 
 
 @dataclass
@@ -228,6 +230,27 @@ def _live_steps(xt: Toolstack, name: str, domain: DomainSummary, key: str, curre
         steps = [Step(f"change live: detach vif {vif.get('mac', n)}", partial(xt.network_detach, name, vif.get("mac", n)),
                       partial(xt.network_attach, name, vif)) for n, vif in enumerate(have) if n >= len(want)]
         return steps + [_attach_vif(xt, name, vif) for vif in want[len(have):]]
+    if key in ("cpus", "cpus_soft"):
+        def cpus(config: dict[str, Any]) -> str:
+            return ",".join(str(c) for c in config.get(key) or []) or "all"
+
+        hard = key == "cpus"
+        was, now = cpus(current), cpus(wanted)
+        pin_now = partial(xt.vcpu_pin, name, "all", now, "-") if hard else partial(xt.vcpu_pin, name, "all", "-", now)
+        pin_was = partial(xt.vcpu_pin, name, "all", was, "-") if hard else partial(xt.vcpu_pin, name, "all", "-", was)
+        return [Step(f"change live: {key} {was} -> {now}", pin_now, pin_was)]
+    if key == "pool":
+        was, now = current.get("pool") or "Pool-0", wanted.get("pool") or "Pool-0"
+        return [Step(f"change live: cpupool {was} -> {now}", partial(xt.cpupool_migrate, name, now),
+                     partial(xt.cpupool_migrate, name, was))]
+    if key == "sched":
+        def share(config: dict[str, Any]) -> tuple[int, int]:
+            sched = config.get("sched") or {}
+            return (sched.get("weight") or DEFAULT_WEIGHT, sched.get("cap") or 0)
+
+        (old_weight, old_cap), (weight, cap) = share(current), share(wanted)
+        return [Step(f"change live: weight {old_weight} -> {weight}, cap {old_cap} -> {cap}",
+                     partial(xt.sched_set, name, weight, cap), partial(xt.sched_set, name, old_weight, old_cap))]
     return [Step(f"change live: {key} {current.get(key)} -> {wanted.get(key)}", lambda: None, None)]  # recorded below
 
 

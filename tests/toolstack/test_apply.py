@@ -114,3 +114,18 @@ def test_two_applies_at_once_one_waits_for_the_other(tmp_path):
     assert second.returncode == 0 and "waiting for another apply to finish" in second.stderr
     assert time.monotonic() - started > 1.5
     assert holder.wait(10) == 0
+
+
+def test_placement_weight_and_pool_change_live(tmp_path):
+    env, folder = daemon_env(tmp_path), tmp_path / "guests"
+    folder.mkdir()
+    guest(folder, "web", vcpus=2)
+    assert xentool(env, "apply", str(folder)).returncode == 0
+    guest(folder, "web", vcpus=2, cpus='"1-2"', sched="{weight: 512}")
+    live = xentool(env, "apply", str(folder))
+    assert "web: change live: cpus all -> 1,2" in live.stdout and "weight 256 -> 512, cap 0 -> 0" in live.stdout, live.stdout
+    assert "needs restart" not in live.stdout
+    rows = json.loads(xentool(env, "vcpu-list", "--json", "web").stdout)
+    assert [r["hard_affinity"] for r in rows] == ["1-2", "1-2"]
+    assert json.loads(xentool(env, "info", "--json", "web").stdout)["weight"] == 512
+    assert xentool(env, "apply", str(folder)).stdout == "no changes\n"
