@@ -19,7 +19,7 @@ from typing import Any
 from hypercalls.errors import XenError
 from hypercalls.interface import SCHEDULERS, CpuPoolInfo, Hypervisor
 from xentool.config.xlspec import parse_cpu_list
-from xentool.errors import UsageError, XentoolError
+from xentool.errors import CpuPoolError, UsageError
 
 POOL0_NAME = "Pool-0"
 DEFAULT_SCHEDULER = "credit2"
@@ -27,16 +27,6 @@ DEFAULT_SCHEDULER = "credit2"
 
 def _name_path(poolid: int) -> str:
     return f"/local/pool/{poolid}/name"
-
-
-class CpuPoolError(XentoolError):
-    """A cpupool operation Xen refused, or one that would break a rule of pools."""
-
-    exit_code = 5
-
-    def __init__(self, pool: str, message: str) -> None:
-        self.name = pool
-        super().__init__(f"cpupool {pool}: {message}")
 
 
 @dataclass(frozen=True)

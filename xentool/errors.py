@@ -138,6 +138,16 @@ class UnsupportedByHost(XentoolError):
         super().__init__(f"domain {domain}: {message}")
 
 
+class CpuPoolError(XentoolError):
+    """A cpupool operation Xen refused, or one that would break a rule of pools."""
+
+    exit_code = 5
+
+    def __init__(self, pool: str, message: str) -> None:
+        self.name = pool
+        super().__init__(f"cpupool {pool}: {message}")
+
+
 class WaitTimeout(XentoolError):
     """Something awaited did not happen in time; ``what`` says what was awaited."""
 

@@ -105,7 +105,8 @@ def test_traffic_is_counted_from_dom0s_backends_the_guests_way_round(xt, tmp_pat
 
 
 def test_a_pool_of_its_own_cpus_and_scheduler_runs_a_guest_moved_or_made_in_it(xt, make_config, tmp_path):
-    from xentool.cpupools import CpuPoolError, PoolSpec
+    from xentool.cpupools import PoolSpec
+    from xentool.errors import CpuPoolError
 
     before = host_snapshot(xt)
     with pytest.raises(CpuPoolError, match="cpu 3 is in Pool-0; take it out first"):

@@ -382,12 +382,7 @@ def mem_set(
     memory: str = typer.Argument(..., help="New balloon target: MiB, or a size like 512M or 2G."),
 ) -> None:
     """Set a domain's memory (balloon) target."""
-    from xentool.config.sizes import parse_size_mib
-
-    try:
-        mib = parse_size_mib(memory)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="MEMORY") from e
+    mib = _memory_argument(memory)
     with _toolstack() as xt:
         xt.mem_set(domain, mib)
 
@@ -398,14 +393,19 @@ def mem_max(
     memory: str = typer.Argument(..., help="The most it may balloon up to: MiB, or a size like 1G."),
 ) -> None:
     """Set the most memory a domain may balloon up to (its maxmem), as xl mem-max."""
+    mib = _memory_argument(memory)
+    with _toolstack() as xt:
+        xt.mem_max(domain, mib)
+
+
+def _memory_argument(memory: str) -> int:
+    """MEMORY as MiB: a number of MiB, or a size like 512M or 2G."""
     from xentool.config.sizes import parse_size_mib
 
     try:
-        mib = parse_size_mib(memory)
+        return parse_size_mib(memory)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="MEMORY") from e
-    with _toolstack() as xt:
-        xt.mem_max(domain, mib)
 
 
 @app.command("vcpu-set")
