@@ -550,12 +550,14 @@ class Hypervisor(abc.ABC):
         raise self._unsupported("domain_dumpcore", domid, "guest memory to dump")
 
     def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool],
-                    switch_logdirty: Callable[[bool], None] | None = None, live: bool = False) -> None:
+                    switch_logdirty: Callable[[bool], None] | None = None, live: bool = False,
+                    progress: Callable[[str, int, int], None] | None = None) -> None:
         """Write the domain's state to ``fd`` as Xen's migration stream (xc_domain_save), after
         ``suspend`` has had the guest suspend itself (it returns whether it did).  An HVM guest's
         save also turns its device model's dirty-page logging on and off (``switch_logdirty``).
         ``live``: the memory is copied while the guest runs, in rounds that resend what it dirtied,
-        and the guest is suspended only for the last one (a migration's short downtime)."""
+        and the guest is suspended only for the last one (a migration's short downtime).
+        ``progress`` hears (what is being done, pages done, pages in all) as the copy goes."""
         raise self._unsupported("domain_save", domid, "saving a guest's memory")
 
     def domain_restore(self, domid: int, fd: int, spec: BuildSpec) -> BuildResult:

@@ -302,12 +302,14 @@ class Toolstack:
         return definition
 
     # -- save and restore -------------------------------------------------------------------------
-    def save(self, ref: str | int, path: str | Path, checkpoint: bool = False) -> SaveResult:
+    def save(self, ref: str | int, path: str | Path, checkpoint: bool = False,
+             progress: Callable[[str, int, int], None] | None = None) -> SaveResult:
         """Suspend the guest and write it to ``path`` (Xen's migration stream, with its config);
-        then destroy it, or with ``checkpoint`` let it go on running."""
+        then destroy it, or with ``checkpoint`` let it go on running.  ``progress`` hears Xen's
+        copy: (what is being done, pages done, pages in all)."""
         from xentool.saving import save_guest
 
-        return save_guest(self.hv, self.records, self._guest(ref), path, checkpoint)
+        return save_guest(self.hv, self.records, self._guest(ref), path, checkpoint, progress)
 
     def restore(self, path: str | Path, paused: bool = False, timings: list[OpTiming] | None = None) -> DomainSummary:
         """Bring back a guest saved by :meth:`save`, with its uuid, config and devices; it goes on
@@ -326,7 +328,8 @@ class Toolstack:
 
     # -- migration --------------------------------------------------------------------------------
     def migrate(self, ref: str | int, host: str, live: bool = True, keep_source_definition: bool = False,
-                ssh_command: str = "ssh", remote_xentool: str = "xentool", compress: bool = True) -> MigrationResult:
+                ssh_command: str = "ssh", remote_xentool: str = "xentool", compress: bool = True,
+                progress: Callable[[str, int, int], None] | None = None) -> MigrationResult:
         """Move the guest to ``host`` (HOST or USER@HOST, reached with ssh, where ``remote_xentool``
         runs `migrate-receive`; or ``tls://HOST[:PORT][?tls_dir=DIR]``, the target's daemon over its
         mutual-TLS API, with this client's certificate as for ``connect``): live unless ``live`` is
@@ -335,11 +338,11 @@ class Toolstack:
         guest's definition moves with it.  On failure it runs on here, except when the target went
         silent after it was told to start the guest: then it stays suspended here (MigrationError
         says which).  The stream goes compressed (zstd) when both hosts can, unless ``compress`` is
-        False (a fast link and slow CPUs)."""
+        False (a fast link and slow CPUs).  ``progress`` hears Xen's copy, as for :meth:`save`."""
         from xentool.migration import migrate_guest
 
         return migrate_guest(self.hv, self.records, self.definitions, self._guest(ref), host, live,
-                             keep_source_definition, ssh_command, remote_xentool, compress)
+                             keep_source_definition, ssh_command, remote_xentool, compress, progress)
 
     def migrate_receive(self, data_fd: int = 0, answer_fd: int = 1) -> DomainSummary:
         """The target's end of :meth:`migrate` (what `xentool migrate-receive` runs, over ssh, and

@@ -51,7 +51,8 @@ def xentool_record(records: RecordStore, domain: DomainSummary, verb: str, xl_co
 
 
 def save_guest(
-    hv: Hypervisor, records: RecordStore, domain: DomainSummary, path: str | os.PathLike[str], checkpoint: bool = False
+    hv: Hypervisor, records: RecordStore, domain: DomainSummary, path: str | os.PathLike[str], checkpoint: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> SaveResult:
     record = xentool_record(records, domain, "save", "xl save")
     config = record.guest_config()
@@ -76,7 +77,7 @@ def save_guest(
     fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # a guest's memory
     try:
         offset = savefile.write_header(fd, domain.name, domain.uuid, config.type.value, record.config, time.time())
-        hv.domain_save(domain.domid, fd, suspend, logdirty_switch(hv, domain.domid))
+        hv.domain_save(domain.domid, fd, suspend, logdirty_switch(hv, domain.domid), progress=progress)
         if hvm:
             savefile.append_device_model_state(fd, dm_state)
         savefile.finish(fd, offset)

@@ -97,10 +97,14 @@ static void xentool_logger_vmessage(struct xentoollog_logger *logger, xentoollog
     lg->last_errno = errnoval;
 }
 
+/* Defined by cffi below (extern "Python"): hands libxenguest's progress to the Python caller. */
+static void xentool_progress(const char *doing_what, int percent, unsigned long done, unsigned long total);
+
 static void xentool_logger_progress(struct xentoollog_logger *logger, const char *context,
                                     const char *doing_what, int percent,
                                     unsigned long done, unsigned long total)
 {
+    xentool_progress(doing_what ? doing_what : "", percent, done, total);
 }
 
 static void xentool_logger_destroy(struct xentoollog_logger *logger)
@@ -543,6 +547,7 @@ int xc_domain_resume(xc_interface *xch, uint32_t domid, int fast);
 /* xc_domain_save asks for the guest to be suspended through this; data is a handle to the Python
    callable (ffi.new_handle). */
 extern "Python" int xentool_save_suspend(void *data);
+extern "Python" void xentool_progress(const char *doing_what, int percent, unsigned long done, unsigned long total);
 extern "Python" int xentool_restore_static_data_done(unsigned int missing, void *data);
 /* QEMU's dirty-page logging, which only a live save switches on: xentool's saves are not live. */
 extern "Python" int xentool_save_switch_qemu_logdirty(uint32_t domid, unsigned enable, void *data);

@@ -49,6 +49,7 @@ class XenHypervisor(Hypervisor):
         self.ffi = module.ffi
         self.lib = module.lib
         self.xc = XcHandle(module)
+        saverestore.register(module)  # before any libxenguest call can report progress
         self._xenstore: XenXenStore | None = None
         self._xs_lock = threading.Lock()
         self._physcaps: int | None = None
@@ -188,8 +189,9 @@ class XenHypervisor(Hypervisor):
                      domid=domid, failed=failed_nonzero)
 
     def domain_save(self, domid: int, fd: int, suspend: Callable[[], bool],
-                    switch_logdirty: Callable[[bool], None] | None = None, live: bool = False) -> None:
-        saverestore.save(self.xc, domid, fd, suspend, switch_logdirty, live)
+                    switch_logdirty: Callable[[bool], None] | None = None, live: bool = False,
+                    progress: Callable[[str, int, int], None] | None = None) -> None:
+        saverestore.save(self.xc, domid, fd, suspend, switch_logdirty, live, progress)
 
     def domain_restore(self, domid: int, fd: int, spec: BuildSpec) -> BuildResult:
         max_vcpus = self.domain_getinfo(domid).max_vcpu_id + 1

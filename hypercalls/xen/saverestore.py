@@ -19,6 +19,10 @@ from hypercalls.errors import XenError
 from hypercalls.xen.xc import XcHandle, failed_nonzero
 
 _registered: set[int] = set()  # id() of the compiled modules whose extern "Python" hooks are set
+Progress = Callable[[str, int, int], None]  # (what is being done, done, total)
+# Who hears libxenguest's progress now: one save at a time per process (the daemon forks a process
+# per command), so one slot, set for the length of the save.
+_progress: list[Progress] = []
 
 
 @dataclass
@@ -37,10 +41,19 @@ class _SaveCallbacks(_Callback):
     switch_logdirty: Callable[[bool], None] | None = None
 
 
-def _register(module: Any) -> None:
+def register(module: Any) -> None:
+    """Set the module's extern \"Python\" hooks (once per compiled module)."""
     if id(module) in _registered:
         return
     ffi = module.ffi
+
+    @ffi.def_extern(name="xentool_progress")
+    def _on_progress(doing_what: Any, percent: int, done: int, total: int) -> None:
+        if _progress:
+            try:
+                _progress[-1](ffi.string(doing_what).decode(errors="replace"), int(done), int(total))
+            except Exception:  # noqa: BLE001 - a display's failure must not fail the save
+                _progress.clear()
 
     @ffi.def_extern(name="xentool_save_suspend")
     def _suspend(data: Any) -> int:  # 1: suspended, 0: failed (xg_sr_save.c's suspend_domain)
@@ -78,11 +91,25 @@ def _register(module: Any) -> None:
 
 
 def save(xc: XcHandle, domid: int, fd: int, suspend: Callable[[], bool],
-         switch_logdirty: Callable[[bool], None] | None = None, live: bool = False) -> None:
+         switch_logdirty: Callable[[bool], None] | None = None, live: bool = False,
+         progress: Progress | None = None) -> None:
     """Write ``domid``'s state to ``fd``: not live, the guest is suspended first (by ``suspend``);
     live, libxenguest copies its memory while it runs (dirty-page logging, its default pre-copy
-    policy: rounds until little is left or enough rounds were made) and suspends it for the last."""
-    _register(xc.module)
+    policy: rounds until little is left or enough rounds were made) and suspends it for the last.
+    ``progress`` hears libxenguest's reports: what it does ("Frames iteration 1 of 5", ...), pages
+    done, pages in all."""
+    register(xc.module)
+    if progress is not None:
+        _progress.append(progress)
+    try:
+        _save(xc, domid, fd, suspend, switch_logdirty, live)
+    finally:
+        if progress is not None and progress in _progress:
+            _progress.remove(progress)
+
+
+def _save(xc: XcHandle, domid: int, fd: int, suspend: Callable[[], bool],
+          switch_logdirty: Callable[[bool], None] | None, live: bool) -> None:
     ffi, lib = xc.ffi, xc.lib
     callback = _SaveCallbacks(suspend, switch_logdirty=switch_logdirty)
     handle = ffi.new_handle(callback)
@@ -106,7 +133,7 @@ def restore(xc: XcHandle, domid: int, fd: int, store_evtchn: int, console_evtchn
     xenstore and console pages (MFNs for PV).  The domain stays paused.  libxenguest itself sets
     the guest width, TSC and CPUID from the stream and seeds the console and xenstore grant entries
     (x86_pv_stream_complete)."""
-    _register(xc.module)
+    register(xc.module)
     ffi, lib = xc.ffi, xc.lib
 
     def static_data_done(missing: int) -> None:

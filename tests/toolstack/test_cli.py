@@ -147,3 +147,20 @@ def test_vcpu_list_and_sched_credit2_tables(capsys, sim_url, guest_file):
     assert code == 0 and "scheduler credit2" in out and any(line.split()[-2:] == ["64", "0"] for line in out.splitlines())
     code, _, err = run(capsys, "--connect", sim_url, "sched-credit2", "-w", "64")
     assert code == 2 and "name the domain (-d)" in err
+
+
+def test_copy_progress_is_a_line_per_phase_off_a_terminal_and_nothing_when_quiet():
+    import io
+
+    from rich.console import Console
+
+    from xentool.cli.progress import copy_progress
+
+    written = io.StringIO()
+    with copy_progress(Console(file=written, width=200), "saving web") as report:
+        assert report is not None
+        for what, done in (("Frames", 0), ("Frames", 512), ("Frames iteration 2 of 5", 10), ("Frames iteration 2 of 5", 20)):
+            report(what, done, 32768)
+    assert written.getvalue().splitlines() == ["saving web: Frames (32768 pages)", "saving web: Frames iteration 2 of 5 (32768 pages)"]
+    with copy_progress(Console(file=io.StringIO()), "saving web", quiet=True) as report:
+        assert report is None

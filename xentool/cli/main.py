@@ -59,6 +59,13 @@ def out() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def _stderr_console() -> Console:
+    """Rich output on stderr: progress, which must not mix with what a script reads on stdout."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
 def _say(line: str, *, stderr: bool = False) -> None:
     """A plain line (what rich printed for it with markup off), without importing rich."""
     print(line, file=sys.stderr if stderr else sys.stdout, flush=True)
@@ -731,8 +738,10 @@ def save(
     checkpoint: bool = typer.Option(False, "-c", "--checkpoint", help="Leave the guest running after saving."),
 ) -> None:
     """Suspend a guest and save it, with its config, to FILE; then destroy it (unless -c)."""
-    with _toolstack() as xt:
-        result = xt.save(domain, file, checkpoint)
+    from xentool.cli.progress import copy_progress
+
+    with _toolstack() as xt, copy_progress(_stderr_console(), f"saving {domain}") as progress:
+        result = xt.save(domain, file, checkpoint, progress=progress)
     then = "still running" if result.kept_running else "destroyed"
     out().print(f"saved domain {domain} to {result.path} ({result.size // (1024 * 1024)} MiB in {result.seconds:g} s); {then}")
 
@@ -771,9 +780,12 @@ def migrate(
                                  "target took (the target's restore overlaps the copy)."),
 ) -> None:
     """Move a running guest to another host, live: it keeps its name, uuid, config and devices."""
-    with _toolstack() as xt:
+    from xentool.cli.progress import copy_progress
+
+    with _toolstack() as xt, copy_progress(_stderr_console(), f"migrating {domain}") as progress:
         result = xt.migrate(domain, host, live=not non_live, keep_source_definition=keep_source_definition,
-                            ssh_command=ssh_command, remote_xentool=remote_xentool, compress=not no_compress)
+                            ssh_command=ssh_command, remote_xentool=remote_xentool, compress=not no_compress,
+                            progress=progress)
     if timings:
         _print_timings(list(result.timings), None, result.seconds)
     how = "live" if result.live else "non-live"

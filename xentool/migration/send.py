@@ -24,6 +24,7 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -254,7 +255,8 @@ def why_not_live(hv: Hypervisor, guest_type: GuestType) -> str | None:
 
 def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionStore, domain: DomainSummary, target: str,
                   live: bool = True, keep_source_definition: bool = False, ssh_command: str = "ssh",
-                  remote_xentool: str = "xentool", compress: bool = True) -> MigrationResult:
+                  remote_xentool: str = "xentool", compress: bool = True,
+                  progress: Callable[[str, int, int], None] | None = None) -> MigrationResult:
     record = xentool_record(records, domain, "send", "xl migrate")
     config = record.guest_config()
     hvm = config.type == GuestType.HVM
@@ -303,7 +305,8 @@ def migrate_guest(hv: Hypervisor, records: RecordStore, definitions: DefinitionS
             if method is not None:
                 receiver.compress_from_now()
             phase = "sending the guest"
-            hv.domain_save(domain.domid, receiver.data_fd, suspend, logdirty_switch(hv, domain.domid), live=live)
+            hv.domain_save(domain.domid, receiver.data_fd, suspend, logdirty_switch(hv, domain.domid), live=live,
+                           progress=progress)
             marks.mark("send the last round of the memory")
             if hvm:
                 receiver.send(frame(DM_STATE_MAGIC, dm_state))
