@@ -161,6 +161,11 @@ def test_pv_guest_uses_its_disks_and_network_and_hot_plug(lab, guests, bridge):
         for address in (GUEST_IP, ROUTED_IP):
             pinged = lab.exec(["busybox", "ping", "-c", "3", "-W", "5", address], capture=True, timeout=60)
             assert pinged.returncode == 0, pinged.out + pinged.err
+        # What netback and blkback counted: the pings both ways; xvdb (a loop device) mounted, written, synced.
+        used = json.loads(xentool(lab, "stats", "pvdev", "--json", "-i", "0.5").out)
+        assert used["net_rx_bytes"] > 0 and used["net_tx_bytes"] > 0, used
+        assert used["block_read_bytes"] > 0 and used["block_written_bytes"] > 0, used
+        assert used["vcpus"] == 1 and used["memory_mib"] > 0, used
         hot_plug_while_running(lab, images, tag, domid)
     finally:
         destroyed = xentool(lab, "destroy", "pvdev")
