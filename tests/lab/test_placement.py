@@ -4,10 +4,11 @@ for xentool to read (the lab's Xen has 2 CPUs and runs credit2)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from kit.lab import write_config, xentool
+from kit.lab import wait_for_console, write_config, xentool
 
 pytestmark = pytest.mark.lab
 
@@ -95,3 +96,32 @@ def test_a_second_pool_with_the_other_scheduler_runs_a_guest_and_xl_sees_it(lab,
             lab.exec(["xl", "cpupool-destroy", "lab-credit"], capture=True)
         lab.exec(["xl", "cpupool-cpu-add", "Pool-0", "1"], capture=True)
     assert [(p["name"], p["cpus"]) for p in json.loads(xentool(lab, "cpupool-list", "--json").out)] == [("Pool-0", [0, 1])]
+
+
+def test_a_guest_balloons_up_within_maxmem_and_mem_max_moves_the_ceiling(lab, guests):
+    config = write_config(lab, guests, "ballooned", maxmem=256)
+    created = xentool(lab, "create", str(config))
+    assert created.returncode == 0, created.err
+    try:
+        wait_for_console(lab, "ballooned", "xentool-guest: marker=ballooned")
+        assert xl_memory(lab, "ballooned") == 128
+        assert xentool(lab, "mem-set", "ballooned", "200").returncode == 0
+        deadline = time.monotonic() + 120
+        while xl_memory(lab, "ballooned") < 199 and time.monotonic() < deadline:  # the guest's balloon driver
+            time.sleep(2)
+        assert 199 <= xl_memory(lab, "ballooned") <= 200
+        above = xentool(lab, "mem-set", "ballooned", "300")
+        assert above.returncode == 2 and "300 MiB is above its maxmem of 256 MiB" in above.err
+        below = xentool(lab, "mem-max", "ballooned", "150")
+        assert below.returncode == 2 and "150 MiB is below its memory target of 200 MiB" in below.err
+        assert xentool(lab, "mem-max", "ballooned", "384").returncode == 0
+        info = json.loads(xentool(lab, "info", "--json", "ballooned").out)
+        assert (info["max_memory_mib"], info["target_memory_mib"]) == (385, 200)  # xl's 1 MiB of slack on top
+    finally:
+        xentool(lab, "destroy", "ballooned")
+
+
+def xl_memory(lab, name: str) -> int:
+    listed = lab.exec(["xl", "list", name], capture=True)
+    assert listed.returncode == 0, listed.err
+    return int(listed.out.splitlines()[1].split()[2])
