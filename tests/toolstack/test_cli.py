@@ -147,6 +147,10 @@ def test_vcpu_list_and_sched_credit2_tables(capsys, sim_url, guest_file):
     assert code == 0 and "scheduler credit2" in out and any(line.split()[-2:] == ["64", "0"] for line in out.splitlines())
     code, _, err = run(capsys, "--connect", sim_url, "sched-credit2", "-w", "64")
     assert code == 2 and "name the domain (-d)" in err
+    code, out, _ = run(capsys, "--connect", sim_url, "sched-credit2", "-p", "Pool-0", "--json")
+    assert code == 0 and [row["name"] for row in json.loads(out)] == ["Domain-0", "hello"]
+    code, _, err = run(capsys, "--connect", sim_url, "sched-credit2", "-p", "nowhere")
+    assert code == 2 and "no cpupool named 'nowhere'" in err
 
 
 def test_copy_progress_is_a_line_per_phase_off_a_terminal_and_nothing_when_quiet():

@@ -596,15 +596,18 @@ def vcpu_list(
     out().print(table)
 
 
-def _sched_command(scheduler: str, domain: str | None, weight: int | None, cap: int | None, as_json: bool) -> None:
+def _sched_command(scheduler: str, domain: str | None, pool: str | None, weight: int | None, cap: int | None,
+                   as_json: bool) -> None:
     """xl sched-credit and sched-credit2: set a domain's weight and cap, or show them (every
-    domain's under that scheduler when no domain is named)."""
+    domain's under that scheduler, or in one pool, when no domain is named)."""
     if domain is None and (weight is not None or cap is not None):
         raise typer.BadParameter("name the domain (-d) whose weight or cap to set", param_hint="--domain")
     with _toolstack() as xt:
         if domain is not None and (weight is not None or cap is not None):
             xt.sched_set(domain, weight, cap, scheduler=scheduler)
             return
+        if pool is not None and pool not in {p.name for p in xt.cpupools()}:
+            raise typer.BadParameter(f"no cpupool named {pool!r} (xentool cpupool-list)", param_hint="--pool")
         shown = []
         for d in [xt.lookup(domain)] if domain is not None else xt.list_domains():
             params = xt.sched_get(d.domid)
@@ -612,6 +615,8 @@ def _sched_command(scheduler: str, domain: str | None, weight: int | None, cap: 
                 from xentool.placement import check_scheduler
 
                 check_scheduler(params, scheduler, f"domain {d.name}")
+            if pool is not None and xt.info(d.domid).pool != pool:
+                continue
             if params.scheduler == scheduler:
                 shown.append({"name": d.name, "domid": d.domid, "weight": params.weight, "cap": params.cap})
     if as_json:
@@ -630,23 +635,25 @@ def _sched_command(scheduler: str, domain: str | None, weight: int | None, cap: 
 @app.command("sched-credit2")
 def sched_credit2(
     domain: str = typer.Option(None, "--domain", "-d", help="Domain name, id or uuid."),
+    pool: str = typer.Option(None, "--pool", "-p", help="Show only the domains in this cpupool."),
     weight: int = typer.Option(None, "--weight", "-w", help="Its share when CPUs are contended: 1..65535 (256 by default)."),
     cap: int = typer.Option(None, "--cap", "-c", help="The most CPU it may use, % of one CPU (0: no cap)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show or set credit2 weights and caps, as xl sched-credit2."""
-    _sched_command("credit2", domain, weight, cap, as_json)
+    _sched_command("credit2", domain, pool, weight, cap, as_json)
 
 
 @app.command("sched-credit")
 def sched_credit(
     domain: str = typer.Option(None, "--domain", "-d", help="Domain name, id or uuid."),
+    pool: str = typer.Option(None, "--pool", "-p", help="Show only the domains in this cpupool."),
     weight: int = typer.Option(None, "--weight", "-w", help="Its share when CPUs are contended: 1..65535 (256 by default)."),
     cap: int = typer.Option(None, "--cap", "-c", help="The most CPU it may use, % of one CPU (0: no cap)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show or set credit weights and caps (a cpupool running the credit scheduler), as xl sched-credit."""
-    _sched_command("credit", domain, weight, cap, as_json)
+    _sched_command("credit", domain, pool, weight, cap, as_json)
 
 
 def _print_devices(devices: list[DeviceStatus], as_json: bool, columns: tuple[str, ...]) -> None:
