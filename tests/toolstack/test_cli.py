@@ -163,8 +163,10 @@ def test_copy_progress_is_a_line_per_phase_off_a_terminal_and_nothing_when_quiet
     written = io.StringIO()
     with copy_progress(Console(file=written, width=200), "saving web") as report:
         assert report is not None
-        for what, done in (("Frames", 0), ("Frames", 512), ("Frames iteration 2 of 5", 10), ("Frames iteration 2 of 5", 20)):
-            report(what, done, 32768)
-    assert written.getvalue().splitlines() == ["saving web: Frames (32768 pages)", "saving web: Frames iteration 2 of 5 (32768 pages)"]
+        for what, done, total in (("Frames", 0, 32768), ("Frames", 512, 32768), ("Frames iteration 2 of 5", 10, 32768),
+                                  ("Complete", 0, 0)):
+            report(what, done, total)
+    assert written.getvalue().splitlines() == ["saving web: Frames (32768 pages)", "saving web: Frames iteration 2 of 5 (32768 pages)",
+                                               "saving web: Complete"]
     with copy_progress(Console(file=io.StringIO()), "saving web", quiet=True) as report:
         assert report is None

@@ -59,6 +59,14 @@ def out() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def _table_out() -> Console:
+    """stdout for a wide table: off a terminal (a pipe, a log) rich would squeeze it into 80 columns."""
+    console = out()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    return console
+
+
 def _stderr_console() -> Console:
     """Rich output on stderr: progress, which must not mix with what a script reads on stdout."""
     from rich.console import Console
@@ -462,7 +470,7 @@ def stats(
     if as_json:
         _print_json(rows[0].to_json())
         return
-    out().print(_stats_table(rows))
+    _table_out().print(_stats_table(rows))
 
 
 @app.command()
@@ -485,7 +493,7 @@ def top(
             if as_json:
                 _print_json([r.to_json() for r in rows])
             else:
-                out().print(_stats_table(rows))
+                _table_out().print(_stats_table(rows))
             return
         from rich.live import Live
 

@@ -25,7 +25,7 @@ def copy_progress(console: Console, label: str, quiet: bool = False) -> Iterator
         def line(what: str, done: int, total: int) -> None:
             if what and (not said or said[-1] != what):
                 said.append(what)
-                console.print(f"{label}: {what} ({total} pages)", highlight=False)
+                console.print(f"{label}: {what}" + (f" ({total} pages)" if total else ""), highlight=False)
 
         yield line
         return
