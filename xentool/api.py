@@ -163,13 +163,13 @@ class Toolstack:
 
     def _scheduling(self, domid: int) -> dict[str, Any]:
         """info's scheduler, weight, cap and cpupool; none if the domain went away meanwhile."""
-        try:
-            params = self.hv.sched_get(domid)
-        except XenError:
-            return {}
         from xentool.cpupools import pool_name
 
-        pool = pool_name(self.hv, self.hv.domain_getinfo(domid).cpupool)
+        try:
+            params = self.hv.sched_get(domid)
+            pool = pool_name(self.hv, self.hv.domain_getinfo(domid).cpupool)
+        except XenError:
+            return {}
         return {"scheduler": params.scheduler, "weight": params.weight, "cap": params.cap, "pool": pool}
 
     def console_log(self, ref: str | int) -> str:
