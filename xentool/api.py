@@ -158,19 +158,20 @@ class Toolstack:
             max_vcpus=info.max_vcpu_id + 1,
             config=record.config if record else None,
             paging=None if info.guest_type == GuestType.PV else "hap" if info.hap else "shadow",
-            **self._scheduling(summary.domid),
+            **self._scheduling(info),
         )
 
-    def _scheduling(self, domid: int) -> dict[str, Any]:
-        """info's scheduler, weight, cap and cpupool; none if the domain went away meanwhile."""
+    def _scheduling(self, info: DomainInfo) -> dict[str, Any]:
+        """info's scheduler, weight, cap and cpupool (from the look info took); none if the domain
+        went away meanwhile."""
         from xentool.cpupools import pool_name
 
         try:
-            params = self.hv.sched_get(domid)
-            pool = pool_name(self.hv, self.hv.domain_getinfo(domid).cpupool)
+            params = self.hv.sched_get(info.domid)
         except XenError:
             return {}
-        return {"scheduler": params.scheduler, "weight": params.weight, "cap": params.cap, "pool": pool}
+        return {"scheduler": params.scheduler, "weight": params.weight, "cap": params.cap,
+                "pool": pool_name(self.hv, info.cpupool)}
 
     def console_log(self, ref: str | int) -> str:
         """Everything the guest has printed on its console so far (since its creation by xentool)."""

@@ -25,8 +25,12 @@ POOL0_NAME = "Pool-0"
 DEFAULT_SCHEDULER = "credit2"
 
 
+def _pool_path(poolid: int) -> str:
+    return f"/local/pool/{poolid}"
+
+
 def _name_path(poolid: int) -> str:
-    return f"/local/pool/{poolid}/name"
+    return f"{_pool_path(poolid)}/name"
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def create_pool(hv: Hypervisor, spec: PoolSpec) -> CpuPool:
             for cpu in sorted(spec.cpus & next((p.cpus for p in hv.cpupool_list() if p.poolid == poolid), frozenset())):
                 hv.cpupool_remove_cpu(poolid, cpu)
             hv.cpupool_destroy(poolid)
-            hv.xenstore().rm(f"/local/pool/{poolid}")
+            hv.xenstore().rm(_pool_path(poolid))
         if isinstance(e, XenError):
             raise CpuPoolError(spec.name, f"making it: {e}") from e
         raise
@@ -141,7 +145,7 @@ def destroy_pool(hv: Hypervisor, name: str) -> None:
     for cpu in sorted(pool.cpus):
         _refused(name, f"taking out cpu {cpu}", partial(hv.cpupool_remove_cpu, pool.poolid, cpu))
     _refused(name, "destroying it", lambda: hv.cpupool_destroy(pool.poolid))
-    hv.xenstore().rm(f"/local/pool/{pool.poolid}")
+    hv.xenstore().rm(_pool_path(pool.poolid))
 
 
 def add_cpu(hv: Hypervisor, name: str, cpu: int) -> None:
