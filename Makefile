@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Host packages: QEMU runs the lab; the Xen user tools and libraries are what dom0 (which shares
 # this machine's root filesystem) runs and what the cffi bindings compile against.
 DEBIAN_PACKAGES := qemu-system-x86 qemu-utils qemu-system-xen xen-utils-4.17 xenstore-utils \
-	libxen-dev busybox-static cpio kmod genisoimage isolinux syslinux-common syslinux-utils gcc acpica-tools e2fsprogs \
+	libxen-dev busybox-static cpio kmod genisoimage isolinux syslinux-common syslinux-utils gcc acpica-tools e2fsprogs grub-xen-host \
 	openssl openssh-client
 
 # QEMU, the device model of HVM guests, runs restricted as this user (libxl's dm_restrict name, so

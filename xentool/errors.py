@@ -128,6 +128,17 @@ class DeviceError(XentoolError):
         super().__init__(f"domain {domain}, device {device}: {message}")
 
 
+class BootloaderError(XentoolError):
+    """pygrub (or the config's bootloader program) found nothing to boot on the guest's disk."""
+
+    exit_code = 5
+
+    def __init__(self, domain: str, disk: str, message: str) -> None:
+        self.domain = domain
+        self.disk = disk
+        super().__init__(f"domain {domain}, disk {disk}: {message}")
+
+
 class UnsupportedByHost(XentoolError):
     """The config asks for what this host's Xen cannot do (shadow paging on a Xen built without it)."""
 

@@ -86,9 +86,9 @@ def test_realistic_hvm_cfg():
 
 
 def test_import_returns_data_and_warnings():
-    data, warnings = import_xl_cfg('name = "a"\nkernel = "/k"\nbootloader = "pygrub"\n')
+    data, warnings = import_xl_cfg('name = "a"\nkernel = "/k"\npae = 1\n')
     assert data == {"name": "a", "kernel": "/k"}
-    assert len(warnings) == 1 and "bootloader" in warnings[0]
+    assert len(warnings) == 1 and "pae" in warnings[0]
 
 
 @pytest.mark.parametrize("cfg", [PV_CFG, HVM_CFG])

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "xentool.console.paths": 1,
     "xentool.devicemodel.paths": 1,
     "xentool.devices": 2,
+    "xentool.bootloader": 2,
     "xentool.placement": 2,
     "xentool.cpupools": 2,
     "xentool.stats": 2,

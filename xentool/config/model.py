@@ -525,6 +525,23 @@ class Scheduling(_Section):
 # -- the guest ----------------------------------------------------------------------------------
 
 
+PVGRUB = "pvgrub"
+PYGRUB = "pygrub"
+
+
+def _bootloader(value: Any) -> Any:
+    """pvgrub, pygrub, or the absolute path of a program (xl's "/usr/bin/pygrub" means pygrub)."""
+    if not isinstance(value, str):
+        return value
+    if value in (PVGRUB, PYGRUB):
+        return value
+    if re.fullmatch(r"/usr/(bin|lib/xen-[0-9.]+/bin)/pygrub", value):  # where xl.cfg files name Xen's own
+        return PYGRUB
+    if not value.startswith("/") or "\0" in value or "\n" in value:
+        raise ValueError(f"{_shown(value)} is not a bootloader; give pvgrub, pygrub, or the absolute path of a program")
+    return value
+
+
 def _cpus(value: Any) -> Any:
     if isinstance(value, str):
         return [] if value.strip() == "all" else parse_cpu_list(value)
@@ -554,10 +571,21 @@ class GuestConfig(BaseModel):
     type: GuestType = Field(GuestType.PV, description="pv (paravirtualized), pvh (PV in an HVM container) or hvm (fully virtualized).")
     uuid: uuid_module.UUID | None = Field(None, description="The domain's uuid. Unset: a new random one at each create.")
     kernel: str | None = Field(
-        None, description="The kernel image to boot. Required for pv and pvh; for hvm, a kernel for QEMU to boot directly."
+        None, description="The kernel image to boot. Required for pv and pvh (unless a bootloader finds it); for hvm, a "
+        "kernel for QEMU to boot directly. With bootloader: pygrub, a path inside the guest's disk."
     )
     ramdisk: str | None = Field(None, description="The initial ramdisk (initrd) loaded with the kernel.")
     cmdline: str = Field("", description="The kernel command line.")
+    bootloader: Annotated[str | None, BeforeValidator(_bootloader)] = Field(
+        None,
+        description="pv and pvh: boot what the guest's first disk names in its /boot/grub/grub.cfg. pvgrub: Debian's "
+        "PVGRUB2 (package grub-xen-host) is the guest's kernel and reads it in the guest; pygrub: Xen's pygrub reads it "
+        "in dom0 before the build, as an unprivileged user (kernel, ramdisk and cmdline then override its choice, with "
+        "paths inside the disk); or the absolute path of another program that speaks pygrub's options.",
+    )
+    bootloader_args: list[str] = Field(
+        [], description="More arguments for pygrub (or the bootloader program), e.g. --entry=1 for the second menu entry."
+    )
     memory: SizeMiB = Field(128, description="Memory at boot, in MiB (or a size like 512M, 2G).")
     maxmem: SizeMiB | None = Field(None, description="The most memory the guest may balloon up to, in MiB. Unset: the same as memory.")
     vcpus: Count = Field(1, ge=1, le=MAX_VCPUS, description="Virtual CPUs online at boot.")
@@ -617,8 +645,10 @@ class GuestConfig(BaseModel):
     def _consistent(self) -> GuestConfig:
         problems: list[tuple[tuple[str | int, ...], str]] = []
         kind = self.type.value
-        if self.type in (GuestType.PV, GuestType.PVH) and not self.kernel:
-            problems.append((("kernel",), f"missing; a {kind} guest boots a kernel directly, so it needs kernel (the image's path)"))
+        if self.type in (GuestType.PV, GuestType.PVH) and not self.kernel and not self.bootloader:
+            problems.append((("kernel",), f"missing; a {kind} guest boots a kernel directly, so it needs kernel (the image's "
+                                          "path), or bootloader: pvgrub or pygrub to boot what its disk names"))
+        problems += self._bootloader_problems()
         if self.type != GuestType.HVM:
             for key in ("hvm", "device_model", "serial", "vnc"):
                 if getattr(self, key) is not None:
@@ -628,7 +658,7 @@ class GuestConfig(BaseModel):
         if self.sched and self.sched.cap is not None and self.sched.cap > 100 * self.max_vcpus:
             problems.append((("sched", "cap"), f"{self.sched.cap}% is more than {self.max_vcpus} vcpus can use; "
                                                f"give at most {100 * self.max_vcpus} (0: no cap)"))
-        if self.ramdisk and not self.kernel:
+        if self.ramdisk and not self.kernel and not self.bootloader:
             problems.append((("ramdisk",), "a ramdisk goes with a kernel; set kernel too, or remove ramdisk"))
         if self.maxmem is not None and self.maxmem < self.memory:
             problems.append(
@@ -681,6 +711,26 @@ class GuestConfig(BaseModel):
         if self.type == GuestType.HVM and self.hvm is None:
             self.hvm = HvmOptions()
         return self
+
+    def _bootloader_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        if self.bootloader is None:
+            return [(("bootloader_args",), "these are a bootloader's; set bootloader too, or remove them")] if self.bootloader_args else []
+        if self.type == GuestType.HVM:
+            return [(("bootloader",), "an hvm guest boots from its disk through its own firmware; remove bootloader")]
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.bootloader == PVGRUB:
+            for key in ("kernel", "ramdisk", "bootloader_args"):
+                if getattr(self, key):
+                    problems.append(((key,), "pvgrub is the guest's kernel and reads the rest from the guest's own "
+                                             f"grub.cfg; remove {key}, or use bootloader: pygrub"))
+        disks = [d for d in self.disks if d.devtype == DevType.DISK]
+        if not disks:
+            problems.append((("bootloader",), f"{self.bootloader} reads the guest's first disk, and it has none; add one to disks"))
+        elif self.bootloader != PVGRUB and disks[0].format != DiskFormat.RAW:
+            index = self.disks.index(disks[0])
+            problems.append(((("disks", index, "format")), f"{self.bootloader} reads the first disk in dom0, and reads raw "
+                                                            f"images only; convert it (qemu-img convert -O raw) or use bootloader: pvgrub"))
+        return problems
 
     @property
     def source(self) -> str | None:

@@ -323,8 +323,9 @@ def _device_model_args(out: _Mapped, setting: XlSetting) -> None:
     out.origin.setdefault("device_model", setting.line)
 
 
-def _bootloader(out: _Mapped, setting: XlSetting) -> None:
-    out.warn(setting.line, f"bootloader={setting.value!r} is not supported; set kernel (and ramdisk) to the guest's kernel files")
+def _bootloader_args(value: Any) -> list[Any]:
+    # A string is xl's deprecated form, which libxl splits at spaces.
+    return value.split() if isinstance(value, str) else _as_list(value)
 
 
 _Handler = Callable[[_Mapped, XlSetting], None]
@@ -365,7 +366,8 @@ _KEYS: dict[str, _Handler] = {
     "device_model_args": _device_model_args,
     "device_model_args_hvm": _device_model_args,
     "device_model_user": _To("device_model", "user"),
-    "bootloader": _bootloader,
+    "bootloader": _To("", "bootloader"),  # "/usr/bin/pygrub" and Xen's own path mean pygrub
+    "bootloader_args": _To("", "bootloader_args", _bootloader_args),
     "pae": _LeftOut("PAE is always on for 64-bit HVM guests"),
     "apic": _LeftOut("the APIC is always there"),
     "nx": _LeftOut("NX is always on"),

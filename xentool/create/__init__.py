@@ -1,6 +1,6 @@
 """Creating a domain: the steps in order, each in its own module with its operations.
 
-    create domain -> xenstore skeleton -> build -> xenstore layout -> device model launch (HVM)
+    create domain -> xenstore skeleton -> bootloader (pygrub) -> build -> xenstore layout -> device model launch (HVM)
     -> devices -> console -> device model ready (HVM) or qdisk backend (PV, PVH, if it has qdisks)
     -> unpause
 
@@ -22,6 +22,7 @@ import time
 from hypercalls.interface import Hypervisor
 from xentool import obituaries
 from xentool.config import GuestConfig
+from xentool.create.bootloader import plan_bootloader
 from xentool.create.build import RestoreSource, SaveFileSource, plan_build
 from xentool.create.console import plan_console
 from xentool.create.device_model_launch import plan_device_model_launch
@@ -49,6 +50,7 @@ def plan_creation(config: GuestConfig, uuid: str, paused: bool = False, restore:
     steps: list[Step | None] = [
         plan_domain(config, uuid),
         plan_domain_skeleton(config),
+        plan_bootloader(config) if restore is None else None,  # a restored guest's kernel is in its memory
         launch if restore is not None else None,  # while the memory arrives
         plan_build(config, restore=restore),
         plan_xenstore_layout(config),

@@ -19,6 +19,7 @@ from hypercalls.errors import XenError
 from hypercalls.interface import BuildResult, BuildSpec, FirmwareModule, GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
 from xentool.create.acpi_tables import build_pvh_acpi
+from xentool.create.bootloader import RemoveBootFiles, boot_image, runs_a_bootloader
 from xentool.create.plan import Bindings, Op, Step
 from xentool.create.preflight import BUILD_OVERHEAD_KIB
 from xentool.devicemodel.firmware import HVMLOADER, system_firmware
@@ -148,7 +149,7 @@ class BuildDomain(Op):
 
     def describe(self) -> str:
         s = self.spec
-        image = s.kernel if s.kernel else s.firmware
+        image = s.kernel or s.firmware or "{boot_files}"
         extra = f", ramdisk={s.ramdisk}" if s.ramdisk else ""
         return (
             f"build {s.guest_type.value}({{domid}}, image={image}{extra}, memory={s.memory_kib} KiB, "
@@ -157,8 +158,12 @@ class BuildDomain(Op):
         )
 
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
+        spec = _with_ports(self.spec, bound)
+        if bound.has("boot_files"):  # the kernel the bootloader step found on the guest's disk
+            found = bound.boot_files
+            spec = dataclasses.replace(spec, kernel=found.kernel, ramdisk=found.ramdisk, cmdline=found.cmdline)
         with _memory_said_in_mib(hv, bound.domid, self.spec, "while the domain was built"):
-            result = hv.domain_build(bound.domid, _with_ports(self.spec, bound))
+            result = hv.domain_build(bound.domid, spec)
         _bind_frames(result, bound)
 
 
@@ -194,8 +199,8 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
         store_evtchn=-1,  # filled from the bindings when the plan runs
         console_evtchn=-1,
         # An HVM guest's own kernel (direct boot) is QEMU's to load; the builder loads firmware.
-        kernel=str(config.kernel) if config.kernel and not hvm else None,
-        ramdisk=str(config.ramdisk) if config.ramdisk and not hvm else None,
+        kernel=None if hvm else boot_image(config),
+        ramdisk=str(config.ramdisk) if config.ramdisk and not hvm and not runs_a_bootloader(config) else None,
         cmdline=config.cmdline if not hvm else "",
         firmware=HVMLOADER if hvm else None,
         system_firmware=system_firmware(config),
@@ -210,6 +215,7 @@ def plan_build(config: GuestConfig, store_domid: int = 0, console_domid: int = 0
             AllocUnboundEvtchn(PortFor.STORE, store_domid),
             AllocUnboundEvtchn(PortFor.CONSOLE, console_domid),
             BuildDomain(spec) if restore is None else RestoreDomain(spec, restore),
+            *((RemoveBootFiles(),) if runs_a_bootloader(config) and restore is None else ()),
         ),
     )
 

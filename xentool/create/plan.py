@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
 from hypercalls.interface import Hypervisor, XenStore, XsPermission, retry_transaction
+from xentool.bootloader import BootFiles
 from xentool.devices.nodes import GUEST, XsNode, perm_text
 
 T = TypeVar("T")
@@ -71,6 +72,7 @@ class Bindings:
     vnc_display = Produced["int | None"]()  # None: VNC off
     serial_socket = Produced["str | None"]()  # QEMU's serial port for xentool's console, if it has it
     console_pid = Produced[int]()  # the console backend process
+    boot_files = Produced[BootFiles]()  # what pygrub extracted from the guest's disk
 
     def __init__(self, name: str = "", uuid: str = "", **produced: Any) -> None:
         self.name = name

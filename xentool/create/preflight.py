@@ -9,6 +9,7 @@ race us), and the builder fails with ENOMEM if memory went meanwhile.
 from __future__ import annotations
 
 from hypercalls.interface import GuestType, Hypervisor
+from xentool.bootloader import check_bootloader_on_host
 from xentool.config import GuestConfig
 from xentool.cpupools import find_pool
 from xentool.devicemodel.checks import check_emulated_disks, check_hvm_device_model, check_pv_backend
@@ -73,6 +74,7 @@ def preflight(hv: Hypervisor, config: GuestConfig) -> None:
     check_paging_mode(hv, config)
     check_cpus_on_host(hv, config)
     check_pool(hv, config)
+    check_bootloader_on_host(config)
     for disk in config.disks:
         check_disk_config(config.name, config.type, disk)
     check_emulated_disks(config)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from hypercalls.interface import GuestType, Hypervisor, XenStore
 from xentool.config import GuestConfig
+from xentool.create.bootloader import boot_image, runs_a_bootloader
 from xentool.create.plan import Bindings, Op, Step, XenstoreTransaction
 from xentool.create.skeleton import DOM, LIBXL, VM
 from xentool.devicemodel.firmware import BIOS_NAMES, firmware_of
@@ -61,8 +62,10 @@ def _image_entries(config: GuestConfig) -> list[tuple[str, str]]:
         return [("image/ostype", "hvm")]
     if config.type == GuestType.PVH:
         return []
-    entries = [("image/ostype", "linux"), ("image/kernel", str(config.kernel))]
-    if config.ramdisk:
+    entries = [("image/ostype", "linux")]
+    if not runs_a_bootloader(config):  # pygrub's copies are gone once built; libxl's path to them said nothing
+        entries.append(("image/kernel", str(boot_image(config))))
+    if config.ramdisk and not runs_a_bootloader(config):
         entries.append(("image/ramdisk", str(config.ramdisk)))
     if config.cmdline:
         entries.append(("image/cmdline", config.cmdline))
