@@ -122,6 +122,15 @@ def one_at_a_time(waiting: Callable[[], None]) -> Iterator[None]:
         os.close(fd)
 
 
+def in_todays_terms(dumped: dict[str, Any]) -> dict[str, Any]:
+    """A config as an older xentool dumped it (a record, a definition), read as this one dumps it:
+    a key added since then, at its default, is not a change that makes a guest need a restart."""
+    try:
+        return config_from_dict(dict(dumped), source="<record>").as_data()
+    except ConfigError:
+        return dict(dumped)  # one this xentool would refuse: compared as it is, so every difference shows
+
+
 def plan(xt: Toolstack, configs: Sequence[GuestConfig], prune: bool = False, restart: bool = False) -> list[GuestPlan]:
     running = {d.name: d for d in xt.list_domains()}
     plans = [plan_guest(xt, config, running.get(config.name), restart) for config in configs]
@@ -149,9 +158,9 @@ def plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None,
                          "left alone: rename or destroy it, or give the file its uuid")
         return guest
     wanted = {**config.as_data(), "uuid": uuid}
-    if old is None or old.resolved != wanted:
-        changed = "new" if old is None else ", ".join(sorted(k for k in {*wanted, *old.resolved}
-                                                             if wanted.get(k) != old.resolved.get(k)))
+    defined = in_todays_terms(old.resolved) if old is not None else {}
+    if old is None or defined != wanted:
+        changed = "new" if old is None else ", ".join(sorted(k for k in {*wanted, *defined} if wanted.get(k) != defined.get(k)))
         guest.steps.append(Step(f"{'define' if old is None else 'redefine'} ({changed})",
                                 lambda: xt.define(_with_uuid(config, uuid)),
                                 lambda: _restore_definition(xt, name, old)))
@@ -161,7 +170,7 @@ def plan_guest(xt: Toolstack, config: GuestConfig, domain: DomainSummary | None,
         return guest
     if not live:
         return guest
-    current = dict(record.config) if record is not None else {}
+    current = in_todays_terms(record.config) if record is not None else {}
     current.pop("uuid", None)
     wanted.pop("uuid", None)
     differ = sorted(key for key in {*current, *wanted} if current.get(key) != wanted.get(key) and not

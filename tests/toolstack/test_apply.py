@@ -129,3 +129,20 @@ def test_placement_weight_and_pool_change_live(tmp_path):
     assert [r["hard_affinity"] for r in rows] == ["1-2", "1-2"]
     assert json.loads(xentool(env, "info", "--json", "web").stdout)["weight"] == 512
     assert xentool(env, "apply", str(folder)).stdout == "no changes\n"
+
+
+def test_a_guest_recorded_by_an_older_xentool_is_not_changed_by_a_key_added_since(tmp_path):
+    """Records and definitions keep the config as the xentool of the day dumped it; a key added
+    later (bootloader_args, at its default) is no change, so it needs no restart."""
+    env, folder = daemon_env(tmp_path), tmp_path / "guests"
+    guest(folder, "web")
+    assert xentool(env, "apply", str(folder)).returncode == 0
+    dumps = [*(tmp_path / "sim/xentool").glob("*.json"), *(tmp_path / "sim/xentool/defined").glob("*.json")]
+    assert len(dumps) == 2
+    for dump in dumps:
+        data = json.loads(dump.read_text())
+        kept = data["config"] if "config" in data else data["resolved"]
+        assert kept.pop("bootloader_args") == []
+        dump.write_text(json.dumps(data))
+    again = xentool(env, "apply", "--dry-run", str(folder))
+    assert (again.returncode, again.stdout) == (0, "no changes\n"), again.stdout + again.stderr
