@@ -24,8 +24,8 @@ def ansible_env(temp: Path | str) -> dict[str, str]:
             "ANSIBLE_SSH_CONTROL_PATH_DIR": "/tmp/ansible-cp", "ANSIBLE_PIPELINING": "1"}
 
 
-def playbook_file(folder: Path, hosts: str, tasks: list[dict[str, Any]], **play: Any) -> Path:
-    book = folder / "book.yaml"
+def playbook_file(folder: Path, hosts: str, tasks: list[dict[str, Any]], file_name: str = "book.yaml", **play: Any) -> Path:
+    book = folder / file_name
     book.write_text(yaml.safe_dump([{"hosts": hosts, "gather_facts": False, **play, "tasks": tasks}], sort_keys=False))
     return book
 

@@ -71,7 +71,7 @@ def test_pv_and_pvh_guests_boot_their_disks_grub_cfg_through_pvgrub_and_pygrub(l
     }
     before = host_state(lab)
     try:
-        for name, config in configs.items():
+        for config in configs.values():
             created = xentool(lab, "create", str(config))
             assert created.returncode == 0, created.err
         plan = xentool(lab, "create", "--dry-run", "--json", str(configs["pvgrub-pvh"]))
