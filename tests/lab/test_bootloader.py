@@ -1,54 +1,23 @@
 """Guests that boot what their own disk names, on real Xen: PVGRUB2 (Debian's grub-xen-host image as
 the kernel, reading the disk in the guest) for a PV and a PVH guest, and pygrub (run in dom0,
-restricted) for a PV guest, all from one ext4 disk image whose grub.cfg boots the lab's guest
-kernel.  The three boot at once: each costs a kernel's boot under TCG, and PVGRUB2 reads the
-kernel from the disk at a few hundred KiB/s there."""
+restricted) for a PV guest, all from the lab's grub disk (xentool.lab.guest_images: an ext4 image
+whose grub.cfg boots the lab's guest kernel; the first entry's marker is grub-disk, the second's
+grub-disk-second).  The three boot at once: each costs a kernel's boot under TCG, and PVGRUB2
+reads the kernel from the disk at a few hundred KiB/s there."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from kit.lab import host_state, wait_for_console, xentool
 from xentool.lab import Lab
-from xentool.lab.guest_images import GuestImages
 
 pytestmark = pytest.mark.lab
-
-# Two entries: pygrub is told to boot the second (--entry=1); PVGRUB2 boots the default (the first).
-GRUB_CFG = """set default=0
-set timeout=0
-menuentry 'First' {{
-\tlinux /boot/vmlinuz console=hvc0 xentool.marker=first-entry xentool.then=wait
-\tinitrd /boot/initrd.img
-}}
-menuentry 'Second' {{
-\tlinux /boot/vmlinuz console=hvc0 xentool.marker=second-entry xentool.then=wait {extra}
-\tinitrd /boot/initrd.img
-}}
-"""
-
-
-def disk_with_grub(lab: Lab, guests: GuestImages) -> Path:
-    """An unpartitioned ext4 image holding the lab's guest kernel, its initramfs and a grub.cfg, made on
-    this machine (mkfs.ext4 -d, no mount) in the share, where dom0 finds it at the same path."""
-    root = lab.share_dir / f"grub-root-{os.getpid()}"
-    (root / "boot/grub").mkdir(parents=True)
-    shutil.copy(guests.kernel, root / "boot/vmlinuz")
-    shutil.copy(guests.initrd, root / "boot/initrd.img")
-    (root / "boot/grub/grub.cfg").write_text(GRUB_CFG.format(extra=""))
-    image = lab.share_dir / f"grub-disk-{os.getpid()}.img"
-    with image.open("wb") as f:
-        f.truncate(32 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(root), str(image)], check=True)
-    shutil.rmtree(root)
-    return image
-
 
 def guest_config(lab: Lab, name: str, type_: str, disk: Path, **extra: str) -> Path:
     settings = {"name": name, "type": type_, "memory": 128, "disks": f'["{disk},raw,xvda,ro"]', **extra}
@@ -62,7 +31,7 @@ def test_pv_and_pvh_guests_boot_their_disks_grub_cfg_through_pvgrub_and_pygrub(l
     own command line), pygrub the entry asked for with the config's cmdline added; nothing that
     pygrub extracted is left in dom0; xl sees the guests; each powers off on `shutdown -w` through
     its PV drivers and the host is as it was."""
-    disk = disk_with_grub(lab, guests)
+    disk = guests.grub_disk
     configs = {
         "pvgrub-pv": guest_config(lab, "pvgrub-pv", "pv", disk, bootloader="pvgrub"),
         "pvgrub-pvh": guest_config(lab, "pvgrub-pvh", "pvh", disk, bootloader="pvgrub"),
@@ -79,19 +48,18 @@ def test_pv_and_pvh_guests_boot_their_disks_grub_cfg_through_pvgrub_and_pygrub(l
         assert [op["spec"]["kernel"] for op in build["ops"] if op["op"] == "BuildDomain"] == [
             "/usr/lib/grub-xen/grub-i386-xen_pvh.bin"]
         assert lab.exec(["sh", "-c", "ls -A /var/lib/xentool/bootloader"], capture=True).out.strip() == ""
-        log = wait_for_console(lab, "pygrub-pv", "xentool-guest: marker=second-entry")
-        assert "Command line: console=hvc0 xentool.marker=second-entry xentool.then=wait from=config" in log
+        log = wait_for_console(lab, "pygrub-pv", "xentool-guest: marker=grub-disk-second")
+        assert "Command line: console=hvc0 xentool.marker=grub-disk-second xentool.then=wait from=config" in log
         for name in ("pvgrub-pv", "pvgrub-pvh"):
-            log = wait_for_console(lab, name, "xentool-guest: marker=first-entry")
+            log = wait_for_console(lab, name, "xentool-guest: marker=grub-disk ")
             assert "Welcome to GRUB!" in log and "Reading (xen/xvda)/boot/grub/grub.cfg" in log
         listed = lab.exec(["xl", "list"], capture=True).out
         assert all(name in listed for name in configs), listed
-        for name in configs:
-            stopped = xentool(lab, "shutdown", "-w", name, timeout=300)
-            assert stopped.returncode == 0, stopped.err
+        with ThreadPoolExecutor(len(configs)) as pool:  # at once: each waits seconds for its guest
+            stopped = list(pool.map(lambda name: xentool(lab, "shutdown", "-w", name, timeout=300), configs))
+        assert [ran.returncode for ran in stopped] == [0, 0, 0], [ran.err for ran in stopped]
         assert host_state(lab) == before
     finally:
         for name, config in configs.items():
             xentool(lab, "destroy", name)
             config.unlink(missing_ok=True)
-        disk.unlink(missing_ok=True)

@@ -201,8 +201,26 @@ def test_install_guest_images_makes_the_example_iso(boot_files, tmp_path):
     images = gi.install_guest_images(kernel, busybox, tmp_path / "guests")
     assert images.iso == tmp_path / "guests" / "hello.iso"
     assert {p.name for p in (tmp_path / "guests").iterdir()} == {
-        "vmlinuz", "hello-initrd.gz", "hello.iso", "hello.iso.inputs"}
+        "vmlinuz", "hello-initrd.gz", "hello.iso", "hello.iso.inputs", "hello-grub.img", "hello-grub.img.inputs"}
     cfg = isoinfo("-i", str(images.iso), "-x", "/ISOLINUX/ISOLINUX.CFG;1").decode()
     assert f"append initrd=/initrd.gz {gi.HELLO_ISO_CMDLINE}\n" in cfg
     assert isoinfo("-i", str(images.iso), "-x", "/INITRD.GZ;1") == images.initrd.read_bytes()
     assert gi.install_guest_images(kernel, busybox, tmp_path / "guests", boot_iso=False).iso is None
+
+
+def test_the_grub_disk_holds_the_kernel_and_a_grub_cfg_and_is_made_once(boot_files, tmp_path):
+    """An ext4 image (debugfs reads it without mounting) with /boot/grub/grub.cfg naming the kernel
+    and initramfs it holds; made again only when they change."""
+    kernel, initrd = boot_files
+    disk = gi.install_grub_disk(kernel, initrd, tmp_path / "hello-grub.img")
+    cat = subprocess.run(["debugfs", "-R", "cat /boot/grub/grub.cfg", str(disk)], capture_output=True, text=True, check=True)
+    assert cat.stdout == gi.GRUB_CFG and "linux /boot/vmlinuz console=hvc0 xentool.marker=grub-disk " in cat.stdout
+    dumped = tmp_path / "vmlinuz.out"
+    subprocess.run(["debugfs", "-R", f"dump /boot/vmlinuz {dumped}", str(disk)], capture_output=True, check=True)
+    assert dumped.read_bytes() == kernel.read_bytes()
+    made = disk.stat().st_mtime_ns
+    gi.install_grub_disk(kernel, initrd, disk)
+    assert disk.stat().st_mtime_ns == made
+    initrd.write_bytes(initrd.read_bytes() + b"changed")
+    gi.install_grub_disk(kernel, initrd, disk)
+    assert disk.stat().st_mtime_ns != made

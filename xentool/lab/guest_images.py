@@ -23,6 +23,7 @@ argument lists, never through a shell.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -30,6 +31,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +128,7 @@ class GuestImages:
     kernel: Path
     initrd: Path
     iso: Path | None = None  # hello.iso, the same kernel and initramfs on a bootable CD-ROM image
+    grub_disk: Path | None = None  # hello-grub.img, the same with a grub.cfg on an ext4 disk image
 
 
 # The guest kernel's modules that /init loads (Debian builds them all as modules): the PV disk and
@@ -155,9 +158,9 @@ def hello_initramfs(busybox: Path, modules_dir: Path | None = None) -> bytes:
 
 
 def install_guest_images(kernel: Path, busybox: Path, directory: Path, boot_iso: bool = True,
-                         modules_dir: Path | None = None) -> GuestImages:
-    """Write ``vmlinuz``, ``hello-initrd.gz`` and (unless ``boot_iso`` is false) the bootable
-    ``hello.iso`` into ``directory``, each only when its inputs changed."""
+                         modules_dir: Path | None = None, grub_disk: bool = True) -> GuestImages:
+    """Write ``vmlinuz``, ``hello-initrd.gz``, and unless told not to the bootable ``hello.iso``
+    and the grub disk ``hello-grub.img`` into ``directory``, each only when its inputs changed."""
     directory.mkdir(parents=True, exist_ok=True)
     images = GuestImages(directory / "vmlinuz", directory / "hello-initrd.gz")
     _write_if_changed(images.kernel, kernel.read_bytes())
@@ -165,6 +168,9 @@ def install_guest_images(kernel: Path, busybox: Path, directory: Path, boot_iso:
     if boot_iso:
         iso = install_boot_media(images.kernel, images.initrd, directory / HELLO_ISO_NAME, HELLO_ISO_CMDLINE)
         images = GuestImages(images.kernel, images.initrd, iso)
+    if grub_disk:
+        images = dataclasses.replace(images, grub_disk=install_grub_disk(images.kernel, images.initrd,
+                                                                         directory / HELLO_GRUB_DISK_NAME))
     return images
 
 
@@ -343,14 +349,60 @@ def install_boot_media(kernel: Path, initrd: Path, dest: Path, cmdline: str, dis
     for path, what, package in ((ISOLINUX_BIN, "ISOLINUX's isolinux.bin", "isolinux"),
                                 (LDLINUX_C32, "SYSLINUX's ldlinux.c32 (BIOS)", "syslinux-common")):
         _need_file(path, what, package)
-    stamp = dest.with_name(dest.name + ".inputs")
     key = _boot_media_key(kernel, initrd, cmdline, disk)
+    return _built_once(dest, key, lambda: (build_boot_disk if disk else build_boot_iso)(kernel, initrd, cmdline, dest))
+
+
+def _built_once(dest: Path, key: str, build: Callable[[], object]) -> Path:
+    """``build()`` makes ``dest``, unless ``dest.inputs`` next to it says it was made from ``key``."""
+    stamp = dest.with_name(dest.name + ".inputs")
     try:
         if dest.is_file() and stamp.read_text().strip() == key:
             return dest
     except OSError:
         pass
     stamp.unlink(missing_ok=True)  # never leave a stamp that vouches for a half-replaced image
-    (build_boot_disk if disk else build_boot_iso)(kernel, initrd, cmdline, dest)
+    build()
     _write_if_changed(stamp, (key + "\n").encode())
     return dest
+
+
+# The disk of a guest that boots what its own disk names (bootloader: pvgrub or pygrub): an
+# unpartitioned ext4 image holding the guest kernel, its initramfs and a GRUB 2 config, which
+# PVGRUB2 finds by searching for /boot/grub/grub.cfg and pygrub reads in dom0.  Two entries, so a
+# config can choose (pygrub's --entry=1).
+HELLO_GRUB_DISK_NAME = "hello-grub.img"
+GRUB_DISK_MIB = 32
+GRUB_CFG = """set default=0
+set timeout=0
+menuentry 'xentool hello' {
+\tlinux /boot/vmlinuz console=hvc0 xentool.marker=grub-disk xentool.then=wait
+\tinitrd /boot/initrd.img
+}
+menuentry 'xentool hello (second entry)' {
+\tlinux /boot/vmlinuz console=hvc0 xentool.marker=grub-disk-second xentool.then=wait
+\tinitrd /boot/initrd.img
+}
+"""
+
+
+def install_grub_disk(kernel: Path, initrd: Path, dest: Path) -> Path:
+    """``dest``: the grub disk, made with ``mkfs.ext4 -d`` (e2fsprogs: no root, mount or loop
+    device), unless it was already made from the same kernel, initramfs and config."""
+    mkfs = _need_program("mkfs.ext4", "e2fsprogs")
+    h = hashlib.sha256(f"{GRUB_DISK_MIB}\0{GRUB_CFG}\0".encode())
+    for path in (kernel, initrd):
+        h.update(path.read_bytes())
+
+    def build(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="xentool-grub-disk-") as folder:
+            root = Path(folder)
+            (root / "boot/grub").mkdir(parents=True)
+            shutil.copyfile(kernel, root / "boot/vmlinuz")
+            shutil.copyfile(initrd, root / "boot/initrd.img")
+            (root / "boot/grub/grub.cfg").write_text(GRUB_CFG)
+            with tmp.open("wb") as f:
+                f.truncate(GRUB_DISK_MIB << 20)
+            _run_tool([mkfs, "-q", "-F", "-L", "xentool-hello", "-d", str(root), "--", str(tmp)], "making the grub disk with mkfs.ext4")
+
+    return _built_once(dest, h.hexdigest(), lambda: _install_atomically(dest, build))
