@@ -218,6 +218,9 @@ class BuildSpec:
     store_evtchn: int
     console_evtchn: int
     kernel: str | None = None
+    # The kernel file's SHA-256, when the caller has it: a kernel a bootloader copies out of the
+    # guest's disk is a new file at each boot, so the unpacked-kernel cache keys it by content.
+    kernel_digest: str | None = None
     ramdisk: str | None = None
     cmdline: str = ""
     firmware: str | None = None  # HVM: hvmloader path

@@ -17,6 +17,7 @@ bind-mounts the disk read-only into an empty tmpfs, chroots there and drops to t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -51,6 +52,7 @@ class BootFiles:
     ramdisk: str | None
     cmdline: str
     directory: str
+    kernel_digest: str  # its SHA-256: the unpacked-kernel cache's key for a file made anew at each boot
 
 
 def pvgrub_image(guest_type: GuestType) -> str:
@@ -88,7 +90,7 @@ def check_bootloader_on_host(config: GuestConfig) -> None:
         raise BootloaderError(config.name, disk.vdev, f"{disk.target} does not exist; {config.bootloader} boots from it")
 
 
-def bootloader_uid(domid: int) -> int:
+def bootloader_uid(name: str, domid: int) -> int:
     """libxl's bootloader_uid: the device model's range user for this domain, else the shared one;
     never root."""
     try:
@@ -98,10 +100,10 @@ def bootloader_uid(domid: int) -> int:
     try:
         uid = pwd.getpwnam(SHARED_USER).pw_uid
     except KeyError:
-        raise UnsupportedByHost(str(domid), f"no unprivileged user to run the bootloader as: create one (adduser --system "
+        raise UnsupportedByHost(name, f"no unprivileged user to run the bootloader as: create one (adduser --system "
                                             f"--group --no-create-home {SHARED_USER}, which `make setup` does)") from None
     if uid == 0:
-        raise UnsupportedByHost(str(domid), f"{SHARED_USER} is root; the bootloader must run unprivileged")
+        raise UnsupportedByHost(name, f"{SHARED_USER} is root; the bootloader must run unprivileged")
     return uid
 
 
@@ -147,19 +149,22 @@ def run_bootloader(config: GuestConfig, domid: int) -> BootFiles:
     directory.mkdir(mode=0o700)
     output.touch(mode=0o600)  # pygrub opens it without O_CREAT
     try:
-        if any(arg.startswith("--entry") for arg in config.bootloader_args):
-            check_entry_exists(config, domid)
-        argv = bootloader_argv(config, domid, bootloader_uid(domid))
+        entry = entry_asked(config.bootloader_args)
+        if entry is not None:
+            check_entry_exists(config, domid, entry)
+        argv = bootloader_argv(config, domid, bootloader_uid(config.name, domid))
         said = _run(config, argv)
         chosen = parse_simple0(output.read_bytes())
         kernel = chosen.get("kernel")
-        if not kernel or not _is_inside(kernel, directory) or not os.path.getsize(kernel):
+        if not kernel or not _is_inside(kernel, directory) or not os.path.isfile(kernel) or not os.path.getsize(kernel):
             raise BootloaderError(config.name, disk.vdev, f"{config.bootloader} found nothing to boot on {disk.target}: "
                                                           f"{_last_words(said)}")
         ramdisk = chosen.get("ramdisk") or None
         if ramdisk is not None and not _is_inside(ramdisk, directory):
             raise BootloaderError(config.name, disk.vdev, f"{config.bootloader} named a ramdisk outside its directory: {ramdisk}")
-        return BootFiles(kernel, ramdisk, chosen.get("args", ""), str(directory))
+        with open(kernel, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return BootFiles(kernel, ramdisk, chosen.get("args", ""), str(directory), digest)
     except BaseException:
         remove_boot_files(domid)
         raise
@@ -167,13 +172,23 @@ def run_bootloader(config: GuestConfig, domid: int) -> BootFiles:
         output.unlink(missing_ok=True)
 
 
-def check_entry_exists(config: GuestConfig, domid: int) -> None:
+def entry_asked(args: list[str]) -> str | None:
+    """The menu entry pygrub's arguments name (``--entry=N`` or ``--entry N``; the last wins)."""
+    entry = None
+    for index, arg in enumerate(args):
+        if arg.startswith("--entry="):
+            entry = arg.partition("=")[2]
+        elif arg == "--entry" and index + 1 < len(args):
+            entry = args[index + 1]
+    return entry
+
+
+def check_entry_exists(config: GuestConfig, domid: int, entry: str) -> None:
     """pygrub boots its default when --entry names no entry; a config that names one wants that
     one, so the menu is listed first and a missing entry refused with the entries there are."""
-    entry = next(arg.partition("=")[2] for arg in reversed(config.bootloader_args) if arg.startswith("--entry"))
     directory, output = output_paths(domid)
     # Not --not-really: pygrub's restricted parent then fails on the files it did not make.
-    listing = _run(config, [bootloader_program(config), f"--runas={bootloader_uid(domid)}", "--quiet", "--list-entries",
+    listing = _run(config, [bootloader_program(config), f"--runas={bootloader_uid(config.name, domid)}", "--quiet", "--list-entries",
                             f"--output={output}", f"--output-directory={directory}",
                             str(boot_disk(config).target)])
     titles = re.findall(r"^title: (.*)$", listing, re.MULTILINE)

@@ -263,7 +263,7 @@ class DomainBuilder:
         True if the kernel came from the cache."""
         assert spec.kernel is not None  # build() refuses a PV or PVH spec without one
         xc, lib = self.xc, self.lib
-        cached = self.kernel_cache.lookup(spec.kernel) if self.kernel_cache else None
+        cached = self.kernel_cache.lookup(spec.kernel, spec.kernel_digest) if self.kernel_cache else None
         xc.call("xc_dom_kernel_file", lib.xc_dom_kernel_file, dom, str(cached or spec.kernel).encode(), domid=domid,
                 failed=failed_nonzero, detail=f"kernel {spec.kernel}")
         if spec.ramdisk:
@@ -275,7 +275,7 @@ class DomainBuilder:
         """After xc_dom_parse_image: the kernel image libxenguest unpacked, for the next build."""
         assert spec.kernel is not None  # build() refuses a PV or PVH spec without one
         if self.kernel_cache and dom.kernel_blob != self.ffi.NULL:
-            self.kernel_cache.store(spec.kernel, self.ffi.buffer(dom.kernel_blob, dom.kernel_size))
+            self.kernel_cache.store(spec.kernel, self.ffi.buffer(dom.kernel_blob, dom.kernel_size), spec.kernel_digest)
 
     def _set_rings(self, dom, spec: BuildSpec, max_vcpus: int) -> None:
         dom.console_evtchn = spec.console_evtchn

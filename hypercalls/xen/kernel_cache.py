@@ -31,22 +31,26 @@ class KernelCache:
     directory: Path = DEFAULT_DIR
     keep: int = KEEP_ENTRIES
 
-    def entry_for(self, kernel: str) -> Path:
-        """Where the unpacked image of ``kernel`` is (or would be) kept."""
-        st = os.stat(kernel)
-        identity = f"{os.path.realpath(kernel)}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
+    def entry_for(self, kernel: str, digest: str | None = None) -> Path:
+        """Where the unpacked image of ``kernel`` is (or would be) kept; with ``digest`` (the
+        file's SHA-256, which the caller computed), the entry is the content's wherever it lies."""
+        if digest is not None:
+            identity = f"sha256\0{digest}"
+        else:
+            st = os.stat(kernel)
+            identity = f"{os.path.realpath(kernel)}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
         return self.directory / (hashlib.sha256(identity.encode()).hexdigest()[:32] + ".elf")
 
-    def lookup(self, kernel: str) -> Path | None:
+    def lookup(self, kernel: str, digest: str | None = None) -> Path | None:
         """The unpacked image of ``kernel`` if one is kept, marked as just used."""
         try:
-            entry = self.entry_for(kernel)
+            entry = self.entry_for(kernel, digest)
             os.utime(entry)  # the eviction order is the order of use
         except OSError:
             return None
         return entry
 
-    def store(self, kernel: str, image: bytes | memoryview) -> Path | None:
+    def store(self, kernel: str, image: bytes | memoryview, digest: str | None = None) -> Path | None:
         """Keep ``image`` (what libxenguest unpacked from ``kernel``) if it is an ELF image and
         ``kernel`` is not one already.  A cache that cannot be written costs speed only, so any
         failure here is swallowed and the build goes on."""
@@ -56,7 +60,7 @@ class KernelCache:
                     return None  # nothing was unpacked
             if bytes(image[:4]) != ELF_MAGIC:
                 return None
-            entry = self.entry_for(kernel)
+            entry = self.entry_for(kernel, digest)
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             temporary = entry.with_suffix(f".{os.getpid()}.tmp")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

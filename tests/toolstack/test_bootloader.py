@@ -159,3 +159,10 @@ def test_pygrubs_output_and_last_words_are_read_as_libxl_reads_them():
         "kernel": "/d/k", "ramdisk": "/d/r", "args": "a b=c"}
     said = 'Traceback (most recent call last):\n  File "pygrub", line 1\nRuntimeError: Unable to find partition containing kernel\n'
     assert bootloader._last_words(said) == "Unable to find partition containing kernel"
+
+
+def test_the_entry_asked_for_is_read_in_both_of_pygrubs_spellings():
+    assert bootloader.entry_asked(["--entry=2"]) == "2"
+    assert bootloader.entry_asked(["--entry", "Debian", "-q"]) == "Debian"
+    assert bootloader.entry_asked(["--entry=1", "--entry=3"]) == "3"
+    assert bootloader.entry_asked(["-q"]) is None

@@ -65,3 +65,17 @@ def test_an_unwritable_cache_costs_nothing_but_speed(tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the directory should be")
     assert KernelCache(blocker / "kernels").store(str(kernel), ELF) is None
+
+
+def test_a_kernel_given_with_its_digest_is_found_by_content_wherever_it_lies(tmp_path):
+    """A bootloader copies the guest's kernel to a new file at each boot: keyed by its SHA-256, the
+    unpacked image is found again (and a different kernel, by its own digest, is not)."""
+    first, second = tmp_path / "boot_kernel.a", tmp_path / "boot_kernel.b"
+    first.write_bytes(b"MZ the guest's kernel")
+    second.write_bytes(b"MZ the guest's kernel")
+    cache = KernelCache(tmp_path / "cache")
+    entry = cache.store(str(first), ELF, digest="ab" * 32)
+    first.unlink()
+    assert cache.lookup(str(second), digest="ab" * 32) == entry
+    assert cache.lookup(str(second)) is None  # by identity: another file
+    assert cache.lookup(str(second), digest="cd" * 32) is None

@@ -161,7 +161,8 @@ class BuildDomain(Op):
         spec = _with_ports(self.spec, bound)
         if bound.has("boot_files"):  # the kernel the bootloader step found on the guest's disk
             found = bound.boot_files
-            spec = dataclasses.replace(spec, kernel=found.kernel, ramdisk=found.ramdisk, cmdline=found.cmdline)
+            spec = dataclasses.replace(spec, kernel=found.kernel, kernel_digest=found.kernel_digest, ramdisk=found.ramdisk,
+                                       cmdline=found.cmdline)
         with _memory_said_in_mib(hv, bound.domid, self.spec, "while the domain was built"):
             result = hv.domain_build(bound.domid, spec)
         _bind_frames(result, bound)
