@@ -197,6 +197,18 @@ class InsufficientMemory(XentoolError):
         )
 
 
+class GuestMemoryTooSmall(XentoolError):
+    """The guest's own memory cannot hold what the builder loads into it (its unpacked kernel, its
+    ramdisk, the initial page tables): libxenguest's page counts, said as the memory setting."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, needed_mib: int, memory_mib: int) -> None:
+        self.needed_mib = needed_mib
+        super().__init__(f"memory: {memory_mib} MiB is too little to load this guest ({what}: the builder needed more "
+                         f"than {needed_mib} MiB); give it more memory")
+
+
 class RanOutOfMemory(XentoolError):
     """The builder or a restore failed midway because the host's memory went (another guest took
     it, or a migration's memory arrived on a host that had less than it seemed): said in MiB

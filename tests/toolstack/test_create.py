@@ -253,3 +253,17 @@ def test_an_hvm_guest_s_qcow2_disk_is_emulated_only(make_config, tmp_path):
     devices = text.split(". devices\n")[1].split(". console")[0]
     assert "backend/vbd/{domid}/832 " in devices and "hotplug vbd hdb" in devices  # the raw one: PV too (PVHVM)
     assert "/768" not in devices and "/srv/a.qcow2" not in devices  # the qcow2 one: QEMU's only
+
+
+def test_a_kernel_too_large_for_the_guests_memory_is_said_as_the_memory_to_give():
+    """libxenguest's words when the unpacked Debian kernel does not fit a 64 MiB PV guest (the lab)."""
+    from xentool.create.build import guest_too_small
+
+    detail = "xg_dom_core.c:536: xc_dom_chk_alloc_pages: segment kernel too large (0x3a00 > 0x4000 - 0x1000 pages): Out of memory"
+    said = guest_too_small(detail, 64)
+    assert said is not None and said.needed_mib == 74 and said.exit_code == 2
+    assert str(said) == ("memory: 64 MiB is too little to load this guest (its kernel did not fit: the builder needed "
+                         "more than 74 MiB); give it more memory")
+    at_76 = guest_too_small("count_pgtables: not enough memory for initial mapping (0x4c25 > 0x4c00): Out of memory", 76)
+    assert at_76 is not None and at_76.needed_mib == 77 and "its initial page tables did not fit" in str(at_76)
+    assert guest_too_small("xc_dom_boot_mem_init: can't allocate low memory for domain: Out of memory", 64) is None

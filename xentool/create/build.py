@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import enum
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -23,7 +24,7 @@ from xentool.create.bootloader import RemoveBootFiles, boot_image, runs_a_bootlo
 from xentool.create.plan import Bindings, Op, Step
 from xentool.create.preflight import BUILD_OVERHEAD_KIB
 from xentool.devicemodel.firmware import HVMLOADER, system_firmware
-from xentool.errors import RanOutOfMemory
+from xentool.errors import GuestMemoryTooSmall, RanOutOfMemory
 
 
 class RestoreSource(Protocol):
@@ -128,12 +129,37 @@ def _out_of_memory(hv: Hypervisor, domid: int, spec: BuildSpec, what: str) -> Ra
     return RanOutOfMemory(what, needed_kib // 1024, (held_kib + free_kib) // 1024)
 
 
+# libxenguest's words when the guest's own memory cannot hold what the builder loads into it, and
+# the pages it needed: xc_dom_chk_alloc_pages (a segment, the kernel or its ramdisk, beside what was
+# placed before it: pages > total - placed) and count_pgtables (the initial page tables' mapping).
+_TOO_SMALL = (
+    (re.compile(r"segment (\w+) too large \(0x([0-9a-f]+) > 0x[0-9a-f]+ - 0x([0-9a-f]+) pages\)"),
+     lambda m: (f"its {m.group(1)} did not fit", int(m.group(2), 16) + int(m.group(3), 16))),
+    (re.compile(r"not enough memory for initial mapping \(0x([0-9a-f]+) > 0x[0-9a-f]+\)"),
+     lambda m: ("its initial page tables did not fit", int(m.group(1), 16))),
+)
+
+
+def guest_too_small(detail: str, memory_mib: int) -> GuestMemoryTooSmall | None:
+    """The builder's failure for want of the guest's own memory, said as the memory setting."""
+    for pattern, reading in _TOO_SMALL:
+        found = pattern.search(detail)
+        if found is not None:
+            what, pages = reading(found)
+            return GuestMemoryTooSmall(what, -(-pages // 256), memory_mib)
+    return None
+
+
 @contextlib.contextmanager
 def _memory_said_in_mib(hv: Hypervisor, domid: int, spec: BuildSpec, what: str) -> Iterator[None]:
-    """A failure of the builder or a restore for want of memory raised as RanOutOfMemory."""
+    """A failure of the builder or a restore for want of memory raised as RanOutOfMemory, or as
+    GuestMemoryTooSmall when the guest's own memory cannot hold its kernel."""
     try:
         yield
     except XenError as e:
+        too_small = guest_too_small(e.detail, spec.memory_kib // 1024)
+        if too_small is not None:
+            raise too_small from e
         ran_out = _out_of_memory(hv, domid, spec, what)
         if ran_out is None:
             raise
