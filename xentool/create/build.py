@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -132,11 +132,17 @@ def _out_of_memory(hv: Hypervisor, domid: int, spec: BuildSpec, what: str) -> Ra
 # libxenguest's words when the guest's own memory cannot hold what the builder loads into it, and
 # the pages it needed: xc_dom_chk_alloc_pages (a segment, the kernel or its ramdisk, beside what was
 # placed before it: pages > total - placed) and count_pgtables (the initial page tables' mapping).
-_TOO_SMALL = (
-    (re.compile(r"segment (\w+) too large \(0x([0-9a-f]+) > 0x[0-9a-f]+ - 0x([0-9a-f]+) pages\)"),
-     lambda m: (f"its {m.group(1)} did not fit", int(m.group(2), 16) + int(m.group(3), 16))),
-    (re.compile(r"not enough memory for initial mapping \(0x([0-9a-f]+) > 0x[0-9a-f]+\)"),
-     lambda m: ("its initial page tables did not fit", int(m.group(1), 16))),
+def _segment_too_large(found: re.Match[str]) -> tuple[str, int]:
+    return f"its {found.group(1)} did not fit", int(found.group(2), 16) + int(found.group(3), 16)
+
+
+def _page_tables_too_large(found: re.Match[str]) -> tuple[str, int]:
+    return "its initial page tables did not fit", int(found.group(1), 16)
+
+
+_TOO_SMALL: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[str, int]]], ...] = (
+    (re.compile(r"segment (\w+) too large \(0x([0-9a-f]+) > 0x[0-9a-f]+ - 0x([0-9a-f]+) pages\)"), _segment_too_large),
+    (re.compile(r"not enough memory for initial mapping \(0x([0-9a-f]+) > 0x[0-9a-f]+\)"), _page_tables_too_large),
 )
 
 
