@@ -728,8 +728,8 @@ class GuestConfig(BaseModel):
             problems.append((("bootloader",), f"{self.bootloader} reads the guest's first disk, and it has none; add one to disks"))
         elif self.bootloader != PVGRUB and disks[0].format != DiskFormat.RAW:
             index = self.disks.index(disks[0])
-            problems.append(((("disks", index, "format")), f"{self.bootloader} reads the first disk in dom0, and reads raw "
-                                                            f"images only; convert it (qemu-img convert -O raw) or use bootloader: pvgrub"))
+            problems.append((("disks", index, "format"), f"{self.bootloader} reads the first disk in dom0, and reads raw "
+                                                          "images only; convert it (qemu-img convert -O raw) or use bootloader: pvgrub"))
         return problems
 
     @property
