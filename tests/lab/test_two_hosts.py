@@ -304,10 +304,11 @@ INTERRUPTIONS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def unmoved(lab, lab2, guests):
     """One counting guest on xen1 for every broken migration: each leaves it running there, which is
-    what each checks (a guest of its own each cost a boot under TCG)."""
+    what each checks (a guest of its own each cost a boot under TCG).  Class-scoped: it goes once the
+    broken migrations are done, before later tests list xen1's guests."""
     name = "unmoved"
     config = write_config(lab, guests, name, then="count", memory=256)
     try:
@@ -320,45 +321,48 @@ def unmoved(lab, lab2, guests):
         config.unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("interruption", list(INTERRUPTIONS))
-def test_a_migration_broken_midway_leaves_the_guest_running_here_and_nothing_there(lab, lab2, unmoved, interruption):
-    """The target's `xentool migrate-receive` is killed, or the link cut, or the target's memory
-    taken, while the guest's memory is on its way: the sender says at which phase it stopped, the
-    guest was resumed and counts on at the source, and the target is as it was (no domain, xenstore
-    node, record, loop device or process), by itself (the link: once its receiver has heard
-    nothing for a minute)."""
-    interrupt, mend, phase, problem = INTERRUPTIONS[interruption]
-    name, uuid_ = unmoved
-    before = leftovers(lab2)
-    try:
-        counted = wait_for_count_above(lab, uuid_, 2, timeout=BOOT_TIMEOUT)
-        result: list = []
-        sender = threading.Thread(target=lambda: result.append(
-            xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL)))
-        sender.start()
-        deadline = time.monotonic() + 120
-        while name not in lab2.exec(["xl", "list"], capture=True).out:  # being restored there
-            assert sender.is_alive() and time.monotonic() < deadline, result
-            time.sleep(0.5)
-        interrupt(lab, lab2)
-        sender.join(300)
-        ran = result[0]
-        assert ran.returncode == 5, (ran.out, ran.err)
-        line = ran.err.strip().splitlines()[-1]
-        print(f"{interruption}: {line}")
-        assert f"migration of {name} failed {phase}" in line and "it was resumed and runs on here" in line, line
-        assert problem in line, line
-        assert "KeyboardInterrupt" not in line, line
-        assert wait_for_count_above(lab, uuid_, counted) > counted
-        mend(lab2)
-        deadline = time.monotonic() + 150  # the receiver hears nothing for a minute, then undoes
-        while leftovers(lab2) != before and time.monotonic() < deadline:
-            time.sleep(5)
-        assert leftovers(lab2) == before
-        assert not lab2.exec(["sh", "-c", f"ls /var/lib/xentool/domains/{uuid_}.json"], capture=True).returncode == 0
-    finally:
-        mend(lab2)
-        xentool(lab2, "destroy", name)
+class TestBrokenMigrations:
+    """The broken migrations, sharing one guest (the ``unmoved`` fixture)."""
+
+    @pytest.mark.parametrize("interruption", list(INTERRUPTIONS))
+    def test_a_migration_broken_midway_leaves_the_guest_running_here_and_nothing_there(self, lab, lab2, unmoved, interruption):
+        """The target's `xentool migrate-receive` is killed, or the link cut, or the target's memory
+        taken, while the guest's memory is on its way: the sender says at which phase it stopped, the
+        guest was resumed and counts on at the source, and the target is as it was (no domain, xenstore
+        node, record, loop device or process), by itself (the link: once its receiver has heard
+        nothing for a minute)."""
+        interrupt, mend, phase, problem = INTERRUPTIONS[interruption]
+        name, uuid_ = unmoved
+        before = leftovers(lab2)
+        try:
+            counted = wait_for_count_above(lab, uuid_, 2, timeout=BOOT_TIMEOUT)
+            result: list = []
+            sender = threading.Thread(target=lambda: result.append(
+                xentool(lab, "migrate", name, "xen2", "--remote-xentool", XENTOOL)))
+            sender.start()
+            deadline = time.monotonic() + 120
+            while name not in lab2.exec(["xl", "list"], capture=True).out:  # being restored there
+                assert sender.is_alive() and time.monotonic() < deadline, result
+                time.sleep(0.5)
+            interrupt(lab, lab2)
+            sender.join(300)
+            ran = result[0]
+            assert ran.returncode == 5, (ran.out, ran.err)
+            line = ran.err.strip().splitlines()[-1]
+            print(f"{interruption}: {line}")
+            assert f"migration of {name} failed {phase}" in line and "it was resumed and runs on here" in line, line
+            assert problem in line, line
+            assert "KeyboardInterrupt" not in line, line
+            assert wait_for_count_above(lab, uuid_, counted) > counted
+            mend(lab2)
+            deadline = time.monotonic() + 150  # the receiver hears nothing for a minute, then undoes
+            while leftovers(lab2) != before and time.monotonic() < deadline:
+                time.sleep(5)
+            assert leftovers(lab2) == before
+            assert not lab2.exec(["sh", "-c", f"ls /var/lib/xentool/domains/{uuid_}.json"], capture=True).returncode == 0
+        finally:
+            mend(lab2)
+            xentool(lab2, "destroy", name)
 
 
 def test_a_playbook_from_xen1_provisions_a_guest_on_each_host_and_then_has_nothing_to_do(lab, lab2, guests):
