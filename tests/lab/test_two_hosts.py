@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -368,21 +367,19 @@ class TestBrokenMigrations:
 def test_a_playbook_from_xen1_provisions_a_guest_on_each_host_and_then_has_nothing_to_do(lab, lab2, guests):
     """ansible-playbook in xen1's dom0, over ssh to both dom0s (xen1 too), with the collection's
     xentool_guest: a guest on each host.  Then one run with --check --diff (ansible-playbook costs
-    minutes a run here: its own start-up ~30 s, each task ~1-2 min): the same configs again have
-    nothing to do, while xen1's changed config says what would change and changes nothing and
-    xen2's bad config fails that host's task with the file's line and column.  The module returns
-    before it acts whenever there is nothing to do, check mode or not, so "nothing to do" in check
-    mode is what a real second run does.  The module runs xentool's API in the repository's Python."""
+    minutes a run here: its own start-up ~30 s, each task 1-2 min): xen2's config, unchanged, has
+    nothing to do, while xen1's changed config says what would change and changes nothing.  The
+    module returns before it acts whenever there is nothing to do, check mode or not, so "nothing to
+    do" in check mode is what a real second run does.  (A bad config failing its task with the file's
+    line and column is tests/toolstack/test_ansible.py's, with the same module.)  The module runs
+    xentool's API in the repository's Python."""
     work = lab.share_dir / f"ansible-{os.getpid()}"
     work.mkdir()
     configs = {host: write_config(lab, guests, f"fleet-{host}", maxmem=256) for host in ("xen1", "xen2")}
-    unchanged = {host: config.with_suffix(".unchanged.yaml") for host, config in configs.items()}
     inventory = work / "hosts.ini"
-    inventory.write_text("".join(f"{host} guest_config={config} unchanged_config={unchanged[host]}\n"
-                                 for host, config in configs.items())
+    inventory.write_text("".join(f"{host} guest_config={config}\n" for host, config in configs.items())
                          + f"[all:vars]\nansible_user=root\nansible_python_interpreter={PYTHON}\n")
     made = {"name": "the host's guest", "xentool.xen.xentool_guest": {"config_file": "{{ guest_config }}", "state": "running"}}
-    first_book = playbook_file(work, "all", [made, {"xentool.xen.xentool_info": {}}])
 
     def run(book: Path, *options: str) -> tuple[int, dict]:
         ran = lab.exec([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(book), *options], env=ansible_env("/tmp"),
@@ -390,7 +387,7 @@ def test_a_playbook_from_xen1_provisions_a_guest_on_each_host_and_then_has_nothi
         return ran.returncode, report_of(ran.out, ran.err, ran.returncode)
 
     try:
-        rc, report = run(first_book)
+        rc, report = run(playbook_file(work, "all", [made, {"xentool.xen.xentool_info": {}}]))
         assert rc == 0, report
         assert {host: stats["changed"] for host, stats in report["stats"].items()} == {"xen1": 1, "xen2": 1}
         results = results_of(report, "the host's guest")
@@ -400,30 +397,20 @@ def test_a_playbook_from_xen1_provisions_a_guest_on_each_host_and_then_has_nothi
             assert f"fleet-{host}" in there.exec(["xl", "list"], capture=True).out
             facts = results_of(report, "xentool.xen.xentool_info")[host]
             assert facts["host"]["hostname"] == host and [g["name"] for g in facts["guests"]] == [f"fleet-{host}"]
-        for host, config in configs.items():
-            shutil.copy(config, unchanged[host])
         configs["xen1"].write_text(configs["xen1"].read_text().replace("memory: 128", "memory: 192"))
-        configs["xen2"].write_text(configs["xen2"].read_text().replace("memory: 128", "memory: lots"))
-        again = {"name": "the same guest", "xentool.xen.xentool_guest": {"config_file": "{{ unchanged_config }}",
-                                                                          "state": "running"}}
-        second_book = playbook_file(work, "all", [again, made], file_name="again.yaml")
-        rc, report = run(second_book, "--check", "--diff")
-        assert rc == 2, report
-        same = results_of(report, "the same guest")
-        assert {host: (result["changed"], result["changes"]) for host, result in same.items()} == {
-            "xen1": (False, []), "xen2": (False, [])}, same
+        rc, report = run(playbook_file(work, "all", [made], file_name="again.yaml"), "--check", "--diff")
+        assert rc == 0, report
         results = results_of(report, "the host's guest")
+        assert (results["xen2"]["changed"], results["xen2"]["changes"]) == (False, []), results["xen2"]
         assert results["xen1"]["changes"] == [
             "redefine (memory)", "change live: memory 128 -> 192 MiB", "record the guest's new config"], results["xen1"]
         assert results["xen1"]["diff"]["after"]["definition"]["memory"] == 192
         assert json.loads(xentool(lab, "info", "--json", "fleet-xen1").out)["target_memory_mib"] == 128
-        assert results["xen2"]["failed"], results["xen2"]
-        assert re.match(rf"{re.escape(str(configs['xen2']))}:\d+:\d+: memory: ", results["xen2"]["msg"]), results["xen2"]["msg"]
-        assert report["stats"]["xen1"]["failures"] == 0 and report["stats"]["xen2"]["failures"] == 1
+        assert {host: stats["changed"] for host, stats in report["stats"].items()} == {"xen1": 1, "xen2": 0}
     finally:
         for host, there in (("xen1", lab), ("xen2", lab2)):
             xentool(there, "destroy", f"fleet-{host}")
             xentool(there, "undefine", f"fleet-{host}")
-        for config in (*configs.values(), *unchanged.values()):
+        for config in configs.values():
             config.unlink(missing_ok=True)
         subprocess.run(["rm", "-rf", str(work)], check=False)
