@@ -30,6 +30,7 @@ from hypercalls.interface import GuestType
 from xentool.config import GuestConfig
 from xentool.config.model import PVGRUB, PYGRUB, DevType, Disk
 from xentool.devicemodel.privilege import RANGE_BASE_USER, SHARED_USER
+from xentool.devices.disk import check_disk_on_host
 from xentool.errors import BootloaderError, UnsupportedByHost
 
 # grub-xen-host's images: a 64-bit PV guest's, and the PVH one (a 32-bit PVH entry point, which
@@ -46,12 +47,11 @@ TIMEOUT = 120.0  # seconds: pygrub reads a config and copies two files, even fro
 @dataclass(frozen=True)
 class BootFiles:
     """What the bootloader chose: the kernel and initramfs it copied out of the guest's disk (into
-    ``directory``, which goes once the builder has read them) and the command line."""
+    the domain's output directory, which goes once the builder has read them) and the command line."""
 
     kernel: str
     ramdisk: str | None
     cmdline: str
-    directory: str
     kernel_digest: str  # its SHA-256: the unpacked-kernel cache's key for a file made anew at each boot
 
 
@@ -86,8 +86,7 @@ def check_bootloader_on_host(config: GuestConfig) -> None:
     if disk.backend != "0":
         raise BootloaderError(config.name, disk.vdev, f"{config.bootloader} reads the disk in dom0, and domain "
                                                       f"{disk.backend} serves it; use bootloader: pvgrub")
-    if not disk.target or not os.path.exists(disk.target):
-        raise BootloaderError(config.name, disk.vdev, f"{disk.target} does not exist; {config.bootloader} boots from it")
+    check_disk_on_host(config.name, disk)  # before pygrub reads it; also where no kernel backend checks disks (the simulator)
 
 
 def bootloader_uid(name: str, domid: int) -> int:
@@ -149,10 +148,11 @@ def run_bootloader(config: GuestConfig, domid: int) -> BootFiles:
     directory.mkdir(mode=0o700)
     output.touch(mode=0o600)  # pygrub opens it without O_CREAT
     try:
+        uid = bootloader_uid(config.name, domid)
         entry = entry_asked(config.bootloader_args)
         if entry is not None:
-            check_entry_exists(config, domid, entry)
-        argv = bootloader_argv(config, domid, bootloader_uid(config.name, domid))
+            check_entry_exists(config, domid, uid, entry)
+        argv = bootloader_argv(config, domid, uid)
         said = _run(config, argv)
         chosen = parse_simple0(output.read_bytes())
         kernel = chosen.get("kernel")
@@ -164,7 +164,7 @@ def run_bootloader(config: GuestConfig, domid: int) -> BootFiles:
             raise BootloaderError(config.name, disk.vdev, f"{config.bootloader} named a ramdisk outside its directory: {ramdisk}")
         with open(kernel, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
-        return BootFiles(kernel, ramdisk, chosen.get("args", ""), str(directory), digest)
+        return BootFiles(kernel, ramdisk, chosen.get("args", ""), digest)
     except BaseException:
         remove_boot_files(domid)
         raise
@@ -183,20 +183,20 @@ def entry_asked(args: list[str]) -> str | None:
     return entry
 
 
-def check_entry_exists(config: GuestConfig, domid: int, entry: str) -> None:
+def check_entry_exists(config: GuestConfig, domid: int, uid: int, entry: str) -> None:
     """pygrub boots its default when --entry names no entry; a config that names one wants that
     one, so the menu is listed first and a missing entry refused with the entries there are."""
     directory, output = output_paths(domid)
+    disk = boot_disk(config)
     # Not --not-really: pygrub's restricted parent then fails on the files it did not make.
-    listing = _run(config, [bootloader_program(config), f"--runas={bootloader_uid(config.name, domid)}", "--quiet", "--list-entries",
-                            f"--output={output}", f"--output-directory={directory}",
-                            str(boot_disk(config).target)])
+    listing = _run(config, [bootloader_program(config), f"--runas={uid}", "--quiet", "--list-entries",
+                            f"--output={output}", f"--output-directory={directory}", str(disk.target)])
     titles = re.findall(r"^title: (.*)$", listing, re.MULTILINE)
     if entry in titles or (entry.isdigit() and int(entry) < len(titles)):
         return
     shown = ", ".join(f"{index} {title!r}" for index, title in enumerate(titles)) or "none"
-    raise BootloaderError(config.name, boot_disk(config).vdev,
-                          f"{config.bootloader} finds no menu entry {entry!r} on {boot_disk(config).target}; its entries: {shown}")
+    raise BootloaderError(config.name, disk.vdev, f"{config.bootloader} finds no menu entry {entry!r} on {disk.target}; "
+                                                  f"its entries: {shown}")
 
 
 def _run(config: GuestConfig, argv: list[str]) -> str:
