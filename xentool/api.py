@@ -633,19 +633,23 @@ class Toolstack:
         if record is not None:
             self.records.reconfigured(domain.uuid, change(record.guest_config()))
 
-    def shutdown(self, ref: str | int, wait: bool = False, timeout: float = 60.0) -> str:
+    def shutdown(self, ref: str | int, wait: bool = False, timeout: float = 60.0, acpi: bool = False) -> str:
         """Ask the guest to power off.  With ``wait``, wait until it has, then apply its on_poweroff
-        action; returns the final state ("shutdown", or "gone" once destroyed)."""
-        return self._request(ref, ShutdownReason.POWEROFF, wait, timeout)
+        action; returns the final state ("shutdown", or "gone" once destroyed).  ``acpi``: press
+        an HVM guest's ACPI power button even when its PV drivers could be asked."""
+        return self._request(ref, ShutdownReason.POWEROFF, wait, timeout, acpi)
 
     def reboot(self, ref: str | int, wait: bool = True, timeout: float = 60.0) -> str:
         """Ask the guest to reboot; once it has shut down for reboot, apply on_reboot (restart by default)."""
         return self._request(ref, ShutdownReason.REBOOT, wait, timeout)
 
-    def _request(self, ref: str | int, reason: ShutdownReason, wait: bool, timeout: float) -> str:
+    def _request(self, ref: str | int, reason: ShutdownReason, wait: bool, timeout: float, acpi: bool = False) -> str:
         domain = self._guest(ref)
         word = lifecycle.SHUTDOWN_REQUEST[reason]
-        lifecycle.checked(word, domain.name, lambda: lifecycle.request_shutdown(self.hv, domain.domid, reason))
+        if acpi and domain.type != "hvm":
+            raise UsageError(f"domain {domain.name}: a {domain.type} guest has no ACPI power button; leave out --acpi "
+                             "(its PV drivers are asked)")
+        lifecycle.checked(word, domain.name, lambda: lifecycle.request_shutdown(self.hv, domain.domid, reason, acpi))
         if not wait:
             return domain.state
         self._wait(domain, is_shut_down, f"domain {domain.name} to {word}", timeout,

@@ -79,7 +79,7 @@ def resume_device_model(domid: int) -> None:
     qmp_execute(domid, [("cont", None)])
 
 
-def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> str:
+def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason, acpi: bool = False) -> str:
     """Ask the guest to shut down; returns how it was asked.
 
     Through xenstore's control/shutdown, as xl shutdown/reboot do, when the guest has PV drivers to
@@ -87,8 +87,17 @@ def request_shutdown(hv: Hypervisor, domid: int, reason: ShutdownReason) -> str:
     HVM guest without them gets the ACPI power button (what `xl shutdown -F` does); for a reboot,
     which has no button (Xen's reset trigger is not implemented on x86), the domain is reset: shut
     down for "reboot" at once, and its on_reboot action restarts it.
+
+    ``acpi`` presses the power button of an HVM guest even when it has PV drivers (libvirt's
+    `shutdown --mode acpi`, xl's `trigger power`): for a guest whose drivers do not act on
+    control/shutdown, or to see its operating system handle the button.
     """
     info = hv.domain_getinfo(domid)
+    if acpi:
+        if info.guest_type != GuestType.HVM or reason != ShutdownReason.POWEROFF:
+            raise ValueError("only an HVM guest has an ACPI power button, and it only powers off")
+        hv.domain_send_trigger(domid, Trigger.POWER)
+        return "the ACPI power button"
     if info.guest_type == GuestType.HVM and reason in (ShutdownReason.POWEROFF, ShutdownReason.REBOOT) \
             and not hv.hvm_pv_callback_set(domid):
         if reason == ShutdownReason.POWEROFF:

@@ -188,8 +188,8 @@ class RemoteToolstack(Toolstack):
     def resume(self, ref: str | int) -> None:
         self._call("resume", domain=ref)
 
-    def shutdown(self, ref: str | int, wait: bool = False, timeout: float = 60.0) -> str:
-        return str(self._call("shutdown", domain=ref, wait=wait, timeout=timeout))
+    def shutdown(self, ref: str | int, wait: bool = False, timeout: float = 60.0, acpi: bool = False) -> str:
+        return str(self._call("shutdown", domain=ref, wait=wait, timeout=timeout, acpi=acpi))
 
     def reboot(self, ref: str | int, wait: bool = True, timeout: float = 60.0) -> str:
         return str(self._call("reboot", domain=ref, wait=wait, timeout=timeout))

@@ -21,7 +21,7 @@ from pvdrivers.console import ConsoleBackend
 from xentool import obituaries
 from xentool.console.serial import SerialStream
 from xentool.devicemodel.vnc import choose_vnc_display, port_is_free
-from xentool.errors import DeviceError
+from xentool.errors import DeviceError, UsageError
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -133,3 +133,14 @@ def test_rebooting_an_hvm_guest_without_pv_drivers_resets_and_restarts_it(xt, ma
     assert xt.reboot("win", wait=True, timeout=10) in ("running", "blocked")
     again = xt.lookup("win")
     assert again.uuid == first.uuid and again.domid != first.domid
+
+
+def test_shutdown_with_acpi_presses_an_hvm_guests_button_and_refuses_a_pv_guest(xt, make_config):
+    """--acpi (libvirt's `shutdown --mode acpi`): the power button whatever drivers the guest has;
+    a PV guest has none, which is one line naming it, and the guest runs on."""
+    xt.create(make_config(name="pv1"))
+    with pytest.raises(UsageError, match=r"^domain pv1: a pv guest has no ACPI power button; leave out --acpi"):
+        xt.shutdown("pv1", acpi=True)
+    assert xt.lookup("pv1").state in ("running", "blocked")
+    xt.create(make_config(name="win", type="hvm", kernel=None))
+    assert xt.shutdown("win", wait=True, timeout=10, acpi=True) == "gone"

@@ -348,10 +348,13 @@ def shutdown(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     wait: bool = typer.Option(False, "-w", "--wait", help="Wait until the guest has shut down."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait with -w."),
+    acpi: bool = typer.Option(False, "--acpi", help="Press the HVM guest's ACPI power button, even if its PV "
+                              "drivers could be asked."),
 ) -> None:
-    """Ask the guest to power off (xenstore control/shutdown)."""
+    """Ask the guest to power off (xenstore control/shutdown; an HVM guest without PV drivers, or
+    with --acpi: its ACPI power button)."""
     with _toolstack() as xt:
-        final = xt.shutdown(domain, wait=wait, timeout=timeout)
+        final = xt.shutdown(domain, wait=wait, timeout=timeout, acpi=acpi)
     if wait:
         out().print(f"domain {domain}: {final}")
 
