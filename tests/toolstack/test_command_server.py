@@ -81,7 +81,8 @@ def test_a_failing_command_exits_and_complains_the_same_served_or_not(served):
 
 def test_interactive_and_lab_commands_stay_in_process(served):
     env, _ = served
-    assert xentool(env, "config", "check", "configs/examples/pv-hello.yaml").stderr.strip().endswith("IN-PROCESS")
+    assert xentool(env, "lab", "status", "--name", "no-such-lab").stderr.strip().endswith("IN-PROCESS")
+    assert xentool(env, "config", "check", "configs/examples/pv-hello.yaml").stderr.strip().endswith("SERVED")
     assert xentool(env, "create", "-c", "--dry-run", "configs/examples/pv-hello.yaml").stderr.strip().endswith("IN-PROCESS")
 
 
@@ -128,6 +129,8 @@ def test_the_protocol_carries_arguments_directory_and_environment_as_they_are():
 def test_the_server_runs_only_commands_that_need_no_terminal_and_no_lab():
     assert forwardable(["create", "g.yaml"], {}) and forwardable(["--connect", "xen", "list"], {})
     assert not forwardable(["create", "-c", "g.yaml"], {}) and not forwardable(["console", "g"], {})
+    assert forwardable(["console", "--log", "g"], {}) and forwardable(["config", "show", "g"], {})
+    assert not forwardable(["top"], {}) and not forwardable(["daemon", "stop"], {}) and not forwardable(["lab", "up"], {})
     assert not forwardable(["--connect", "lab", "list"], {}) and not forwardable(["list"], {"XENTOOL_CONNECT": "lab"})
     assert not forwardable(["list"], {"XENTOOL_NO_DAEMON": "1"}) and not forwardable(["list", "-h"], {})
     assert not forwardable(["list"], {"XENTOOL_NO_SERVER": "1"})  # the older name

@@ -25,12 +25,17 @@ NO_SERVER_ENV = "XENTOOL_NO_SERVER"  # its older name, still honoured
 STALE = b"STAL"  # the server's code changed on disk: the launcher runs the command itself
 LOCAL = b"LOCL"  # a command the server does not run (it reads the terminal, or drives the lab)
 # Commands that neither read the terminal nor drive the lab: the server runs them as they are.
+# (Not `top`, which draws on the terminal, nor `daemon` and `lab`, which start and stop what serves.)
 FORWARDED = frozenset({
     "create", "destroy", "list", "info", "shutdown", "reboot", "pause", "unpause", "resume", "rename",
-    "mem-set", "vcpu-set", "block-attach", "block-detach", "block-list", "network-attach", "network-detach",
-    "network-list", "save", "restore", "events", "wait", "define", "undefine", "start", "autostart",
-    "apply", "migrate", "migrate-receive",
+    "mem-set", "mem-max", "vcpu-set", "vcpu-pin", "vcpu-list", "sched-credit", "sched-credit2",
+    "cpupool-list", "cpupool-create", "cpupool-destroy", "cpupool-cpu-add", "cpupool-cpu-remove", "cpupool-migrate",
+    "block-attach", "block-detach", "block-list", "network-attach", "network-detach", "network-list",
+    "save", "restore", "events", "wait", "define", "undefine", "start", "autostart", "apply", "migrate",
+    "migrate-receive", "stats", "dmesg", "host", "config",
 })
+# `console --log` prints the log and returns: served; `console` alone attaches to the terminal.
+FORWARDED_WITH = {"console": "--log"}
 LOCAL_FLAGS = frozenset({"-c", "--console", "--lab", "--connect=lab", "--help", "-h"})
 LENGTH = struct.Struct("!I")
 CODE = struct.Struct("!i")
@@ -62,7 +67,10 @@ def forwardable(argv: list[str], env: dict[str, str]) -> bool:
     if LOCAL_FLAGS.intersection(argv) or any(a == "--connect" and b == "lab" for a, b in zip(argv, argv[1:], strict=False)):
         return False
     command = first_command_index(argv)
-    return command < len(argv) and argv[command] in FORWARDED
+    if command >= len(argv):
+        return False
+    name = argv[command]
+    return name in FORWARDED or (name in FORWARDED_WITH and FORWARDED_WITH[name] in argv[command + 1:])
 
 
 class Request:
