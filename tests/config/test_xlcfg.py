@@ -45,6 +45,7 @@ acpi = 1
 viridian = 1
 stdvga = 1
 videoram = 16
+hdtype = "ahci"
 bios = "ovmf"
 usb = 1
 usbdevice = "tablet"
@@ -79,6 +80,7 @@ def test_realistic_hvm_cfg():
     assert config.type == GuestType.HVM
     assert [b.value for b in config.hvm.boot] == ["cdrom", "disk"]
     assert (config.hvm.firmware, config.hvm.stdvga, config.hvm.videoram, config.hvm.viridian) == (Firmware.UEFI, True, 16, True)
+    assert config.hvm.hdtype.value == "ahci"
     assert config.disks[0].format.value == "qcow2" and config.disks[1].devtype == DevType.CDROM
     assert (config.vnc.listen, config.vnc.display, config.vnc.password) == ("0.0.0.0", 3, "s3cret")
     assert config.device_model.args == ["-no-shutdown"] and config.serial == "pty"

@@ -458,3 +458,20 @@ def test_a_restored_guests_serial_file_is_appended_to_and_its_qemu_waits_for_its
     assert ("-chardev", "file,id=serial0,path=/srv/logs/a,,b.log,append=on") in options(argv)
     assert ("-serial", "chardev:serial0") in options(argv)
     assert options(argv)[-1] == ("-incoming", "defer")
+
+
+def test_hdtype_ahci_puts_the_first_disks_on_an_ahci_controller_and_cdroms_stay_on_ide():
+    """libxl_dm.c's hdtype=ahci: one `ahci` device, each of disks 0-3 on its port of the disk's
+    index; a CD-ROM stays IDE; a read-only emulated disk is refused, as libxl refuses it."""
+    config = hvm(hvm={"hdtype": "ahci"}, disks=[{"target": "/srv/a.img", "vdev": "hda"},
+                                                {"target": "/srv/x.iso", "vdev": "hdc", "devtype": "cdrom"},
+                                                {"target": "/srv/b.img", "vdev": "xvdb"}])
+    argv = device_model_argv(config, setup())
+    assert values(argv, "-drive")[::2] == ["file=/srv/a.img,if=none,id=ahcidisk-0,format=raw,cache=writeback",
+                                           "file=/srv/b.img,if=none,id=ahcidisk-1,format=raw,cache=writeback"]
+    devices = values(argv, "-device")
+    assert devices.count("ahci,id=ahci0") == 1
+    assert "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0" in devices and "ide-hd,bus=ahci0.1,unit=0,drive=ahcidisk-1" in devices
+    assert "ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0" in devices
+    with pytest.raises(DeviceError, match="QEMU's AHCI disks cannot be read-only"):
+        device_model_argv(hvm(hvm={"hdtype": "ahci"}, disks=[{"target": "/srv/a.img", "vdev": "hda", "access": "ro"}]), setup())

@@ -139,6 +139,13 @@ class Firmware(str, enum.Enum):
     UEFI = "uefi"
 
 
+class HdType(str, enum.Enum):
+    """The controller QEMU emulates an HVM guest's first disks on (xl's hdtype)."""
+
+    IDE = "ide"
+    AHCI = "ahci"
+
+
 class BootDevice(str, enum.Enum):
     DISK = "disk"
     CDROM = "cdrom"
@@ -473,6 +480,12 @@ class HvmOptions(_Section):
         False, description="Hyper-V enlightenments for Windows guests: true for libxl's default groups, or a list of groups."
     )
     stdvga: bool = Field(False, description="Emulate a standard VGA card instead of a Cirrus one.")
+    hdtype: HdType = Field(
+        HdType.IDE,
+        description="The emulated controller of the first four disks: ide, or ahci (SATA: the firmware and boot loader "
+        "read by DMA, one exit per request instead of several per 512-byte sector, so booting is much faster; "
+        "older Windows needs a driver for it). CD-ROMs stay on IDE.",
+    )
     videoram: SizeMiB = Field(8, description="Video memory in MiB; taken out of the guest's memory.")
     usb_tablet: bool | None = Field(
         None,

@@ -356,6 +356,7 @@ _KEYS: dict[str, _Handler] = {
     "acpi": _To("hvm", "acpi", _flag),
     "hap": _To("", "hap", _flag),
     "stdvga": _To("hvm", "stdvga", _flag),
+    "hdtype": _To("hvm", "hdtype"),
     "viridian": _To("hvm", "viridian", _flag),
     "videoram": _To("hvm", "videoram"),
     "firmware": _firmware,

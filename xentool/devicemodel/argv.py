@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from hypercalls.interface import GuestType
 from pvdrivers.blkif import EXTENDED, IDE_MAJORS, vdev_to_devid
-from xentool.config.model import BootDevice, DevType, Disk, DiskFormat, GuestConfig, Vif, VifType
+from xentool.config.model import BootDevice, DevType, Disk, DiskFormat, GuestConfig, HdType, Vif, VifType
 from xentool.devicemodel.paths import qmp_socket_path
 from xentool.devicemodel.privilege import Privilege
 from xentool.devices.vif import stable_mac
@@ -54,6 +54,7 @@ DEFAULT_NIC_MODEL = "rtl8139"  # libxl_nic.c: the model of an HVM NIC left unset
 
 IDE_SLOTS = 4  # the PIIX3 IDE controller: ide.0 and ide.1, master and slave on each
 LSI_TARGETS = 7  # QEMU's lsi53c895a (LSI_MAX_DEVS): SCSI ids 0-6, 7 is the adapter's own
+AHCI_CONTROLLER = "ahci0"  # hdtype: ahci, QEMU's ich9-ahci as libxl names it; its ports 0-5 take disks 0-3
 IFNAMSIZ = 16  # Linux: an interface name has at most 15 characters
 
 _BOOT_LETTERS = {BootDevice.DISK: "c", BootDevice.CDROM: "d", BootDevice.NETWORK: "n"}
@@ -157,6 +158,8 @@ def device_model_argv(config: GuestConfig, setup: DeviceModelSetup) -> list[str]
     argv += ["-machine", "xenfv,suppress-vmdesc=on"]
     # libxl__sizekb_to_mb rounds up.
     argv += ["-m", str(-(-(config.maxmem_kib - config.videoram_kib) // 1024))]
+    if hvm.hdtype == HdType.AHCI:
+        argv += ["-device", f"ahci,id={AHCI_CONTROLLER}"]
     argv += _disk_args(config)
     argv += setup.privilege.argv() if setup.privilege else []
     if setup.incoming:
@@ -259,6 +262,7 @@ def _disk_args(config: GuestConfig) -> list[str]:
     """The emulated disks, in config order, as libxl_dm.c l.1866-2040 gives them to QEMU."""
     args: list[str] = []
     ide_slots: dict[int, str] = {}
+    hdtype = config.hvm.hdtype if config.hvm else HdType.IDE
 
     def take_ide_slot(disk: Disk, slot: int) -> None:
         if slot in ide_slots:
@@ -302,10 +306,18 @@ def _disk_args(config: GuestConfig) -> list[str]:
             # the firmware can boot from them before the guest's PV drivers take over.
             if disk.access.value != "rw":
                 raise DeviceError(
-                    config.name, disk.vdev, "QEMU's IDE disks cannot be read-only (libxl refuses them too); make it rw or use xvde or later"
+                    config.name, disk.vdev,
+                    f"QEMU's {hdtype.value.upper()} disks cannot be read-only (libxl refuses them too); make it rw or "
+                    "use xvde or later",
                 )
             take_ide_slot(disk, index)
-            args += ["-drive", f"{file},if=ide,index={index},media=disk,format={fmt},cache=writeback"]
+            if hdtype == HdType.AHCI:
+                # libxl_dm.c's hdtype=ahci: the disk on the AHCI controller's port of its index.
+                drive_id = f"ahcidisk-{index}"
+                args += ["-drive", f"{file},if=none,id={drive_id},format={fmt},cache=writeback",
+                         "-device", f"ide-hd,bus={AHCI_CONTROLLER}.{index},unit=0,drive={drive_id}"]
+            else:
+                args += ["-drive", f"{file},if=ide,index={index},media=disk,format={fmt},cache=writeback"]
         # Further disks (xvde on) are for the guest's PV drivers only, as in libxl.
     return args
 
