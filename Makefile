@@ -6,10 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 # Host packages: QEMU runs the lab; the Xen user tools and libraries are what dom0 (which shares
-# this machine's root filesystem) runs and what the cffi bindings compile against.
+# this machine's root filesystem) runs and what the cffi bindings compile against; debootstrap and
+# grub-common build the lab's Debian guest disk (xentool lab debian-image).
 DEBIAN_PACKAGES := qemu-system-x86 qemu-utils qemu-system-xen xen-utils-4.17 xenstore-utils \
 	libxen-dev busybox-static cpio kmod genisoimage isolinux syslinux-common syslinux-utils gcc acpica-tools e2fsprogs grub-xen-host \
-	openssl openssh-client
+	openssl openssh-client debootstrap grub-common
 
 # QEMU, the device model of HVM guests, runs restricted as this user (libxl's dm_restrict name, so
 # xl finds it too); xentool refuses to run QEMU as root unless a config says device_model.privileged.
@@ -54,7 +55,7 @@ bytecode: venv
 	$(BIN)/python -m compileall -q xentool hypercalls pvdrivers
 
 test: setup bytecode
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q --durations=40
 
 test-fast: venv
 	$(BIN)/pytest -q -m "not lab"

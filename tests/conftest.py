@@ -1,5 +1,9 @@
 """Shared fixtures.  `lab`: the Xen lab (real Xen 4.17 in QEMU), booted once per test session for
-every test marked `lab`, and powered off at the end."""
+every test marked `lab`, and powered off at the end.
+
+A session that runs lab tests runs every other test first, while the lab boots in the background
+(and, when the Debian guest's tests are in it, while its disk image is built): both take minutes,
+mostly of QEMU's or the network's time, which the fast tests would otherwise wait behind."""
 
 from __future__ import annotations
 
@@ -9,6 +13,44 @@ from pathlib import Path
 
 import pytest
 
+from kit.session import start, started
+
+
+def _lab_name() -> str:
+    return os.environ.get("XENTOOL_TEST_LAB", "pytest")
+
+
+def _boot_lab():
+    from xentool.lab import Lab
+
+    the_lab = Lab(_lab_name())
+    the_lab.up(timeout=float(os.environ.get("XENTOOL_TEST_LAB_TIMEOUT", "600")))
+    # dom0's init starts xentoold as its systemd unit would; the tests run xentool in dom0 a few
+    # hundred times, and under TCG Python's start-up costs seconds each time: wait until the
+    # daemon serves them warm.  Commands it does not run (consoles, lab) still start their own.
+    ran = the_lab.exec([str(Path(sys.prefix) / "bin" / "xentool"), "daemon", "start"], capture=True, timeout=600)
+    assert ran.returncode == 0, ran.err
+    return the_lab
+
+
+def _build_debian_disk():
+    from xentool.lab.debian_image import DEBIAN_DISK_NAME, install_debian_disk
+    from xentool.lab.guest_images import guests_dir
+
+    return install_debian_disk(guests_dir() / DEBIAN_DISK_NAME)
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what will not run
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests without the lab first (in their order), then the lab's; and start the lab's set-up."""
+    lab_items = [item for item in items if item.get_closest_marker("lab")]
+    if not lab_items:
+        return
+    items[:] = [item for item in items if not item.get_closest_marker("lab")] + lab_items
+    start("lab", _boot_lab)
+    if any(item.nodeid.startswith("tests/lab/test_debian_guest.py") for item in lab_items):
+        start("debian-disk", _build_debian_disk)
+
 
 @pytest.fixture(scope="session")
 def lab():
@@ -17,15 +59,8 @@ def lab():
 
     Files the tests put under the host's /tmp are visible (read-only) in dom0; to get files back
     from dom0, write them under ``lab.share_dir``, which is the same directory on both sides."""
-    from xentool.lab import Lab
-
-    the_lab = Lab(os.environ.get("XENTOOL_TEST_LAB", "pytest"))
-    the_lab.up(timeout=float(os.environ.get("XENTOOL_TEST_LAB_TIMEOUT", "600")))
-    # dom0's init starts xentoold as its systemd unit would; the tests run xentool in dom0 a few
-    # hundred times, and under TCG Python's start-up costs seconds each time: wait until the
-    # daemon serves them warm.  Commands it does not run (consoles, lab) still start their own.
-    started = the_lab.exec([str(Path(sys.prefix) / "bin" / "xentool"), "daemon", "start"], capture=True, timeout=600)
-    assert started.returncode == 0, started.err
+    booting = started("lab")
+    the_lab = booting.result() if booting is not None else _boot_lab()
     try:
         yield the_lab
     finally:

@@ -1,7 +1,7 @@
 """HVM guests on real Xen: hvmloader, SeaBIOS and QEMU as the device model, in the lab's dom0.
 
 The guest is the lab's Debian kernel and busybox initramfs, booted the way an unmodified OS boots:
-SeaBIOS reads a CD-ROM image (or a hard disk image) made with isolinux, and the guest's first
+SeaBIOS reads a CD-ROM image made with isolinux, and the guest's first
 userspace line appears on its emulated serial port, which xentool's console logs.  Everything is
 slow here (an HVM guest under TCG makes a round trip to QEMU in dom0 for each emulated I/O), so
 the guests print little (``quiet``) and the tests share them where they can.
@@ -29,7 +29,6 @@ from kit.lab import (
 from xentool.lab import Lab
 from xentool.lab.guest_images import (
     GuestImages,
-    build_boot_disk,
     guests_dir,
     install_boot_media,
     install_guest_images,
@@ -120,20 +119,8 @@ def save_and_restore(lab: Lab, name: str, uuid: str) -> None:
         lab.exec(["rm", "-rf", SAVE_DIR], capture=True)
 
 
-def test_hvm_guest_boots_from_a_hard_disk_image(lab, hvm_media):
-    disk = build_boot_disk(hvm_media.kernel, hvm_media.initrd, "console=ttyS0 quiet xentool.marker=hvm-disk",
-                           guests_dir() / "hvm-test-disk.img")
-    created = xentool(lab, "create", str(hvm_config(lab, "hvm-hd", disks=f"[{{target: {disk}, vdev: hda}}]",
-                                                    hvm="{boot: [disk]}", vnc="false")))
-    assert created.returncode == 0, created.err
-    try:
-        # ISOLINUX's banner on the serial line: SeaBIOS read the disk's MBR and boot loader from the
-        # emulated IDE disk and ran it.  The kernel that follows is the CD-ROM test's; loading it by
-        # BIOS disk reads under TCG took from 5 to over 7 minutes, which is no test of xentool.
-        wait_for_console(lab, "hvm-hd", "ISOLINUX", timeout=HVM_BOOT_TIMEOUT)
-    finally:
-        destroyed = xentool(lab, "destroy", "hvm-hd")
-        assert destroyed.returncode == 0, destroyed.err
+# Booting from a hard disk through SeaBIOS: tests/lab/test_debian_guest.py (a Debian system's own
+# GRUB, its MBR and core image read from the emulated IDE disk).
 
 
 # Direct kernel boot, and a device model that dies: tests/lab/test_pv_devices.py (one HVM boot for

@@ -191,6 +191,24 @@ def down(name: str = NAME_OPTION, timeout: float = typer.Option(60.0, "--timeout
             print(f"{lab.label}: was not running")
 
 
+@lab_app.command("debian-image")
+def debian_image(
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="Debian mirror for debootstrap "
+                                         "(default $XENTOOL_DEBIAN_MIRROR, else http://deb.debian.org/debian)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Build (once; cached) the Debian 12 guest disk that boots through PVGRUB2, pygrub or SeaBIOS."""
+    from xentool.lab.debian_image import DEBIAN_DISK_NAME, install_debian_disk
+    from xentool.lab.guest_images import guests_dir
+
+    disk = install_debian_disk(guests_dir() / DEBIAN_DISK_NAME, mirror, log=lambda line: err().print(line))
+    if as_json:
+        print(json.dumps(disk.facts()))
+        return
+    print(f"{disk.path}: Debian 12, kernel {disk.kernel_version}, {disk.size_bytes >> 20} MiB "
+          f"({disk.used_bytes >> 20} MiB of files), built in {disk.build_seconds:.0f} s")
+
+
 def _xentool_argv() -> list[str]:
     """This installation's xentool: the venv's script beside this interpreter, else `python -m xentool`."""
     script = Path(sys.prefix) / "bin" / "xentool"

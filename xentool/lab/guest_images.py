@@ -240,7 +240,7 @@ def _need_file(path: Path, what: str, package: str) -> None:
         raise MissingTool(what, str(path), package)
 
 
-def _need_program(name: str, package: str) -> str:
+def need_program(name: str, package: str) -> str:
     found = shutil.which(name)
     if not found:
         raise MissingTool(f"the program {name}", name, package)
@@ -265,7 +265,7 @@ def _make_iso(kernel: Path, initrd: Path, cmdline: str, out: Path) -> None:
     check_cmdline(cmdline)
     _need_file(ISOLINUX_BIN, "ISOLINUX's isolinux.bin", "isolinux")
     _need_file(LDLINUX_C32, "SYSLINUX's ldlinux.c32 (BIOS)", "syslinux-common")
-    genisoimage = _need_program(GENISOIMAGE, "genisoimage")
+    genisoimage = need_program(GENISOIMAGE, "genisoimage")
     for path, what in ((kernel, "guest kernel"), (initrd, "guest initramfs")):
         if not path.is_file():
             raise LabError(f"the {what} {path} does not exist")
@@ -320,7 +320,7 @@ def build_boot_disk(kernel: Path, initrd: Path, cmdline: str, dest: Path) -> Pat
     pads the image to whole cylinders.  It is what Debian's own installer images do, needs no root,
     loop devices or mtools, and leaves one image that boots both as a CD and as a disk."""
     check_cmdline(cmdline)
-    isohybrid = _need_program(ISOHYBRID, "syslinux-utils")
+    isohybrid = need_program(ISOHYBRID, "syslinux-utils")
 
     def build(tmp: Path) -> None:
         _make_iso(kernel, initrd, cmdline, tmp)
@@ -389,7 +389,7 @@ menuentry 'xentool hello (second entry)' {
 def install_grub_disk(kernel: Path, initrd: Path, dest: Path) -> Path:
     """``dest``: the grub disk, made with ``mkfs.ext4 -d`` (e2fsprogs: no root, mount or loop
     device), unless it was already made from the same kernel, initramfs and config."""
-    mkfs = _need_program("mkfs.ext4", "e2fsprogs")
+    mkfs = need_program("mkfs.ext4", "e2fsprogs")
     h = hashlib.sha256(f"{GRUB_DISK_MIB}\0{GRUB_CFG}\0".encode())
     for path in (kernel, initrd):
         h.update(path.read_bytes())
