@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -41,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from xentool.errors import LabError
+from xentool.errors import LabError, UsageError
 from xentool.lab.guest_images import need_program
 from xentool.lab.paths import cache_dir
 
@@ -194,7 +195,12 @@ def install_debian_disk(dest: Path, mirror: str | None = None, log: Callable[[st
     except (OSError, ValueError, KeyError):
         pass
     stamp.unlink(missing_ok=True)  # never leave a stamp that vouches for a half-built image
-    disk = build_debian_disk(dest, mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR, log or (lambda line: None))
+    chosen = mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
+    for url, where in ((chosen, f"--mirror/{MIRROR_ENV}"), (os.environ.get(SECURITY_MIRROR_ENV) or SECURITY_MIRROR, SECURITY_MIRROR_ENV)):
+        # It goes into the image's sources.list as well as onto debootstrap's command line.
+        if not re.fullmatch(r"https?://[^\s]+", url):
+            raise UsageError(f"{where} {url!r}: give a Debian mirror's http:// or https:// URL, with no spaces")
+    disk = build_debian_disk(dest, chosen, log or (lambda line: None))
     facts_file.write_text(json.dumps(disk.facts(), indent=1) + "\n")
     stamp.write_text(key + "\n")
     return disk
