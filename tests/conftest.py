@@ -52,6 +52,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         start("debian-disk", _build_debian_disk)
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A lab booted in the background that no test took (the session ended before the lab tests,
+    on a failure with -x or an interrupt) is powered off too, as the fixture would have."""
+    booting = started("lab")
+    if booting is None or booting.taken or os.environ.get("XENTOOL_TEST_LAB_KEEP"):
+        return
+    try:
+        booting.result().down()
+    except Exception as e:  # noqa: BLE001 (the session's own outcome is what to report)
+        print(f"\nthe lab booted for this session could not be powered off: {e}")
+
+
 @pytest.fixture(scope="session")
 def lab():
     """A running :class:`xentool.lab.Lab` named "pytest" (XENTOOL_TEST_LAB overrides the name;
@@ -60,6 +72,8 @@ def lab():
     Files the tests put under the host's /tmp are visible (read-only) in dom0; to get files back
     from dom0, write them under ``lab.share_dir``, which is the same directory on both sides."""
     booting = started("lab")
+    if booting is not None:
+        booting.taken = True
     the_lab = booting.result() if booting is not None else _boot_lab()
     try:
         yield the_lab

@@ -13,6 +13,7 @@ class Background:
     raises what it raised, so the fixture that needs it fails as if it had done the work itself."""
 
     def __init__(self, name: str, work: Callable[[], Any]) -> None:
+        self.taken = False  # set by the fixture that took the result over (and its clean-up)
         self._value: Any = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
