@@ -15,6 +15,12 @@ class XentoolError(Exception):
 
     exit_code = 1
 
+    @property
+    def where(self) -> str | None:
+        """What the problem is in, when narrower than the command: a config's file:line:col, a
+        domain (and its device), a cpupool.  The `where` of the CLI's errors as JSON."""
+        return None
+
 
 @dataclass(frozen=True)
 class ConfigIssue:
@@ -26,14 +32,19 @@ class ConfigIssue:
     key_path: str  # "disks[1].vdev"; "" for the document itself
     message: str
 
-    def __str__(self) -> str:
+    @property
+    def location(self) -> str:
+        """file:line:col, as far as known."""
         where = self.source
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
+        return where
+
+    def __str__(self) -> str:
         key = f" {self.key_path}:" if self.key_path else ""
-        return f"{where}:{key} {self.message}"
+        return f"{self.location}:{key} {self.message}"
 
 
 class ConfigError(XentoolError):
@@ -44,6 +55,10 @@ class ConfigError(XentoolError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = list(issues)
         super().__init__("\n".join(str(i) for i in self.issues))
+
+    @property
+    def where(self) -> str | None:
+        return self.issues[0].location if self.issues else None
 
 
 class UsageError(XentoolError):
@@ -59,6 +74,10 @@ class DomainNotFound(XentoolError):
         self.ref = ref
         self.obituary = obituary  # why xentool ended it, when it did
         super().__init__(obituary or f"no domain {ref!r}; `xentool list` shows the domains there are")
+
+    @property
+    def where(self) -> str | None:
+        return f"domain {self.ref}"
 
 
 class NotDefined(DomainNotFound):
@@ -79,6 +98,10 @@ class NameInUse(XentoolError):
         self.domid = domid
         super().__init__(f"a domain named {name!r} already exists (domain {domid}); pick another name or destroy it first")
 
+    @property
+    def where(self) -> str | None:
+        return f"domain {self.name}"
+
 
 class CreationError(XentoolError):
     """Creating a domain failed at ``step``; everything done before was undone."""
@@ -93,6 +116,10 @@ class CreationError(XentoolError):
         tail = f"; and undoing failed: {'; '.join(self.leftovers)}" if self.leftovers else ""
         super().__init__(f"creating {name!r} failed at step {step!r}: {cause}{tail}")
 
+    @property
+    def where(self) -> str | None:
+        return f"domain {self.name}"
+
 
 class DomainOperationError(XentoolError):
     """A lifecycle operation on an existing domain failed (destroy, pause, mem-set, ...)."""
@@ -106,6 +133,10 @@ class DomainOperationError(XentoolError):
             self.__cause__ = cause
         super().__init__(f"{op} of domain {domain} failed: {cause}")
 
+    @property
+    def where(self) -> str | None:
+        return f"domain {self.domain}"
+
 
 class MigrationError(XentoolError):
     """A migration that did not happen: it stopped at ``step`` (a phase of xentool.migration's
@@ -118,6 +149,10 @@ class MigrationError(XentoolError):
         self.step = step
         super().__init__(f"migration of {name} failed while {step}: {problem}; {outcome}")
 
+    @property
+    def where(self) -> str | None:
+        return f"domain {self.name}"
+
 
 class DeviceError(XentoolError):
     exit_code = 5
@@ -126,6 +161,10 @@ class DeviceError(XentoolError):
         self.domain = domain
         self.device = device
         super().__init__(f"domain {domain}, device {device}: {message}")
+
+    @property
+    def where(self) -> str | None:
+        return f"domain {self.domain}, device {self.device}"
 
 
 class BootloaderError(XentoolError):
@@ -138,6 +177,10 @@ class BootloaderError(XentoolError):
         self.disk = disk
         super().__init__(f"domain {domain}, disk {disk}: {message}")
 
+    @property
+    def where(self) -> str | None:
+        return f"domain {self.domain}, disk {self.disk}"
+
 
 class UnsupportedByHost(XentoolError):
     """The config asks for what this host's Xen cannot do (shadow paging on a Xen built without it)."""
@@ -148,6 +191,10 @@ class UnsupportedByHost(XentoolError):
         self.domain = domain
         super().__init__(f"domain {domain}: {message}")
 
+    @property
+    def where(self) -> str | None:
+        return f"domain {self.domain}"
+
 
 class CpuPoolError(XentoolError):
     """A cpupool operation Xen refused, or one that would break a rule of pools."""
@@ -157,6 +204,10 @@ class CpuPoolError(XentoolError):
     def __init__(self, pool: str, message: str) -> None:
         self.name = pool
         super().__init__(f"cpupool {pool}: {message}")
+
+    @property
+    def where(self) -> str | None:
+        return f"cpupool {self.name}"
 
 
 class WaitTimeout(XentoolError):

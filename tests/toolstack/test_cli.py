@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xentool.cli.main import main
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from kit.cli import run
 
 
 @pytest.fixture

@@ -101,13 +101,15 @@ def stop() -> None:
 
 
 @daemon_app.command("status")
-def status() -> None:
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output (docs/json.md).")) -> None:
     """Whether the daemon runs, and whether it serves yet."""
+    import json
+
     from xentool.daemon_client import running_pid
 
     pid = running_pid()
     if pid is None:
-        print("xentoold not running")
+        print(json.dumps({"running": False, "pid": None, "serving": False}) if as_json else "xentoold not running")
         raise typer.Exit(3)
     from xentool.daemon_client import DaemonConnection, DaemonUnavailable
 
@@ -117,4 +119,7 @@ def status() -> None:
         serving = True
     except (DaemonUnavailable, OSError):
         serving = False
+    if as_json:
+        print(json.dumps({"running": True, "pid": pid, "serving": serving}))
+        return
     print(f"xentoold running (pid {pid})" + ("" if serving else ", starting (not serving yet)"))

@@ -105,6 +105,10 @@ def _print_timings(timings: list[OpTiming], config_seconds: float | None, total:
     _say("\n".join(lines), stderr=True)
 
 
+def json_option() -> Any:
+    return typer.Option(False, "--json", help="Machine-readable output (docs/json.md).")
+
+
 def _print_json(data: Any) -> None:
     out().print_json(json.dumps(data), indent=2) if sys.stdout.isatty() else print(json.dumps(data, indent=2))
 
@@ -225,10 +229,14 @@ CHANGES_PENDING = 10  # `apply --dry-run`: terraform plan -detailed-exitcode's "
 def define(
     config_file: Path = typer.Argument(..., help="The guest config (YAML)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE settings that override the file's."),
+    as_json: bool = json_option(),
 ) -> None:
     """Keep a guest's config, checked, to start it by name (`start`) and when the host boots (`autostart`)."""
     with _toolstack() as xt:
         definition = xt.define(config_file, overrides or [])
+    if as_json:
+        _print_json(definition.to_json())
+        return
     _say(f"defined guest {definition.name} (uuid {definition.uuid}) from {definition.source}")
 
 
@@ -239,42 +247,53 @@ def apply(
                                  f"{CHANGES_PENDING} if changes are pending, 0 if none."),
     prune: bool = typer.Option(False, "--prune", help="Destroy and undefine defined guests that no file names."),
     restart: bool = typer.Option(False, "--restart", help="Restart guests whose changes cannot be made live."),
+    as_json: bool = json_option(),
 ) -> None:
     """Make the defined and running guests what the files say: define, start, change live; say what needs a restart."""
     from xentool import desired
 
     configs = desired.read_files(paths)  # every file's errors at once, before anything changes
-    with _toolstack() as xt, desired.one_at_a_time(lambda: _say("waiting for another apply to finish", stderr=True)):
+    say = (lambda text, stderr=False: None) if as_json else _say
+    with _toolstack() as xt, desired.one_at_a_time(lambda: say("waiting for another apply to finish", stderr=True)):
         plans = desired.plan(xt, configs, prune=prune, restart=restart)
+        report: dict[str, dict[str, Any]] = {
+            guest.name: {"changes": [step.says for step in guest.steps], "needs_restart": list(guest.needs_restart),
+                         "problem": guest.problem, "outcome": None, "done": None} for guest in plans}
         pending = False
         for guest in plans:
             for step in guest.steps:
-                _say(f"{guest.name}: {step.says}")
+                say(f"{guest.name}: {step.says}")
             if guest.needs_restart:
-                _say(f"{guest.name}: needs restart ({', '.join(guest.needs_restart)} changed): apply --restart does it")
+                say(f"{guest.name}: needs restart ({', '.join(guest.needs_restart)} changed): apply --restart does it")
             if guest.problem:
-                _say(f"{guest.name}: {guest.problem}", stderr=True)
+                say(f"{guest.name}: {guest.problem}", stderr=True)
             pending = pending or bool(guest.steps or guest.needs_restart)
-        if not pending:
-            _say("no changes")
-            return
-        if dry_run:
-            raise typer.Exit(CHANGES_PENDING)
         failed = False
-        for guest in plans:
-            if guest.steps:
-                outcome = desired.execute(guest)
-                _say(f"{guest.name}: {outcome.says}", stderr=not outcome.done)
-                failed = failed or not outcome.done
+        if pending and not dry_run:
+            for guest in plans:
+                if guest.steps:
+                    outcome = desired.execute(guest)
+                    say(f"{guest.name}: {outcome.says}", stderr=not outcome.done)
+                    report[guest.name].update(outcome=outcome.says, done=outcome.done)
+                    failed = failed or not outcome.done
+    if as_json:
+        _print_json({"changes_pending": pending, "dry_run": dry_run, "guests": report})
+    elif not pending:
+        _say("no changes")
     if failed:
         raise typer.Exit(5)
+    if pending and dry_run:
+        raise typer.Exit(CHANGES_PENDING)
 
 
 @app.command()
-def undefine(name: str = typer.Argument(..., help="A defined guest's name.")) -> None:
+def undefine(name: str = typer.Argument(..., help="A defined guest's name."), as_json: bool = json_option()) -> None:
     """Forget a defined guest's config (if it runs, it goes on running)."""
     with _toolstack() as xt:
         xt.undefine(name)
+    if as_json:
+        _print_json({"name": name, "defined": False})
+        return
     _say(f"undefined guest {name}")
 
 
@@ -282,10 +301,14 @@ def undefine(name: str = typer.Argument(..., help="A defined guest's name.")) ->
 def start(
     name: str = typer.Argument(..., help="A defined guest's name."),
     paused: bool = typer.Option(False, "-p", "--paused", help="Leave the domain paused."),
+    as_json: bool = json_option(),
 ) -> None:
     """Create a defined guest from its kept config (same uuid, same MACs)."""
     with _toolstack() as xt:
         domain = xt.start(name, paused)
+    if as_json:
+        _print_json(domain.to_json())
+        return
     _say(f"started guest {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
 
 
@@ -295,6 +318,7 @@ def autostart(
     setting: str = typer.Argument(..., help="on or off."),
     order: Optional[int] = typer.Option(None, "--order", help="Lower starts first when the host boots."),
     delay: Optional[float] = typer.Option(None, "--delay", help="Seconds to wait after starting it before the next."),
+    as_json: bool = json_option(),
 ) -> None:
     """Whether the daemon starts a defined guest when the host boots."""
     if setting not in ("on", "off"):
@@ -303,6 +327,9 @@ def autostart(
         raise UsageError(f"--delay {delay:g}: between 0 and 3600 seconds")
     with _toolstack() as xt:
         definition = xt.set_autostart(name, setting == "on", order, delay)
+    if as_json:
+        _print_json(definition.to_json())
+        return
     _say(f"autostart of {name}: {'on' if definition.autostart else 'off'} "
          f"(order {definition.autostart_order}, delay {definition.autostart_delay:g} s)")
 
@@ -350,12 +377,15 @@ def shutdown(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait with -w."),
     acpi: bool = typer.Option(False, "--acpi", help="Press the HVM guest's ACPI power button, even if its PV "
                               "drivers could be asked."),
+    as_json: bool = json_option(),
 ) -> None:
     """Ask the guest to power off (xenstore control/shutdown; an HVM guest without PV drivers, or
     with --acpi: its ACPI power button)."""
     with _toolstack() as xt:
         final = xt.shutdown(domain, wait=wait, timeout=timeout, acpi=acpi)
-    if wait:
+    if as_json:
+        _print_json({"domain": domain, "state": final, "waited": wait})
+    elif wait:
         out().print(f"domain {domain}: {final}")
 
 
@@ -363,10 +393,14 @@ def shutdown(
 def reboot(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the guest to go down."),
+    as_json: bool = json_option(),
 ) -> None:
     """Ask the guest to reboot, then apply its on_reboot action."""
     with _toolstack() as xt:
         final = xt.reboot(domain, wait=True, timeout=timeout)
+    if as_json:
+        _print_json({"domain": domain, "state": final, "waited": True})
+        return
     out().print(f"domain {domain}: {final}")
 
 
@@ -532,6 +566,7 @@ def cpupool_list(as_json: bool = typer.Option(False, "--json", help="Machine-rea
 @app.command("cpupool-create")
 def cpupool_create(
     file: Path = typer.Argument(..., help="YAML with name, sched (credit2 unless said) and cpus (free ones)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Make a CPU pool from a small YAML file, as xl cpupool-create."""
     from xentool.cpupools import PoolSpec
@@ -539,6 +574,9 @@ def cpupool_create(
     spec = PoolSpec.from_file(file)
     with _toolstack() as xt:
         pool = xt.cpupool_create(spec.name, spec.scheduler, sorted(spec.cpus))
+    if as_json:
+        _print_json(pool.to_json())
+        return
     _say(f"created cpupool {pool.name} (id {pool.poolid}, {pool.scheduler}, cpus {', '.join(map(str, pool.cpus)) or 'none'})")
 
 
@@ -685,10 +723,14 @@ def _print_devices(devices: list[DeviceStatus], as_json: bool, columns: tuple[st
 def block_attach(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     disk: str = typer.Argument(..., help="The disk, xl style: TARGET,FORMAT,VDEV,ACCESS (e.g. /img/b.raw,raw,xvdb,rw)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Give a running guest another disk; returns once the guest has connected it."""
     with _toolstack() as xt:
         status = xt.block_attach(domain, disk)
+    if as_json:
+        _print_json(status.to_json())
+        return
     d = status.details
     served = d["device"] if d["served_by"] == "blkback" else "qdisk"
     out().print(f"domain {domain}: {status.name} attached ({d['target']} as {served or 'device'})")
@@ -719,10 +761,14 @@ def block_list(
 def network_attach(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     settings: Optional[list[str]] = typer.Argument(None, help="xl style: bridge=xenbr0 mac=00:16:3e:.. vifname=.."),
+    as_json: bool = json_option(),
 ) -> None:
     """Give a running guest another network interface; returns once the guest has connected it."""
     with _toolstack() as xt:
         status = xt.network_attach(domain, ",".join(settings or []))
+    if as_json:
+        _print_json(status.to_json())
+        return
     d = status.details
     wired = f"routing {d['ip']}" if d["mode"] == "route" else f"on {d['bridge']}"
     out().print(f"domain {domain}: {status.name} attached ({d['mac']} as {d['interface']} {wired})")
@@ -754,12 +800,18 @@ def save(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     file: Path = typer.Argument(..., help="The save file to write."),
     checkpoint: bool = typer.Option(False, "-c", "--checkpoint", help="Leave the guest running after saving."),
+    as_json: bool = json_option(),
 ) -> None:
     """Suspend a guest and save it, with its config, to FILE; then destroy it (unless -c)."""
+    from dataclasses import asdict
+
     from xentool.cli.progress import copy_progress
 
     with _toolstack() as xt, copy_progress(_stderr_console(), f"saving {domain}") as progress:
         result = xt.save(domain, file, checkpoint, progress=progress)
+    if as_json:
+        _print_json({"domain": domain, **asdict(result)})
+        return
     then = "still running" if result.kept_running else "destroyed"
     out().print(f"saved domain {domain} to {result.path} ({result.size // (1024 * 1024)} MiB in {result.seconds:g} s); {then}")
 
@@ -769,6 +821,7 @@ def restore(
     file: Path = typer.Argument(..., help="A file written by `xentool save`."),
     paused: bool = typer.Option(False, "-p", "--paused", help="Leave the domain paused."),
     timings: bool = typer.Option(False, "--timings", help="Say on stderr how long each step took."),
+    as_json: bool = json_option(),
 ) -> None:
     """Bring back a saved guest: it goes on where it stopped."""
     started = time.monotonic()
@@ -777,6 +830,9 @@ def restore(
         domain = xt.restore(file, paused, timings=times)
     if times is not None:
         _print_timings(times, None, time.monotonic() - started)
+    if as_json:
+        _print_json(domain.to_json())
+        return
     _say(f"restored domain {domain.name} (id {domain.domid}, uuid {domain.uuid}), {domain.state}")
 
 
@@ -796,6 +852,7 @@ def migrate(
                                      "default, when both hosts can: it is faster unless the link is faster than the CPUs)."),
     timings: bool = typer.Option(False, "--timings", help="Say on stderr how long each phase here and each step on the "
                                  "target took (the target's restore overlaps the copy)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Move a running guest to another host, live: it keeps its name, uuid, config and devices."""
     from xentool.cli.progress import copy_progress
@@ -806,6 +863,11 @@ def migrate(
                             progress=progress)
     if timings:
         _print_timings(list(result.timings), None, result.seconds)
+    if as_json:
+        from dataclasses import asdict
+
+        _print_json({key: value for key, value in asdict(result).items() if key != "timings"})
+        return
     how = "live" if result.live else "non-live"
     _say(f"migrated {result.name} to {result.target_hostname} ({how}): id {result.target_domid} there, "
          f"{result.seconds:g} s in all, {result.downtime_seconds * 1000:.0f} ms suspended"
@@ -850,10 +912,15 @@ def _attach_console(xt: Toolstack, ref: str, replay_bytes: int | None) -> None:
 
 
 @app.command()
-def dmesg(clear: bool = typer.Option(False, "-c", "--clear", help="Clear the ring after reading.")) -> None:
+def dmesg(clear: bool = typer.Option(False, "-c", "--clear", help="Clear the ring after reading."),
+          as_json: bool = json_option()) -> None:
     """Print the hypervisor's console ring."""
     with _toolstack() as xt:
-        sys.stdout.write(xt.dmesg(clear))
+        text = xt.dmesg(clear)
+    if as_json:
+        _print_json({"lines": text.splitlines(), "cleared": clear})
+        return
+    sys.stdout.write(text)
 
 
 @app.command("wait")
@@ -861,10 +928,15 @@ def wait_cmd(
     domain: str = typer.Argument(..., help="Domain name, id or uuid."),
     states: list[str] = typer.Argument(..., help="States to wait for: running, paused, shutdown, crashed, gone ..."),
     timeout: float = typer.Option(60.0, "--timeout"),
+    as_json: bool = json_option(),
 ) -> None:
     """Wait until a domain reaches one of the given states."""
     with _toolstack() as xt:
-        out().print(xt.wait_for_state(domain, states, timeout))
+        state = xt.wait_for_state(domain, states, timeout)
+    if as_json:
+        _print_json({"domain": domain, "state": state})
+        return
+    out().print(state)
 
 
 @app.command()
@@ -896,18 +968,26 @@ def host_info(as_json: bool = typer.Option(False, "--json", help="Machine-readab
 
 
 @config_app.command("check")
-def config_check(files: list[Path] = typer.Argument(..., help="Config files to validate.")) -> None:
+def config_check(files: list[Path] = typer.Argument(..., help="Config files to validate."), as_json: bool = json_option()) -> None:
     """Validate config files without touching any hypervisor."""
     from xentool.config import load_config
 
     failed: list[ConfigError] = []
+    results: list[dict[str, Any]] = []
     for path in files:
         try:
             config = load_config(path)
-            out().print(f"{path}: ok ({config.type.value} guest {config.name!r})")
+            results.append({"file": str(path), "ok": True, "type": config.type.value, "name": config.name, "issues": []})
+            if not as_json:
+                out().print(f"{path}: ok ({config.type.value} guest {config.name!r})")
         except ConfigError as e:
             failed.append(e)
-            _say(str(e), stderr=True)
+            results.append({"file": str(path), "ok": False, "type": None, "name": None,
+                            "issues": [{"where": i.location, "key": i.key_path, "message": i.message} for i in e.issues]})
+            if not as_json:
+                _say(str(e), stderr=True)
+    if as_json:
+        _print_json(results)
     if failed:
         raise typer.Exit(ConfigError.exit_code)
 
@@ -916,10 +996,14 @@ def config_check(files: list[Path] = typer.Argument(..., help="Config files to v
 def config_show(
     name: str = typer.Argument(..., help="A defined guest's name."),
     resolved: bool = typer.Option(False, "--resolved", help="What it resolved to (uuid and defaults), not the YAML as written."),
+    as_json: bool = json_option(),
 ) -> None:
     """Print a defined guest's config: the YAML as it was defined, or what it resolved to."""
     with _toolstack() as xt:
         definition = xt.defined_guest(name)
+    if as_json:
+        _print_json(definition.to_json())
+        return
     if resolved or not definition.text:
         import yaml
 
@@ -932,12 +1016,20 @@ def config_show(
 def config_import(
     xl_cfg: Path = typer.Argument(..., help="An xl.cfg file."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the YAML here instead of stdout."),
+    as_json: bool = json_option(),
 ) -> None:
     """Convert an xl.cfg file to a xentool YAML config."""
     from xentool.config import xl_cfg_to_yaml
 
     result = xl_cfg_to_yaml(xl_cfg)
     text, warnings = result if isinstance(result, tuple) else (result, [])
+    if as_json:
+        import yaml
+
+        if output:
+            output.write_text(text)
+        _print_json({"config": yaml.safe_load(text), "warnings": list(warnings), "written_to": str(output) if output else None})
+        return
     for warning in warnings:
         _say(f"{xl_cfg}: warning: {warning}", stderr=True)
     if output:
@@ -962,8 +1054,14 @@ app.add_typer(daemon_app, name="daemon")
 # -- entry point ------------------------------------------------------------------------------------
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    _say(f"xentool: error: {message}", stderr=True)
+def _fail(message: str, code: int, as_json: bool = False, where: str | None = None) -> NoReturn:
+    """The one line a failed command ends with; with --json, that line is a JSON object
+    (docs/json.md: error, code, where)."""
+    if as_json:
+        sys.stderr.write(json.dumps({"error": message, "code": code, "where": where}) + "\n")
+        sys.stderr.flush()
+    else:
+        _say(f"xentool: error: {message}", stderr=True)
     raise SystemExit(code)
 
 
@@ -1010,6 +1108,7 @@ def click_command() -> Any:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[: first_command_index(argv)]
+    as_json = "--json" in argv[first_command_index(argv):]
     try:
         in_lab = _lab_argv(argv)
         if in_lab is not None:
@@ -1024,8 +1123,10 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
     except typer.Abort:
-        _fail("aborted", 1)
+        _fail("aborted", 1, as_json)
     except typer.TyperException as e:  # bad usage: typer prints it with the usage line
+        if as_json:
+            _fail(e.format_message(), e.exit_code, as_json)
         show = getattr(e, "show", None)
         if show is not None:
             show()
@@ -1035,17 +1136,17 @@ def main(argv: list[str] | None = None) -> None:
     except XentoolError as e:
         if debug:
             raise
-        _fail(str(e), e.exit_code)
+        _fail(str(e), e.exit_code, as_json, e.where)
     except HypervisorError as e:
         if debug:
             raise
-        _fail(str(e), 5 if isinstance(e, XenError) else 7)
+        _fail(str(e), 5 if isinstance(e, XenError) else 7, as_json)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", 130, as_json)
     except Exception as e:  # a bug: still one line, the traceback on request
         if debug:
             raise
-        _fail(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+        _fail(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", 1, as_json)
 
 
 def xentoold() -> None:
