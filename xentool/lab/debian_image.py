@@ -53,13 +53,15 @@ MIRROR_ENV = "XENTOOL_DEBIAN_MIRROR"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 SECURITY_MIRROR_ENV = "XENTOOL_DEBIAN_SECURITY_MIRROR"
 # Bump when the layout or the way it is built changes, so cached images are rebuilt.
-IMAGE_FORMAT = "xentool-debian-disk 1"
+IMAGE_FORMAT = "xentool-debian-disk 2"
 
 # debootstrap's minbase (apt, dpkg, coreutils...) and what a bootable, cleanly stopping system
-# needs on top: systemd as init, udev, dbus (logind answers the ACPI power button through it), the
-# kernel and an initramfs generator, GRUB's BIOS and Xen builds, and e2fsprogs for the root's fsck.
-PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "linux-image-amd64", "initramfs-tools", "zstd",
-            "grub-pc-bin", "grub-xen-bin", "e2fsprogs")
+# needs on top: systemd as init, udev, dbus (logind answers the ACPI power button through it), an
+# initramfs generator, GRUB's BIOS and Xen builds, and e2fsprogs for the root's fsck.  The kernel
+# comes after, from the security suite, once the initramfs is configured: debootstrap would install
+# the point release's and build a 30 MB initramfs for it, only for both to be replaced.
+PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "initramfs-tools", "zstd", "grub-pc-bin", "grub-xen-bin", "e2fsprogs")
+KERNEL_PACKAGE = "linux-image-amd64"
 
 MARKER_PREFIX = "xentool-debian:"
 HOSTNAME = "xentool-debian"
@@ -208,7 +210,7 @@ def install_debian_disk(dest: Path, mirror: str | None = None, log: Callable[[st
 
 def _recipe_key() -> str:
     """A digest of everything this module puts into the image, to know when a cached one is stale."""
-    parts = (IMAGE_FORMAT, SUITE, sources_list("MIRROR", "SECURITY"), POLICY_RC_D, *PACKAGES, INITRAMFS_CONF,
+    parts = (IMAGE_FORMAT, SUITE, sources_list("MIRROR", "SECURITY"), POLICY_RC_D, *PACKAGES, KERNEL_PACKAGE, INITRAMFS_CONF,
              INITRAMFS_MODULES, *UNUSED_MODULE_TREES, *UNUSED_TREES,
              MARKER_SCRIPT, MARKER_UNIT, SHUTDOWN_HOOK, SYSTEM_CONF, MODPROBE_CONF, *MASKED_UNITS, *MASKED_GENERATORS,
              *(f"{unit} in {target}" for unit, target in ENABLED_UNITS.items()), FSTAB, grub_cfg("VERSION"), str(FREE_MIB))
@@ -231,7 +233,7 @@ def build_debian_disk(dest: Path, mirror: str, log: Callable[[str], None]) -> De
         log(f"debootstrap {SUITE} from {mirror} (a few minutes)")
         _run([debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), mirror],
              "debootstrap", dest.with_name(dest.name + ".debootstrap.log"))
-        log(f"bringing it up to date ({SUITE}-updates, {SUITE}-security)")
+        log(f"bringing it up to date ({SUITE}-updates, {SUITE}-security) and installing its kernel")
         _update(root, mirror, os.environ.get(SECURITY_MIRROR_ENV) or SECURITY_MIRROR)
         kernel_version = _kernel_version(root)
         log(f"setting the system up (kernel {kernel_version})")
@@ -283,33 +285,27 @@ POLICY_RC_D = "#!/bin/sh\nexit 101\n"
 
 def _update(root: Path, mirror: str, security_mirror: str) -> None:
     """A Debian system as one installs it today: debootstrap takes the point release; the updates
-    and security suites bring its kernel (and the rest) up to date.  The kernel the point release
-    had is purged, so the image has one, the newest."""
+    and security suites bring it up to date, and the kernel comes from them, its initramfs made the
+    way this image wants (INITRAMFS_CONF) the first time."""
     _write(root, "etc/apt/sources.list", sources_list(mirror, security_mirror))
+    _write(root, "etc/initramfs-tools/conf.d/xentool", INITRAMFS_CONF)
+    _write(root, "etc/initramfs-tools/modules", INITRAMFS_MODULES)
     policy = root / "usr/sbin/policy-rc.d"
     _write(root, "usr/sbin/policy-rc.d", POLICY_RC_D, 0o755)
+    apt = ["chroot", str(root), "apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold"]
     try:
         _run(["chroot", str(root), "apt-get", "-q", "update"], "apt-get update in the new system")
-        _run(["chroot", str(root), "apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold", "dist-upgrade"],
-             "apt-get dist-upgrade in the new system")
-        kernels = sorted((p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*")), key=_version_key)
-        if len(kernels) > 1:
-            _run(["chroot", str(root), "apt-get", "-q", "-y", "purge", *(f"linux-image-{v}" for v in kernels[:-1])],
-                 "apt-get purge of the point release's kernel")
+        _run([*apt, "dist-upgrade"], "apt-get dist-upgrade in the new system")
+        _run([*apt, "--no-install-recommends", "install", KERNEL_PACKAGE], f"apt-get install {KERNEL_PACKAGE} in the new system")
         _run(["chroot", str(root), "apt-get", "-q", "clean"], "apt-get clean in the new system")
     finally:
         policy.unlink(missing_ok=True)
 
 
-def _version_key(version: str) -> list[int]:
-    """'6.1.0-57-amd64' -> [6, 1, 0, 57]: newer kernels sort last."""
-    return [int(part) for part in version.replace("-", ".").split(".") if part.isdigit()]
-
-
 def _kernel_version(root: Path) -> str:
     kernels = sorted(p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*"))
     if len(kernels) != 1:
-        raise LabError(f"debootstrap left {len(kernels)} kernels in {root / 'boot'} ({kernels}); expected one")
+        raise LabError(f"the new system has {len(kernels)} kernels in {root / 'boot'} ({kernels}); expected one")
     return kernels[0]
 
 
@@ -324,8 +320,6 @@ def _set_up(root: Path, kernel_version: str) -> None:
     _write(root, "etc/hostname", HOSTNAME + "\n")
     _write(root, "etc/fstab", FSTAB)
     _write(root, "etc/modprobe.d/xentool.conf", MODPROBE_CONF)
-    _write(root, "etc/initramfs-tools/conf.d/xentool", INITRAMFS_CONF)
-    _write(root, "etc/initramfs-tools/modules", INITRAMFS_MODULES)
     _write(root, "usr/local/sbin/xentool-marker", MARKER_SCRIPT, 0o755)
     _write(root, "etc/systemd/system/xentool-marker.service", MARKER_UNIT)
     for unit, target in ENABLED_UNITS.items():
