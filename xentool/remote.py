@@ -10,10 +10,10 @@ The protocol is the daemon's own (xentool.wire, docs/api.md), carried
   if it has an ``allowed-clients`` list, whose name is on it).
 
 A :class:`RemoteToolstack` is a Toolstack whose calls go to the remote daemon: the same methods,
-the same results and the same exceptions.  What the API does not carry yet (consoles, hot plug,
-save and restore, ...) fails with one line saying so, never on this host by mistake.  Configs
-are read and checked here, so their errors point into the local file; the paths inside them
-(kernels, disks) are the remote host's.
+the same results and the same exceptions.  What the API does not carry yet (consoles, migration
+from there, ...) fails with one line saying so, never on this host by mistake.  Configs are read
+and checked here, so their errors point into the local file; the paths inside them (kernels,
+disks), a hot-plugged disk's and a save file's are the remote host's.
 """
 
 from __future__ import annotations
@@ -38,9 +38,22 @@ from xentool.domains import DomainDetails, DomainSummary
 from xentool.errors import UsageError
 from xentool.events import Event
 from xentool.host import HostInfo
+from xentool.live_devices import DeviceStatus
 from xentool.placement import VcpuPlacement
+from xentool.saving import SaveResult
 from xentool.stats import GuestStats
 from xentool.wire import client_tls_dir
+
+
+def _device(data: dict[str, Any]) -> DeviceStatus:
+    """A DeviceStatus from its JSON, where the details sit beside the common fields."""
+    common = {key: data[key] for key in ("kind", "devid", "name", "backend", "backend_state", "frontend_state")}
+    return DeviceStatus(**common, details={k: v for k, v in data.items() if k not in common})
+
+
+def _device_data(device: Any) -> Any:
+    """A disk or vif as the API carries it: xl's string form or a dict, as given; a model as its dict."""
+    return device.model_dump(mode="json", exclude_none=True) if hasattr(device, "model_dump") else device
 
 
 def connect(url: str | None = None, records_dir: str | Path | None = None) -> Toolstack:
@@ -193,6 +206,32 @@ class RemoteToolstack(Toolstack):
 
     def reboot(self, ref: str | int, wait: bool = True, timeout: float = 60.0) -> str:
         return str(self._call("reboot", domain=ref, wait=wait, timeout=timeout))
+
+    def block_list(self, ref: str | int) -> list[DeviceStatus]:
+        return [_device(d) for d in self._call("block_list", domain=ref)]
+
+    def network_list(self, ref: str | int) -> list[DeviceStatus]:
+        return [_device(d) for d in self._call("network_list", domain=ref)]
+
+    def block_attach(self, ref: str | int, disk: Any) -> DeviceStatus:
+        return _device(self._call("block_attach", domain=ref, disk=_device_data(disk)))
+
+    def block_detach(self, ref: str | int, vdev: str, force: bool = False) -> None:
+        self._call("block_detach", domain=ref, vdev=vdev, force=force)
+
+    def network_attach(self, ref: str | int, vif: Any) -> DeviceStatus:
+        return _device(self._call("network_attach", domain=ref, vif=_device_data(vif)))
+
+    def network_detach(self, ref: str | int, which: str | int, force: bool = False) -> None:
+        self._call("network_detach", domain=ref, which=which, force=force)
+
+    def save(self, ref: str | int, path: str | Path, checkpoint: bool = False, progress: Any = None) -> SaveResult:
+        """The file is written on the daemon's host; no progress comes back over the API."""
+        return SaveResult(**self._call("save", domain=ref, path=str(path), checkpoint=checkpoint))
+
+    def restore(self, path: str | Path, paused: bool = False, timings: Any = None) -> DomainSummary:
+        """``path`` is a file on the daemon's host."""
+        return DomainSummary(**self._call("restore", path=str(path), paused=paused))
 
     def handle_shutdown(self, ref: str | int) -> str | None:
         return None  # the remote daemon's supervisor keeps the on_* actions

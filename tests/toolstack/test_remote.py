@@ -123,3 +123,25 @@ def test_listening_is_refused_without_certificates_or_a_proper_address(tmp_path)
                              env={**env, "XENTOOL_NO_DAEMON": "1"}, capture_output=True, text=True, timeout=60)
         assert ran.returncode == 2 and words in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
     assert not (tmp_path / "run" / "xentoold.pid").exists() or os.stat(tmp_path / "run" / "xentoold.pid").st_size == 0
+
+
+def test_hot_plug_lists_and_save_go_to_the_remote_daemon(remote, tmp_path):
+    """block-/network-list come back as the remote host lists them; save is that host's (here the
+    simulator, which cannot save memory: its refusal comes back, one line, with its exit status)."""
+    url = "ssh://far-host"
+    disk = tmp_path / "plugged.img"
+    disk.write_bytes(bytes(1 << 20))
+    config = sim_guest(tmp_path / "client-configs", "plugged", disks=f"[{{target: {disk}, vdev: xvdb}}]",
+                       vifs="[{bridge: xenbr0, mac: '00:16:3e:00:00:01'}]")
+    created = client(remote, "--connect", url, "create", str(config))
+    assert created.returncode == 0, created.stderr
+    there = dict(remote)
+    for command, shown in (("block-list", "xvdb"), ("network-list", "00:16:3e:00:00:01")):
+        far = client(remote, "--connect", url, command, "--json", "plugged")
+        near = subprocess.run([sys.executable, "-m", "xentool", command, "--json", "plugged"], env={**there, "XENTOOL_NO_DAEMON": "1"},
+                              capture_output=True, text=True, timeout=120)
+        assert far.returncode == near.returncode == 0, (far.stderr, near.stderr)
+        assert json.loads(far.stdout) == json.loads(near.stdout) and shown in far.stdout, far.stdout
+    saved = client(remote, "--connect", url, "save", "plugged", "/var/tmp/plugged.save")
+    assert saved.returncode == 5 and "the sim backend has no saving a guest's memory" in saved.stderr, saved.stderr
+    assert "does not work over" not in saved.stderr and len(saved.stderr.strip().splitlines()) == 1

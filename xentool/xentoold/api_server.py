@@ -46,7 +46,7 @@ HANDSHAKE_SECONDS = 30.0  # a TLS client that does not finish its handshake in t
 MAX_CONNECTIONS = 64  # beyond this a client is told to come back later, so a flood cannot exhaust the daemon
 ADMIN_GROUP = "xentool"
 READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined", "defined_guest", "wait", "vcpu_list",
-                             "sched_get", "stats", "cpupools"})
+                             "sched_get", "stats", "cpupools", "block_list", "network_list"})
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -112,6 +112,15 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "defined": lambda xt, a: xt.defined(),
     "defined_guest": lambda xt, a: xt.defined_guest(str(a["name"])),
     "wait": lambda xt, a: xt.wait_for_state(_ref(a), [str(s) for s in a.get("states", ())], float(a.get("timeout", 60.0))),
+    # Hot plug; and save and restore, whose file is the daemon's host's.
+    "block_list": lambda xt, a: xt.block_list(_ref(a)),
+    "network_list": lambda xt, a: xt.network_list(_ref(a)),
+    "block_attach": lambda xt, a: xt.block_attach(_ref(a), a["disk"]),
+    "block_detach": lambda xt, a: xt.block_detach(_ref(a), str(a["vdev"]), bool(a.get("force", False))),
+    "network_attach": lambda xt, a: xt.network_attach(_ref(a), a["vif"]),
+    "network_detach": lambda xt, a: xt.network_detach(_ref(a), a["which"], bool(a.get("force", False))),
+    "save": lambda xt, a: xt.save(_ref(a), str(a["path"]), bool(a.get("checkpoint", False))),
+    "restore": lambda xt, a: xt.restore(str(a["path"]), bool(a.get("paused", False))),
 }
 
 
