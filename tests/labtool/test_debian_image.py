@@ -4,6 +4,7 @@ image itself is built and booted by tests/lab/test_debian_guest.py."""
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 from pathlib import Path
@@ -51,3 +52,18 @@ def test_a_mirror_that_is_not_an_http_url_is_refused_before_anything_is_built(tm
     with pytest.raises(UsageError, match=r"--mirror/XENTOOL_DEBIAN_MIRROR 'http://x\\ndeb evil': give a Debian mirror's"):
         di.install_debian_disk(tmp_path / "d.img", mirror="http://x\ndeb evil")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_built_image_is_found_by_its_recipe_and_a_changed_recipe_builds_again(tmp_path, monkeypatch):
+    dest = tmp_path / "debian-12.img"
+    dest.write_bytes(b"an image")
+    facts = {"kernel_version": "6.1.0-57-amd64", "size_bytes": 8, "used_bytes": 4, "build_seconds": 1.5}
+    dest.with_name(dest.name + ".json").write_text(json.dumps(facts))
+    dest.with_name(dest.name + ".inputs").write_text(di._recipe_key() + "\n")
+    built: list[Path] = []
+    monkeypatch.setattr(di, "build_debian_disk", lambda path, mirror, log: built.append(path) or di.DebianDisk(path, "new", 1, 1, 0.1))
+    found = di.install_debian_disk(dest)
+    assert (found.kernel_version, found.build_seconds, built) == ("6.1.0-57-amd64", 1.5, [])
+    dest.with_name(dest.name + ".inputs").write_text("another recipe\n")
+    assert di.install_debian_disk(dest).kernel_version == "new" and built == [dest]
+    assert dest.with_name(dest.name + ".inputs").read_text().strip() == di._recipe_key()

@@ -29,6 +29,7 @@ mirror; every program runs with an argument list, never through a shell.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -186,26 +187,30 @@ class DebianDisk:
 
 def install_debian_disk(dest: Path, mirror: str | None = None, log: Callable[[str], None] | None = None) -> DebianDisk:
     """``dest``, the Debian guest disk, unless it was already built from the same recipe
-    (``dest.inputs`` says so, ``dest.json`` holds the facts of that build)."""
-    key = _recipe_key()
-    facts_file = dest.with_name(dest.name + ".json")
-    stamp = dest.with_name(dest.name + ".inputs")
-    try:
-        if dest.is_file() and stamp.read_text().strip() == key:
-            facts = json.loads(facts_file.read_text())
-            return DebianDisk(dest, facts["kernel_version"], facts["size_bytes"], facts["used_bytes"], facts["build_seconds"])
-    except (OSError, ValueError, KeyError):
-        pass
-    stamp.unlink(missing_ok=True)  # never leave a stamp that vouches for a half-built image
+    (``dest.inputs`` says so, ``dest.json`` holds the facts of that build).  One builder at a time
+    (``dest.lock``): a second waits, then finds the first one's image."""
     chosen = mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
     for url, where in ((chosen, f"--mirror/{MIRROR_ENV}"), (os.environ.get(SECURITY_MIRROR_ENV) or SECURITY_MIRROR, SECURITY_MIRROR_ENV)):
         # It goes into the image's sources.list as well as onto debootstrap's command line.
         if not re.fullmatch(r"https?://[^\s]+", url):
             raise UsageError(f"{where} {url!r}: give a Debian mirror's http:// or https:// URL, with no spaces")
-    disk = build_debian_disk(dest, chosen, log or (lambda line: None))
-    facts_file.write_text(json.dumps(disk.facts(), indent=1) + "\n")
-    stamp.write_text(key + "\n")
-    return disk
+    key = _recipe_key()
+    facts_file = dest.with_name(dest.name + ".json")
+    stamp = dest.with_name(dest.name + ".inputs")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if dest.is_file() and stamp.read_text().strip() == key:
+                facts = json.loads(facts_file.read_text())
+                return DebianDisk(dest, facts["kernel_version"], facts["size_bytes"], facts["used_bytes"], facts["build_seconds"])
+        except (OSError, ValueError, KeyError):
+            pass
+        stamp.unlink(missing_ok=True)  # never leave a stamp that vouches for a half-built image
+        disk = build_debian_disk(dest, chosen, log or (lambda line: None))
+        facts_file.write_text(json.dumps(disk.facts(), indent=1) + "\n")
+        stamp.write_text(key + "\n")
+        return disk
 
 
 def _recipe_key() -> str:
