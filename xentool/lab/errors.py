@@ -26,11 +26,15 @@ class PackageFetchError(LabError):
 
 class NoDiskSpace(LabError):
     def __init__(self, where: str, needed_mib: int, free_mib: int) -> None:
-        self.where = where
+        self.directory = where
         self.needed_mib = needed_mib
         self.free_mib = free_mib
         super().__init__(f"not enough disk space in {where}: the lab needs {needed_mib} MiB there, "
                          f"{free_mib} MiB are free")
+
+    @property
+    def where(self) -> str | None:
+        return self.directory
 
 
 class LabOwnedByOtherUser(LabError):
