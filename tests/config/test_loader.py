@@ -230,3 +230,17 @@ def test_alias_cycles_and_bombs_are_issues():
 def test_hap_is_for_hvm_and_pvh_guests():
     assert one_issue(PV + "hap: false\n").startswith("g.yaml:4:6: hap: a pv guest has no paging mode to choose")
     assert load_config_text("name: h\ntype: pvh\nkernel: /k\nhap: false\n", "g.yaml").hap is False
+
+
+def test_a_huge_or_deeply_nested_file_is_one_line_and_never_parsed_whole(tmp_path):
+    """Issue 18, bad files: 10 MB of config (a 10 MB command line) is refused from its size, before
+    it is read; 100000 levels of brackets are refused by the YAML reader's own depth limit."""
+    big = tmp_path / "big.yaml"
+    big.write_text("name: big\ntype: pv\nkernel: /k\ncmdline: \"" + "x" * (10 << 20) + "\"\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(big)
+    assert str(caught.value) == f"{big}: 10.0 MiB is too large for a guest config (at most 1 MiB; one is a few KiB): is it the right file?"
+    with pytest.raises(ConfigError, match="too large for a guest config"):
+        load_config_text("x" * ((1 << 20) + 1), "typed.yaml")
+    deep = "name: deep\ntype: pv\nkernel: /k\nextra: " + "[" * 100000 + "]" * 100000 + "\n"
+    assert one_issue(deep).startswith("g.yaml:4:") and "nesting depth" in one_issue(deep)

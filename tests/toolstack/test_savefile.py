@@ -77,3 +77,38 @@ def test_an_hvm_save_without_its_device_model_state_is_refused(tmp_path):
     write(path, guest_type="hvm")
     with pytest.raises(SaveFileError, match="an HVM guest without its device model's state"):
         savefile.read(path)
+
+
+SEED = 18  # the damage below is random but repeatable: the seed, in the test's name too
+
+
+def test_100_seeded_cuts_and_bit_flips_are_each_refused_before_a_restore_creates_anything(tmp_path, sim_url):
+    """Issue 18, bad files: a save file cut at, or with one bit flipped at, a random offset
+    (100 cases, seeded) is refused by `xentool restore` with one line naming the file, and the
+    host's domains are as they were."""
+    import random
+
+    import xentool
+
+    path = tmp_path / "web.save"
+    write(path)
+    whole = path.read_bytes()
+    chance = random.Random(SEED)
+    refused = 0
+    with xentool.connect(sim_url) as xt:
+        before = [d.name for d in xt.list_domains()]
+        for case in range(100):
+            offset = chance.randrange(len(whole))
+            if case % 2:
+                damaged = whole[:offset]
+            else:
+                flipped = whole[offset] ^ (1 << chance.randrange(8))
+                damaged = whole[:offset] + bytes([flipped]) + whole[offset + 1:]
+            path.write_bytes(damaged)
+            with pytest.raises(SaveFileError) as caught:
+                xt.restore(path)
+            assert str(path) in str(caught.value) and "\n" not in str(caught.value), (case, offset)
+            refused += 1
+        assert [d.name for d in xt.list_domains()] == before
+    print(f"seed {SEED}: {refused} of 100 damaged save files refused, no domain made")
+    assert refused == 100

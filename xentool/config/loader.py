@@ -27,6 +27,9 @@ KeyPath = tuple[str | int, ...]
 
 MAX_DEPTH = 32
 MAX_NODES = 20000  # far beyond any real config; stops alias bombs ("billion laughs")
+# A guest config is a few KiB.  Anything past this is the wrong file (or a hostile one): refused
+# before it is read, as parsing 10 MB of YAML costs seconds and half a GiB.
+MAX_CONFIG_BYTES = 1 << 20
 
 # xl.cfg names people will type out of habit, and where the setting lives here.
 XL_NAMES = {
@@ -467,6 +470,8 @@ def load_config_text(text: str, source: str = "<text>", overrides: Iterable[str]
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError([ConfigIssue(source, None, None, "", f"not UTF-8 text (byte {e.start})")]) from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([ConfigIssue(source, None, None, "", _too_large(len(text)))])
     positions = _Positions(source)
     data, issues = _parse_yaml(text, source, positions)
     overrides = list(overrides)
@@ -480,6 +485,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> GuestConfig:
     """A GuestConfig from the YAML file at ``path``, with xl-style KEY=VALUE overrides applied."""
     source = str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([ConfigIssue(source, None, None, "", _too_large(size))])
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(source, None, None, "", "no such file")]) from None
@@ -490,6 +498,11 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> GuestConfig:
     except OSError as e:
         raise ConfigError([ConfigIssue(source, None, None, "", f"cannot be read: {e.strerror or e}")]) from None
     return load_config_text(text, source, overrides)
+
+
+def _too_large(size: int) -> str:
+    return (f"{size / (1 << 20):.1f} MiB is too large for a guest config (at most {MAX_CONFIG_BYTES >> 20} MiB; "
+            "one is a few KiB): is it the right file?")
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> GuestConfig:
