@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import typer.main
 
 from kit.cli import run
@@ -45,14 +47,19 @@ def test_every_command_takes_json_or_says_why_not():
     assert without == set(WITHOUT_JSON), (without - set(WITHOUT_JSON), set(WITHOUT_JSON) - without)
 
 
-def test_a_guests_life_in_json(capsys, sim_url, tmp_path: Path, kernel: Path):
-    config = tmp_path / "g.yaml"
-    config.write_text(f"name: g1\ntype: pv\nmemory: 128\nkernel: {kernel}\n")
-
-    def js(*argv: str):
+@pytest.fixture
+def js(capsys, sim_url):
+    """`xentool --connect SIM ARGS --json`, which must succeed: its output, parsed."""
+    def run_json(*argv: str) -> Any:
         code, out, err = run(capsys, "--connect", sim_url, *argv, "--json")
         assert code == 0, (argv, err)
         return json.loads(out)
+    return run_json
+
+
+def test_a_guests_life_in_json(capsys, sim_url, js, tmp_path: Path, kernel: Path):
+    config = tmp_path / "g.yaml"
+    config.write_text(f"name: g1\ntype: pv\nmemory: 128\nkernel: {kernel}\n")
 
     assert js("config", "check", str(config)) == [{"file": str(config), "ok": True, "type": "pv", "name": "g1", "issues": []}]
     created = js("create", str(config))
@@ -68,14 +75,9 @@ def test_a_guests_life_in_json(capsys, sim_url, tmp_path: Path, kernel: Path):
     assert {"hostname", "xen_version"} <= set(js("host", "info"))
 
 
-def test_defined_guests_in_json(capsys, sim_url, tmp_path: Path, kernel: Path):
+def test_defined_guests_in_json(js, tmp_path: Path, kernel: Path):
     config = tmp_path / "d.yaml"
     config.write_text(f"name: d1\ntype: pv\nmemory: 128\nkernel: {kernel}\n")
-
-    def js(*argv: str):
-        code, out, err = run(capsys, "--connect", sim_url, *argv, "--json")
-        assert code == 0, (argv, err)
-        return json.loads(out)
 
     defined = js("define", str(config))
     assert defined["name"] == "d1" and defined["resolved"]["memory"] == 128
