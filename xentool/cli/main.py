@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
@@ -803,8 +804,6 @@ def save(
     as_json: bool = json_option(),
 ) -> None:
     """Suspend a guest and save it, with its config, to FILE; then destroy it (unless -c)."""
-    from dataclasses import asdict
-
     from xentool.cli.progress import copy_progress
 
     with _toolstack() as xt, copy_progress(_stderr_console(), f"saving {domain}") as progress:
@@ -864,8 +863,6 @@ def migrate(
     if timings:
         _print_timings(list(result.timings), None, result.seconds)
     if as_json:
-        from dataclasses import asdict
-
         _print_json({key: value for key, value in asdict(result).items() if key != "timings"})
         return
     how = "live" if result.live else "non-live"
