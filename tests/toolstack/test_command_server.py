@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 import xentool.cli.daemon as daemon_cli
 from kit.daemon import daemon_env, start_daemon, stop_daemon, wait_for_socket
-from xentool.cli import native_launcher
+from xentool.cli import command_server, native_launcher
 from xentool.cli.command_server import FRESH_SECONDS
 from xentool.cli.protocol import LOCAL, decode_reply, decode_request, encode_request, forwardable
 
@@ -87,24 +88,53 @@ def test_interactive_and_lab_commands_stay_in_process(served):
 
 
 def test_a_daemon_whose_code_changed_steps_aside_and_starts_again(served, tmp_path):
+    """While commands come, the daemon looks at its code on disk every few seconds: an edit makes
+    it start again with no command needed, and the next command is served by the new code."""
     env, daemon = served
+    assert xentool(env, "list", "--json").stderr.strip() == "SERVED"  # a run of commands begins
     module = Path(daemon_cli.__file__)
-    sock = tmp_path / "run" / "command.sock"
+    log = tmp_path / "log" / "xentoold.log"
     before = module.stat()
     os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
-    time.sleep(FRESH_SECONDS + 0.2)  # an edit then a command, as a person makes them (a run of commands shares one check)
     try:
-        result = xentool(env, "list", "--json")
-        assert result.returncode == 0 and result.stderr.strip() == "IN-PROCESS"
-        deadline = time.monotonic() + 10
-        while sock.exists():  # the old forker is gone...
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        deadline = time.monotonic() + FRESH_SECONDS + 10
+        while "xentoold starts again" not in log.read_text():
+            assert time.monotonic() < deadline, "the daemon did not see its code change"
+            time.sleep(0.1)
     finally:
         os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
-    wait_for_socket(sock, daemon)  # ...and the same daemon process, started again, serves
-    assert xentool(env, "list", "--json").stderr.strip() == "SERVED"
-    assert "xentoold starts again" in (tmp_path / "log" / "xentoold.log").read_text()
+    sock = tmp_path / "run" / "command.sock"
+    deadline = time.monotonic() + 10
+    while xentool(env, "list", "--json").stderr.strip() != "SERVED":  # in process while it starts again
+        assert time.monotonic() < deadline and daemon.poll() is None
+        time.sleep(0.2)
+    assert sock.exists()
+
+
+def test_the_code_is_watched_while_commands_come_and_checked_on_the_path_after_a_pause(monkeypatch):
+    """The forker's watch: a check at once and every CHECK_SECONDS while commands come; after
+    WATCH_SECONDS without one it only waits, and the next request's check is on its path."""
+    checks: list[float] = []
+    monkeypatch.setattr(command_server, "CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(command_server, "source_stamps", lambda: checks.append(time.monotonic()) or {"a.py": 1})
+    taken_r, taken_w = os.pipe()
+    try:
+        threading.Timer(0.3, os.write, (taken_w, b"T")).start()
+        checked_at = command_server._watch_code_until_taken(taken_r, {"a.py": 1}, served_at=time.monotonic())
+        assert len(checks) >= 4 and checked_at == pytest.approx(checks[-1], abs=0.02)  # watched while awaited
+        assert os.read(taken_r, 1) == b"T"
+
+        checks.clear()
+        threading.Timer(0.3, os.write, (taken_w, b"T")).start()
+        long_ago = time.monotonic() - command_server.WATCH_SECONDS - 1
+        checked_at = command_server._watch_code_until_taken(taken_r, {"a.py": 1}, served_at=long_ago)
+        assert len(checks) == 1 and checked_at == pytest.approx(checks[0], abs=0.02)  # one check, then only the wait: the request's own check is on its path
+        assert os.read(taken_r, 1) == b"T"
+
+        assert command_server._watch_code_until_taken(taken_r, {"a.py": 2}, served_at=time.monotonic()) is None
+    finally:
+        os.close(taken_r)
+        os.close(taken_w)
 
 
 def test_a_second_daemon_is_refused_and_the_first_keeps_its_socket(served, tmp_path):
