@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import xentool.cli.daemon as daemon_cli
-from kit.daemon import daemon_env, start_daemon, stop_daemon, wait_for_socket
+from kit.daemon import daemon_env, start_daemon, stop_daemon
 from xentool.cli import command_server, native_launcher
 from xentool.cli.command_server import FRESH_SECONDS
 from xentool.cli.protocol import LOCAL, decode_reply, decode_request, encode_request, forwardable
