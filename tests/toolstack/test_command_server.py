@@ -128,7 +128,7 @@ def test_the_code_is_watched_while_commands_come_and_checked_on_the_path_after_a
         threading.Timer(0.3, os.write, (taken_w, b"T")).start()
         long_ago = time.monotonic() - command_server.WATCH_SECONDS - 1
         checked_at = command_server._watch_code_until_taken(taken_r, {"a.py": 1}, served_at=long_ago)
-        assert len(checks) == 1 and checked_at == pytest.approx(checks[0], abs=0.02)  # one check, then only the wait: the request's own check is on its path
+        assert len(checks) == 1 and checked_at == pytest.approx(checks[0], abs=0.02)  # then only waits
         assert os.read(taken_r, 1) == b"T"
 
         assert command_server._watch_code_until_taken(taken_r, {"a.py": 2}, served_at=time.monotonic()) is None
