@@ -164,3 +164,26 @@ def test_the_server_runs_only_commands_that_need_no_terminal_and_no_lab():
     assert not forwardable(["--connect", "lab", "list"], {}) and not forwardable(["list"], {"XENTOOL_CONNECT": "lab"})
     assert not forwardable(["list"], {"XENTOOL_NO_DAEMON": "1"}) and not forwardable(["list", "-h"], {})
     assert not forwardable(["list"], {"XENTOOL_NO_SERVER": "1"})  # the older name
+
+
+@pytest.mark.parametrize("connect", [None, "xen", "sim:///tmp/s", "lab", "ssh://elsewhere", "tls://elsewhere:16514"])
+def test_a_waiting_child_rehearses_list_quietly_and_only_on_this_hosts_hypervisor(connect, monkeypatch, capfd):
+    """Before it takes a request, a forked child runs `list` to copy the pages a command writes
+    (their first write is a page fault that costs a hypercall in a PV dom0): its output, its exit
+    and its errors are its own, and it never reaches the lab or another host."""
+    if connect is None:
+        monkeypatch.delenv("XENTOOL_CONNECT", raising=False)
+    else:
+        monkeypatch.setenv("XENTOOL_CONNECT", connect)
+    ran: list[list[str]] = []
+
+    def run(argv: list[str]) -> None:
+        ran.append(argv)
+        print("a table", flush=True)
+        print("a complaint", file=sys.stderr, flush=True)
+        raise SystemExit(3)
+
+    command_server._rehearse(command_server.Entry(run=run, prepare=lambda: None))
+    local = connect in (None, "xen") or connect.startswith("sim://")
+    assert ran == ([["list"]] if local else [])
+    assert capfd.readouterr() == ("", "")

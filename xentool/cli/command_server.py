@@ -25,6 +25,7 @@ chg pattern.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import io
@@ -86,6 +87,11 @@ _WARM_MODULES = (
 )
 # typer's argument parsing, imported on a command's first parse; private, so only if they are there.
 _WARM_IF_PRESENT = ("typer._adapters", "typer._click.decorators")
+
+
+# The command a waiting child rehearses (its output thrown away) before it takes a request: the
+# one run most, and read-only.
+REHEARSED = ("list",)
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,7 @@ def _fork_waiting_child(listener: socket.socket, entry: Entry) -> tuple[int, int
             os.close(verdict_w)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             end_with_parent(server)
+            _rehearse(entry)
             conn, _ = listener.accept()
             end_with_parent(None)  # from here on it runs a command, which finishes even if the server goes
             listener.close()
@@ -260,6 +267,26 @@ def _fork_waiting_child(listener: socket.socket, entry: Entry) -> tuple[int, int
     os.close(taken_w)
     os.close(verdict_r)
     return child, taken_r, verdict_w
+
+
+def _rehearse(entry: Entry) -> None:
+    """Run REHEARSED, its output and outcome thrown away, before taking a request.
+
+    A forked child writes to pages it shares with the server (reference counts, the parser's
+    state, the bindings' objects), and each first write copies a page: in a PV dom0 a fault that
+    costs a hypercall.  Measured in the lab's dom0: a `list` in a fresh child took 0.08-0.10 s
+    and 530 page faults, 0.024 s and 2 faults after a rehearsal; the command that comes shares
+    most of those pages (the parser, the connection to the hypervisor).  The rehearsal runs
+    while no request waits (a request that comes meanwhile waits in the listen queue).  Only on
+    this host's hypervisor (or the simulator): never the lab's or another host's."""
+    connect = os.environ.get("XENTOOL_CONNECT", "xen")
+    if connect != "xen" and not connect.startswith("sim://"):
+        return
+    try:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+            entry.run(list(REHEARSED))
+    except BaseException:  # noqa: BLE001 - its exit, or an error, is the rehearsal's alone
+        pass
 
 
 def _reap() -> None:
