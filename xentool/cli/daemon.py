@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from xentool.cli.command_server import Entry, serve, socket_path, warm_up
+from xentool.cli.launch import run_on_server
 from xentool.wire import DAEMON_CONFIG, LOG_PATH, SERVER_TLS_DIR
 
 daemon_app = typer.Typer(help="The host's daemon (xentoold): supervises guests, serves commands, the API and events.",
@@ -40,6 +41,7 @@ def run(
         warm_up=lambda: warm_up(entry),
         serve_commands=lambda: serve(socket_path(), entry, warmed=True),
         connect=lambda: api.connect(),
+        run_command=run_on_server,
     )
     try:
         code = xentoold.run(parts, to_stderr=sys.stderr is not None and not _is_devnull(2), wait=wait, listen=listeners)
@@ -55,6 +57,26 @@ def _is_devnull(fd: int) -> bool:
         return os.path.samestat(os.fstat(fd), os.stat(os.devnull))
     except OSError:
         return True
+
+
+@daemon_app.command("call", hidden=True)
+def call(request: str = typer.Argument(..., help='{"call": NAME, "args": {...}}, as xentool.wire has them.')) -> None:
+    """One call of the daemon's API that changes the host, run by the daemon in a child of its
+    command forker (xentool.xentoold.api_server): the reply, as the API sends it, on stdout."""
+    import json
+
+    from xentool import api
+    from xentool.wire import error_to_wire
+    from xentool.xentoold.api_server import answer
+
+    asked = json.loads(request)
+    try:
+        with api.connect() as xt:
+            reply = answer(xt, str(asked["call"]), dict(asked["args"]))
+    except Exception as e:  # noqa: BLE001 - no hypervisor to call: the client is told, as of any failure
+        reply = {"error": error_to_wire(e)}
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
 
 
 @daemon_app.command("pipe")

@@ -20,7 +20,7 @@ from xentool.cli.protocol import decode_reply, encode_request, forwardable, sock
 def main() -> None:
     argv = sys.argv[1:]
     if forwardable(argv, dict(os.environ)):
-        code = _run_on_server(argv)
+        code = run_on_server(argv)
         if code is not None:
             sys.exit(code)
     from xentool.cli.main import main as run_here
@@ -28,9 +28,13 @@ def main() -> None:
     run_here(argv)
 
 
-def _run_on_server(argv: list[str]) -> int | None:
-    """The command's exit status from the server; None when there is no (current) server."""
-    path = socket_path()
+def run_on_server(argv: list[str], fds: tuple[int, int, int] = (0, 1, 2), env: dict[str, str] | None = None,
+                  cwd: str | None = None) -> int | None:
+    """The command's exit status from the server, which runs it on ``fds`` as its stdin, stdout and
+    stderr (this process's own by default; the daemon passes others for its API's calls); None
+    when there is no (current) server."""
+    env = dict(os.environ) if env is None else env
+    path = socket_path(env)
     try:
         if os.stat(path).st_uid != os.geteuid():
             return None  # never hand our terminal to someone else's socket
@@ -40,8 +44,8 @@ def _run_on_server(argv: list[str]) -> int | None:
     try:
         try:
             conn.connect(path)
-            request = encode_request(argv, os.getcwd(), dict(os.environ))
-            descriptors = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2)))]
+            request = encode_request(argv, os.getcwd() if cwd is None else cwd, env)
+            descriptors = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]
             sent = conn.sendmsg([request], descriptors)
             conn.sendall(request[sent:])
         except OSError:

@@ -35,7 +35,8 @@ FORWARDED = frozenset({
     "migrate-receive", "stats", "dmesg", "host", "config",
 })
 # `console --log` prints the log and returns: served; `console` alone attaches to the terminal.
-FORWARDED_WITH = {"console": "--log"}
+# `daemon call` is how the daemon runs its API's calls that change the host in a forked child.
+FORWARDED_WITH = {"console": "--log", "daemon": "call"}
 LOCAL_FLAGS = frozenset({"-c", "--console", "--lab", "--connect=lab", "--help", "-h"})
 LENGTH = struct.Struct("!I")
 CODE = struct.Struct("!i")

@@ -13,6 +13,9 @@ Its guarantees:
 - The command forker is forked before the daemon opens any hypervisor handle or starts a thread,
   so a command never inherits either; it ends with the daemon (PR_SET_PDEATHSIG).  When it stops
   because the code on disk changed, the daemon starts itself again (exec), new code and all.
+- What changes the host runs in the forker's children, never in the daemon's own threads: an API
+  call that creates a guest forks its console service and QEMU, and a fork of a process whose other
+  threads may hold a lock (a log's, the allocator's) can leave the child waiting for it for ever.
 - A part that fails (its hypervisor connection lost, say) ends the daemon with status 1, logged;
   the service manager, or the next `xentool create`, starts it again.
 """
@@ -38,7 +41,7 @@ from xentool.errors import XentoolError
 from xentool.events import DAEMON_STARTED, Event
 from xentool.supervisor import supervise
 from xentool.wire import LOCK_PATH, LOG_PATH, RUN_DIR
-from xentool.xentoold.api_server import ApiServer
+from xentool.xentoold.api_server import ApiServer, RunCommand
 from xentool.xentoold.autostart import AUTOSTARTED, autostart
 from xentool.xentoold.eventlog import EventLog
 from xentool.xentoold.observer import SupervisorTells, observe, receive_publications
@@ -62,6 +65,7 @@ class DaemonParts:
     warm_up: Callable[[], None]  # import what commands use, before the command forker is forked
     serve_commands: Callable[[], None]  # the command server, in the forker; returns when its code went stale
     connect: Callable[[], Toolstack]  # a toolstack with a hypervisor connection of its own
+    run_command: RunCommand  # a command run by the command forker (xentool.cli.launch.run_on_server)
 
 
 class DaemonLog:
@@ -113,7 +117,7 @@ def run(parts: DaemonParts, to_stderr: bool = True, wait: bool = False, listen: 
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    api = ApiServer(parts.connect, log, note, stopping)
+    api = ApiServer(parts.connect, parts.run_command, log, note, stopping)
     threads = _start_parts(parts, log, note, stopping, failed)
     restart = False
     try:

@@ -5,31 +5,40 @@
   any local user, as libvirt's read-only socket.
 Each connection's peer is asked for its credentials (SO_PEERCRED) and the full socket refuses a
 peer that is neither root nor in the `xentool` group, whatever the file's mode says.  A connection
-has a toolstack of its own (its own hypervisor handle), made at its first call; a call runs to its
-end even when the client hangs up meanwhile (a create is finished or rolled back, not abandoned
-half-way; the events say which).
+has a toolstack of its own (its own hypervisor handle), made at its first call, for the calls that
+change nothing.  A call that changes the host runs in a child of the command forker, as a served
+`xentool` command does (`xentool daemon call`; a migration taken in over TLS runs as
+`xentool migrate-receive` there): never in this process's threads, since such a call forks
+(a guest's console service, its QEMU) and a fork of a threaded process can inherit a lock that no
+thread will release.  A call runs to its end even when the client hangs up meanwhile (a create is
+finished or rolled back, not abandoned half-way; the events say which).
 """
 
 from __future__ import annotations
 
 import grp
+import json
 import os
 import select
 import socket
 import ssl
 import struct
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from xentool.api import Toolstack
-from xentool.errors import UsageError
+from xentool.daemon_client import DaemonUnavailable
+from xentool.errors import UsageError, XentoolError
 from xentool.migration.relay import SocketRelay
 from xentool.wire import (
     API_RO_SOCKET,
     API_SOCKET,
+    LOG_PATH,
     MAX_MESSAGE,
     MIGRATE_RECEIVE_CALL,
     PROTOCOL_VERSION,
@@ -124,10 +133,33 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
 }
 
 
+def answer(xt: Toolstack, call: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The reply to a known call, as the API sends it (less its id): its result, or its error."""
+    try:
+        return {"result": _jsonable(CALLS[call](xt, args))}
+    except Exception as e:  # noqa: BLE001 - every failure crosses the socket as an error reply
+        return {"error": error_to_wire(e)}
+
+
+class RunCommand(Protocol):
+    """xentool.cli.launch.run_on_server, handed down by the CLI: ``xentool ARGV`` run by the command
+    forker on ``fds`` (stdin, stdout, stderr); its exit status, or None when no forker takes it."""
+
+    def __call__(self, argv: list[str], fds: tuple[int, int, int] = (0, 1, 2), env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> int | None: ...
+
+
+# What in the daemon's environment would make the forker hand a command back to be run in
+# process (xentool.cli.protocol's NO_DAEMON_ENV and NO_SERVER_ENV): a test's daemon has it.
+_IN_PROCESS_ENV = frozenset({"XENTOOL_NO_DAEMON", "XENTOOL_NO_SERVER"})
+FORKER_SECONDS = 30.0  # how long a call waits for the command forker (bound soon after the daemon starts)
+
+
 class ApiServer:
-    def __init__(self, connect: Callable[[], Toolstack], log: EventLog, note: Callable[[str], None],
-                 stopping: threading.Event) -> None:
+    def __init__(self, connect: Callable[[], Toolstack], run_command: RunCommand, log: EventLog,
+                 note: Callable[[str], None], stopping: threading.Event) -> None:
         self._connect = connect
+        self._run_command = run_command
         self._log = log
         self._note = note
         self._stopping = stopping
@@ -225,23 +257,24 @@ class ApiServer:
                     self._stream_events(conn, ident, args)
                     return
                 if call == MIGRATE_RECEIVE_CALL:
-                    if xt is None:
-                        xt = self._connect()
-                    self._receive_migration(conn, xt, reader.rest())
+                    self._receive_migration(conn, reader.rest())
                     return
                 handler = CALLS.get(call)
                 if handler is None:
                     known = ", ".join(sorted({*CALLS, "hello", "events", MIGRATE_RECEIVE_CALL}))
                     _send_error(conn, ident, UsageError(f"no call {call!r}; the calls are {known}"))
                     continue
-                try:
-                    if xt is None:
-                        xt = self._connect()
-                    result = _jsonable(handler(xt, args))
-                except Exception as e:  # noqa: BLE001 - every failure crosses the socket as an error reply
-                    _send_error(conn, ident, e)
-                    continue
-                conn.sendall(encode({"id": ident, "result": result}))
+                if call not in READ_ONLY_CALLS:
+                    reply = self._answer_in_forker(call, args)
+                else:
+                    try:
+                        if xt is None:
+                            xt = self._connect()
+                    except Exception as e:  # noqa: BLE001 - as a call's own failure
+                        _send_error(conn, ident, e)
+                        continue
+                    reply = answer(xt, call, args)
+                conn.sendall(encode({"id": ident, **reply}))
         except OSError:
             pass  # the client went away
         finally:
@@ -250,17 +283,53 @@ class ApiServer:
                 xt.close()
             self._slots.release()
 
-    def _receive_migration(self, conn: socket.socket, xt: Toolstack, already: bytes) -> None:
+    def _receive_migration(self, conn: socket.socket, already: bytes) -> None:
         """A guest migrated to this host over this connection (`xentool migrate NAME tls://HOST`):
-        from here on it carries the migration protocol (xentool.migration.protocol), not calls."""
+        from here on it carries the migration protocol (xentool.migration.protocol), not calls.
+        `xentool migrate-receive` takes it in, in a child of the command forker, on the relay's
+        pipes (what it reads and writes over ssh); it says what it received in the daemon's log."""
         relay = SocketRelay(conn, already)
         try:
-            domain = xt.migrate_receive(relay.incoming, relay.outgoing)
-            self._note(f"took in {domain.name} (domain {domain.domid}), migrated here over the API")
-        except Exception as e:  # noqa: BLE001 - the sender was told (receive answers with its error); the log says it too
+            code = self._in_forker(["migrate-receive"], relay.incoming, relay.outgoing)
+            self._note("took in a guest migrated here over the API" if code == 0 else
+                       f"a migration to this host over the API failed (status {code}); the lines above say why")
+        except XentoolError as e:
             self._note(f"a migration to this host over the API failed: {e}")
         finally:
             relay.close()
+
+    def _answer_in_forker(self, call: str, args: dict[str, Any]) -> dict[str, Any]:
+        """``call`` run by `xentool daemon call` in a child of the command forker: its reply."""
+        request = json.dumps({"call": call, "args": args})
+        try:
+            with tempfile.TemporaryFile() as reply, open(os.devnull, "rb") as nothing:
+                code = self._in_forker(["daemon", "call", request], nothing.fileno(), reply.fileno())
+                reply.seek(0)
+                data = reply.read()
+            answered = json.loads(data)
+            if not isinstance(answered, dict) or not answered.keys() & {"result", "error"}:
+                raise ValueError(f"not a reply: {data[:200]!r}")
+            return answered
+        except XentoolError as e:
+            return {"error": error_to_wire(e)}
+        except ValueError:  # the child died before it answered (its stderr went to the daemon's log)
+            return {"error": error_to_wire(XentoolError(
+                f"the daemon's process for {call!r} ended (status {code}) without an answer; see {LOG_PATH}"))}
+
+    def _in_forker(self, argv: list[str], stdin: int, stdout: int) -> int:
+        """``xentool ARGV`` run by the command forker on these descriptors, stderr the daemon's
+        log; its exit status.  Waits for a forker that is not bound yet (the daemon is starting)."""
+        env = {key: value for key, value in os.environ.items() if key not in _IN_PROCESS_ENV}
+        deadline = time.monotonic() + FORKER_SECONDS
+        with open(LOG_PATH, "ab") as log:
+            while True:
+                code = self._run_command(argv, (stdin, stdout, log.fileno()), env=env, cwd="/")
+                if code is not None:
+                    return code
+                if self._stopping.is_set() or time.monotonic() > deadline:
+                    raise DaemonUnavailable("the daemon is starting again (its code changed on disk, or it is "
+                                         "stopping); call again in a few seconds")
+                time.sleep(0.1)
 
     def _stream_events(self, conn: socket.socket, ident: Any, args: dict[str, Any]) -> None:
         names = set(args.get("names") or ())
