@@ -112,26 +112,35 @@ def test_a_daemon_whose_code_changed_steps_aside_and_starts_again(served, tmp_pa
 
 
 def test_the_code_is_watched_while_commands_come_and_checked_on_the_path_after_a_pause(monkeypatch):
-    """The forker's watch: a check at once and every CHECK_SECONDS while commands come; after
-    WATCH_SECONDS without one it only waits, and the next request's check is on its path."""
+    """The forker's watch: once the last request has had SETTLE_SECONDS alone, a check, then one
+    every CHECK_SECONDS while commands come; after WATCH_SECONDS without one it only waits, and
+    the next request's check is on its path."""
     checks: list[float] = []
     monkeypatch.setattr(command_server, "CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(command_server, "SETTLE_SECONDS", 0.1)
     monkeypatch.setattr(command_server, "source_stamps", lambda: checks.append(time.monotonic()) or {"a.py": 1})
+    watch = command_server._watch_code_until_taken
     taken_r, taken_w = os.pipe()
     try:
-        threading.Timer(0.3, os.write, (taken_w, b"T")).start()
-        checked_at = command_server._watch_code_until_taken(taken_r, {"a.py": 1}, served_at=time.monotonic())
-        assert len(checks) >= 4 and checked_at == pytest.approx(checks[-1], abs=0.02)  # watched while awaited
+        os.write(taken_w, b"T")  # a request within the settling time: no check, the one before stands
+        assert watch(taken_r, {"a.py": 1}, served_at=time.monotonic(), checked_at=12.5) == 12.5 and checks == []
+        assert os.read(taken_r, 1) == b"T"
+
+        served = time.monotonic()
+        threading.Timer(0.4, os.write, (taken_w, b"T")).start()
+        checked_at = watch(taken_r, {"a.py": 1}, served_at=served, checked_at=12.5)
+        assert checks[0] - served >= 0.1 and len(checks) >= 4  # settled, then watched while awaited
+        assert checked_at == pytest.approx(checks[-1], abs=0.02)
         assert os.read(taken_r, 1) == b"T"
 
         checks.clear()
         threading.Timer(0.3, os.write, (taken_w, b"T")).start()
         long_ago = time.monotonic() - command_server.WATCH_SECONDS - 1
-        checked_at = command_server._watch_code_until_taken(taken_r, {"a.py": 1}, served_at=long_ago)
+        checked_at = watch(taken_r, {"a.py": 1}, served_at=long_ago, checked_at=12.5)
         assert len(checks) == 1 and checked_at == pytest.approx(checks[0], abs=0.02)  # then only waits
         assert os.read(taken_r, 1) == b"T"
 
-        assert command_server._watch_code_until_taken(taken_r, {"a.py": 2}, served_at=time.monotonic()) is None
+        assert watch(taken_r, {"a.py": 2}, served_at=long_ago, checked_at=12.5) is None
     finally:
         os.close(taken_r)
         os.close(taken_w)
@@ -167,7 +176,7 @@ def test_the_server_runs_only_commands_that_need_no_terminal_and_no_lab():
 
 
 @pytest.mark.parametrize("connect", [None, "xen", "sim:///tmp/s", "lab", "ssh://elsewhere", "tls://elsewhere:16514"])
-def test_a_waiting_child_rehearses_list_quietly_and_only_on_this_hosts_hypervisor(connect, monkeypatch, capfd):
+def test_a_waiting_child_rehearses_the_lists_quietly_and_only_on_this_hosts_hypervisor(connect, monkeypatch, capfd):
     """Before it takes a request, a forked child runs `list` to copy the pages a command writes
     (their first write is a page fault that costs a hypercall in a PV dom0): its output, its exit
     and its errors are its own, and it never reaches the lab or another host."""
@@ -185,5 +194,5 @@ def test_a_waiting_child_rehearses_list_quietly_and_only_on_this_hosts_hyperviso
 
     command_server._rehearse(command_server.Entry(run=run, prepare=lambda: None))
     local = connect in (None, "xen") or connect.startswith("sim://")
-    assert ran == ([["list"]] if local else [])
+    assert ran == ([["list"], ["list", "--json"]] if local else [])
     assert capfd.readouterr() == ("", "")
