@@ -47,8 +47,8 @@ from xentool.daemon import end_with_parent
 _PROJECT_PACKAGES = ("xentool", "hypercalls", "pvdrivers")
 GO = b"GO"  # the server to its child: the code on disk is the code loaded
 # The code on disk is checked (a stat per module: 0.15 s in the lab's dom0, where each stat crosses
-# 9p) after each request and then every CHECK_SECONDS while no request waits, for WATCH_SECONDS
-# after the last one: commands come in runs (a script, a benchmark, a test), and each then finds a
+# 9p) SETTLE_SECONDS after each request and then every CHECK_SECONDS while no request waits, for
+# WATCH_SECONDS after the last one: commands come in runs (a script, a benchmark, a test), and each then finds a
 # check made at most FRESH_SECONDS ago and runs at once.  After a longer pause the check is on the
 # request's path (measured: a `list` 2 s after the previous one took 0.6-0.8 s with the check on its
 # path, 0.34-0.47 s without).  Checking all the time would cost an idle daemon a sliver of the
