@@ -1,15 +1,15 @@
 """Many guests: create time as guests accumulate, and `list` with 10 and 30 guests, xentool against
 xl in one lab run.  Not a test.
 
-    .venv/bin/python bench/fleet_vs_xl.py [--guests 10] [--more 20] [--gap 12] [--name bench-fleet]
+    .venv/bin/python bench/fleet_vs_xl.py [--guests 10] [--more 20] [--gap 12] [--samples 9] [--name bench-fleet]
 
 `xentool` here is the plain command a user types: dom0's init runs the daemon as its systemd unit
 would, and the launcher hands each command to it.  Each guest (128 MiB PV, the lab's kernel) is
 left --gap seconds to finish booting before the next create, since a booting guest takes the
 lab's CPU (../shared/lab-notes.md).  Printed: each create's seconds, the last against the first
-for both tools; then the medians of 5 `xentool list`, `xentool list --json` and `xl list` with
---guests running guests, and again once --more guests were added (created paused: they hold
-memory and a name, not CPU).  xentool's kernel cache is filled by one create before the count.
+for both tools; then the medians of --samples `xentool list`, `xentool list --json` and `xl list`
+(interleaved) with --guests running guests, and again once --more guests were added (created
+paused: they hold memory and a name, not CPU).  xentool's kernel cache is filled by one create before the count.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--more", type=int, default=20)
     parser.add_argument("--gap", type=float, default=12.0)
     parser.add_argument("--name", default="bench-fleet")
+    parser.add_argument("--samples", type=int, default=9, help="runs of each list command")
     args = parser.parse_args()
     lab = Lab(args.name)
     total = args.guests + args.more
@@ -73,13 +74,19 @@ def main() -> None:
             print(f"{tool}: create #{args.guests} {times[-1]:.2f} s against #1 {times[0]:.2f} s: x{times[-1] / times[0]:.2f}")
 
         def lists(count: int) -> None:
-            figures = {}
-            for label, argv in (("xentool list", [XENTOOL, "list"]), ("xentool list --json", [XENTOOL, "list", "--json"]),
-                                ("xl list", ["xl", "list"])):
-                figures[label] = statistics.median(timed(lab, argv) for _ in range(5))
+            # Interleaved, each round in another order: the host settles while they run (guests
+            # just created still start their console services), and no tool should always come
+            # first, or right after another.
+            commands = [("xentool list", [XENTOOL, "list"]), ("xentool list --json", [XENTOOL, "list", "--json"]),
+                        ("xl list", ["xl", "list"])]
+            samples: dict[str, list[float]] = {label: [] for label, _ in commands}
+            for round_ in range(args.samples):
+                for label, argv in commands[round_ % 3:] + commands[:round_ % 3]:
+                    samples[label].append(timed(lab, argv))
+            figures = {label: statistics.median(times) for label, times in samples.items()}
             xl = figures["xl list"]
             for label, seconds in figures.items():
-                print(f"{count} guests, median of 5: {label} {seconds:.2f} s, ratio to xl list {seconds / xl:.2f}")
+                print(f"{count} guests, median of {args.samples}: {label} {seconds:.2f} s, ratio to xl list {seconds / xl:.2f}")
 
         lists(args.guests)
         for n in range(args.guests + 1, total + 1):

@@ -196,3 +196,25 @@ def test_a_waiting_child_rehearses_the_lists_quietly_and_only_on_this_hosts_hype
     local = connect in (None, "xen") or connect.startswith("sim://")
     assert ran == ([["list"], ["list", "--json"]] if local else [])
     assert capfd.readouterr() == ("", "")
+
+
+def test_what_waits_for_the_next_request_starts_once_the_last_command_has_ended():
+    """The forker's check and the waiting child's rehearsal wait for the last command's process to
+    exit (a pidfd), up to a deadline, and give way at once to a request."""
+    command = subprocess.Popen(["sleep", "0.3"])
+    serving = command_server._pidfd(command.pid)
+    awaited_r, awaited_w = os.pipe()
+    try:
+        assert serving is not None
+        start = time.monotonic()
+        assert command_server._settle([awaited_r], serving, start + 10) is False  # the command ended
+        assert 0.25 < time.monotonic() - start < 5
+        start = time.monotonic()
+        assert command_server._settle([awaited_r], None, start + 0.2) is False  # nothing to wait for: the deadline
+        assert time.monotonic() - start >= 0.2
+        os.write(awaited_w, b"T")
+        assert command_server._settle([awaited_r], serving, time.monotonic() + 10) is True  # a request first
+    finally:
+        command.wait()
+        for fd in (awaited_r, awaited_w, *([serving] if serving is not None else [])):
+            os.close(fd)

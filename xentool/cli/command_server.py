@@ -93,9 +93,10 @@ _WARM_IF_PRESENT = ("typer._adapters", "typer._click.decorators")
 # ones run most, and read-only.
 REHEARSED = (("list",), ("list", "--json"))
 # What the forker and a new waiting child do for the next request (a check of the code, a
-# rehearsal) waits this long after the last request came, or until the next one comes: the
-# command that came runs first, alone, on a dom0 of two vCPUs.
-SETTLE_SECONDS = 1.0
+# rehearsal) waits until the last request's command has ended (its process has exited), at most
+# this long (a command may run for ever: `events`), unless the next request comes first: the
+# command runs alone, on a dom0 of two vCPUs.
+SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,17 @@ def serve(sock: Path, entry: Entry, warmed: bool = False) -> None:
     signal.signal(signal.SIGTERM, stop)
     idle: int | None = None
     served_at = checked_at = time.monotonic()  # the stamps were just taken
+    serving: int | None = None  # a pidfd of the child that runs the last request's command
     try:
         while True:
             # A child is forked before the request comes and accepts it itself: the fork (a
             # fifth of a second in the lab's PV dom0) is off the command's path.  The child runs
             # the command only on this process's word that the code on disk is the code loaded.
-            idle, taken_r, verdict_w = _fork_waiting_child(listener, entry)
-            watched = _watch_code_until_taken(taken_r, stamps, served_at, checked_at)
+            idle, taken_r, verdict_w = _fork_waiting_child(listener, entry, serving)
+            watched = _watch_code_until_taken(taken_r, stamps, served_at, checked_at, serving)
+            if serving is not None:
+                os.close(serving)
+                serving = None
             if watched is None:  # the code changed while no request waited: step aside now
                 os.kill(idle, signal.SIGTERM)
                 idle = None
@@ -204,6 +209,8 @@ def serve(sock: Path, entry: Entry, warmed: bool = False) -> None:
                 taken = os.read(taken_r, 1)
             finally:
                 os.close(taken_r)
+            if taken:
+                serving = _pidfd(idle)  # before the reaping below, so that it is this child's
             idle = None  # it has a request: no longer idle
             served_at = time.monotonic()
             _reap()
@@ -224,6 +231,8 @@ def serve(sock: Path, entry: Entry, warmed: bool = False) -> None:
             if stale:
                 return
     finally:
+        if serving is not None:
+            os.close(serving)
         if idle is not None:  # waiting in accept(): it goes with the server
             os.kill(idle, signal.SIGTERM)
         listener.close()
@@ -234,12 +243,14 @@ def serve(sock: Path, entry: Entry, warmed: bool = False) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _watch_code_until_taken(taken_r: int, stamps: dict[str, int], served_at: float, checked_at: float) -> float | None:
-    """Check the code on disk SETTLE_SECONDS after the last request, then every CHECK_SECONDS until
-    the waiting child says on ``taken_r`` that a request came (or, WATCH_SECONDS after the last
-    request, no more: just wait).  Returns when the last check began (``checked_at``, the one
-    before, if none did), or None once a check finds the code changed."""
-    if select.select([taken_r], [], [], max(0.0, served_at + SETTLE_SECONDS - time.monotonic()))[0]:
+def _watch_code_until_taken(taken_r: int, stamps: dict[str, int], served_at: float, checked_at: float,
+                            serving: int | None = None) -> float | None:
+    """Check the code on disk once the last request's command has ended (``serving``: a pidfd of
+    its process) or SETTLE_SECONDS after it came, then every CHECK_SECONDS until the waiting child
+    says on ``taken_r`` that a request came (or, WATCH_SECONDS after the last request, no more:
+    just wait).  Returns when the last check began (``checked_at``, the one before, if none did),
+    or None once a check finds the code changed."""
+    if _settle([taken_r], serving, served_at + SETTLE_SECONDS):
         return checked_at
     while True:
         checked_at = time.monotonic()
@@ -250,9 +261,31 @@ def _watch_code_until_taken(taken_r: int, stamps: dict[str, int], served_at: flo
             return checked_at
 
 
-def _fork_waiting_child(listener: socket.socket, entry: Entry) -> tuple[int, int, int]:
+def _settle(awaited: list[int], serving: int | None, deadline: float) -> bool:
+    """Wait until the command ``serving`` (a pidfd) has ended or ``deadline`` has passed; True if
+    one of ``awaited`` became readable first (a request came: no time for anything else)."""
+    watched = awaited + ([serving] if serving is not None else [])
+    while (left := deadline - time.monotonic()) > 0:
+        ready = select.select(watched, [], [], left)[0]
+        if set(ready) & set(awaited):
+            return True
+        if ready:
+            return False  # the command has ended
+    return False
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits (None where the kernel has none)."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def _fork_waiting_child(listener: socket.socket, entry: Entry, serving: int | None = None) -> tuple[int, int, int]:
     """A child that accepts the next connection, says so on the first pipe and waits for the
-    verdict on the second; returns its pid and this end of both pipes."""
+    verdict on the second; returns its pid and this end of both pipes.  Until a connection comes,
+    it rehearses, once the command ``serving`` (a pidfd) runs alone no more."""
     taken_r, taken_w = os.pipe()
     verdict_r, verdict_w = os.pipe()
     server = os.getpid()
@@ -266,8 +299,10 @@ def _fork_waiting_child(listener: socket.socket, entry: Entry) -> tuple[int, int
             os.close(verdict_w)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             end_with_parent(server)
-            if not select.select([listener], [], [], SETTLE_SECONDS)[0]:  # no request yet: time to rehearse
-                _rehearse(entry)
+            if not _settle([listener.fileno()], serving, time.monotonic() + SETTLE_SECONDS):
+                _rehearse(entry)  # no request yet, and the last command has ended
+            if serving is not None:
+                os.close(serving)
             conn, _ = listener.accept()
             end_with_parent(None)  # from here on it runs a command, which finishes even if the server goes
             listener.close()
