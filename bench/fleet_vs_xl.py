@@ -1,12 +1,12 @@
 """Many guests: create time as guests accumulate, and `list` with 10 and 30 guests, xentool against
 xl in one lab run.  Not a test.
 
-    .venv/bin/python bench/fleet_vs_xl.py [--guests 10] [--more 20] [--gap 12] [--samples 9] [--name bench-fleet]
+    .venv/bin/python bench/fleet_vs_xl.py [--guests 10] [--more 20] [--gap 2] [--samples 9] [--name bench-fleet]
 
 `xentool` here is the plain command a user types: dom0's init runs the daemon as its systemd unit
 would, and the launcher hands each command to it.  Each guest (128 MiB PV, the lab's kernel) is
-left --gap seconds to finish booting before the next create, since a booting guest takes the
-lab's CPU (../shared/lab-notes.md).  Printed: each create's seconds, the last against the first
+left to finish booting (until its CPU time stands still) and then --gap seconds before the next
+create, since a booting guest takes the lab's CPU (../shared/lab-notes.md).  Printed: each create's seconds, the last against the first
 for both tools; then the medians of --samples `xentool list`, `xentool list --json` and `xl list`
 (interleaved) with --guests running guests, and again once --more guests were added (created
 paused: they hold memory and a name, not CPU).  xentool's kernel cache is filled by one create before the count.
@@ -24,12 +24,14 @@ from xentool.lab import Lab
 from xentool.lab.guest_images import install_guest_images
 from xentool.lab.qemu import LabOptions
 
+SETTLE_SECONDS = 90.0
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guests", type=int, default=10)
     parser.add_argument("--more", type=int, default=20)
-    parser.add_argument("--gap", type=float, default=12.0)
+    parser.add_argument("--gap", type=float, default=2.0, help="seconds after a guest has settled before the next create")
     parser.add_argument("--name", default="bench-fleet")
     parser.add_argument("--samples", type=int, default=9, help="runs of each list command")
     args = parser.parse_args()
@@ -52,6 +54,24 @@ def main() -> None:
                            + "".join(f'{k} = {v!r}\n'.replace("'", '"') for k, v in common.items()))
             return str(yaml), str(cfg)
 
+        def settle(name: str) -> float:
+            """Wait until the guest has finished booting: its CPU time grows by less than a tenth of
+            a second over 2 s (at most SETTLE_SECONDS); a booting guest takes the lab's CPU, which
+            each tool's next create would pay for (../shared/lab-notes.md).  Returns the wait."""
+            started = time.monotonic()
+            before = cpu_time(name)
+            while time.monotonic() - started < SETTLE_SECONDS:
+                time.sleep(2)
+                now = cpu_time(name)
+                if now - before < 0.1:
+                    break
+                before = now
+            return time.monotonic() - started
+
+        def cpu_time(name: str) -> float:
+            listed = lab.exec(["xl", "list", name], capture=True)  # either tool's guest, alike
+            return float(listed.out.splitlines()[-1].split()[-1]) if listed.returncode == 0 else 0.0
+
         growth = {}
         for tool in ("xl", "xentool"):  # xentool last: its guests stay for the list figures
             if tool == "xentool":
@@ -64,7 +84,8 @@ def main() -> None:
             for n in range(1, args.guests + 1):
                 yaml, cfg = files(n)
                 times.append(timed(lab, ["xl", "create", cfg] if tool == "xl" else [XENTOOL, "create", yaml]))
-                print(f"{tool} create #{n}: {times[-1]:.2f} s", flush=True)
+                waited = settle(f"fleet{n}")
+                print(f"{tool} create #{n}: {times[-1]:.2f} s (then {waited:.0f} s to settle)", flush=True)
                 time.sleep(args.gap)
             growth[tool] = times
             if tool == "xl":
