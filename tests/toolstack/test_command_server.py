@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -218,3 +219,19 @@ def test_what_waits_for_the_next_request_starts_once_the_last_command_has_ended(
         command.wait()
         for fd in (awaited_r, awaited_w, *([serving] if serving is not None else [])):
             os.close(fd)
+
+
+def test_a_rehearsal_gives_way_to_a_request_between_its_commands(monkeypatch):
+    monkeypatch.delenv("XENTOOL_CONNECT", raising=False)
+    ran: list[list[str]] = []
+    listener, client = socket.socketpair()  # a readable listener stands for a waiting connection
+    try:
+        client.send(b"x")
+        command_server._rehearse(command_server.Entry(run=ran.append, prepare=lambda: None), listener)
+        assert ran == []
+        listener.recv(1)
+        command_server._rehearse(command_server.Entry(run=ran.append, prepare=lambda: None), listener)
+        assert ran == [["list"], ["list", "--json"]]
+    finally:
+        listener.close()
+        client.close()

@@ -300,7 +300,7 @@ def _fork_waiting_child(listener: socket.socket, entry: Entry, serving: int | No
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             end_with_parent(server)
             if not _settle([listener.fileno()], serving, time.monotonic() + SETTLE_SECONDS):
-                _rehearse(entry)  # no request yet, and the last command has ended
+                _rehearse(entry, listener)  # no request yet, and the last command has ended
             if serving is not None:
                 os.close(serving)
             conn, _ = listener.accept()
@@ -316,7 +316,7 @@ def _fork_waiting_child(listener: socket.socket, entry: Entry, serving: int | No
     return child, taken_r, verdict_w
 
 
-def _rehearse(entry: Entry) -> None:
+def _rehearse(entry: Entry, listener: socket.socket | None = None) -> None:
     """Run REHEARSED, their output and outcome thrown away, before taking a request.
 
     A forked child writes to pages it shares with the server (reference counts, the parser's
@@ -325,12 +325,15 @@ def _rehearse(entry: Entry) -> None:
     and 530 page faults, 0.024 s and 2 faults after a rehearsal; the command that comes shares
     most of those pages (the parser, the connection to the hypervisor); `list --json` without its
     own rehearsal took 0.19 s more than `list` with 30 guests.  The rehearsal runs while no request
-    waits (a request that comes meanwhile waits in the listen queue).  Only on
+    waits: a request that comes meanwhile waits in ``listener``'s queue for the command being
+    rehearsed, not for the ones after it.  Only on
     this host's hypervisor (or the simulator): never the lab's or another host's."""
     connect = os.environ.get("XENTOOL_CONNECT", "xen")
     if connect != "xen" and not connect.startswith("sim://"):
         return
     for argv in REHEARSED:
+        if listener is not None and select.select([listener], [], [], 0)[0]:
+            return  # a request came: it goes first
         try:
             with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
                 entry.run(list(argv))
