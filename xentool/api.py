@@ -39,7 +39,7 @@ from xentool.records import DomainRecord, RecordStore
 if TYPE_CHECKING:
     from xentool.config import GuestConfig
     from xentool.config.model import Disk, Vif
-    from xentool.cpupools import CpuPool
+    from xentool.cpupools import CpuPool, PoolScheduling
     from xentool.create import BuildPlan, OpTiming, RestoreSource
     from xentool.live_devices import DeviceStatus
     from xentool.migration import MigrationResult
@@ -540,6 +540,21 @@ class Toolstack:
         from xentool.cpupools import remove_cpu
 
         remove_cpu(self.hv, name, cpu)
+
+    def pool_sched_get(self, pool: str = "Pool-0", scheduler: str = "credit2") -> PoolScheduling:
+        """The cpupool's own scheduler parameters (xl sched-credit2 -s [-p POOL]; sched-credit -s):
+        ``scheduler`` must be the pool's."""
+        from xentool.cpupools import pool_scheduling
+
+        return pool_scheduling(self.hv, pool, scheduler)
+
+    def pool_sched_set(self, pool: str = "Pool-0", scheduler: str = "credit2", ratelimit_us: int | None = None,
+                       tslice_ms: int | None = None, migration_delay_us: int | None = None) -> PoolScheduling:
+        """Set the cpupool's rate limit (credit, credit2), time slice and migration delay (credit);
+        None leaves one as it is.  Returns them as Xen keeps them."""
+        from xentool.cpupools import set_pool_scheduling
+
+        return set_pool_scheduling(self.hv, pool, scheduler, ratelimit_us, tslice_ms, migration_delay_us)
 
     def cpupool_migrate(self, ref: str | int, pool: str) -> None:
         """Move a guest into another pool (xl cpupool-migrate): it runs on that pool's CPUs, under its scheduler."""
