@@ -312,16 +312,19 @@ class Toolstack:
 
         return save_guest(self.hv, self.records, self._guest(ref), path, checkpoint, progress)
 
-    def restore(self, path: str | Path, paused: bool = False, timings: list[OpTiming] | None = None) -> DomainSummary:
+    def restore(self, path: str | Path, paused: bool = False, timings: list[OpTiming] | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> DomainSummary:
         """Bring back a guest saved by :meth:`save`, with its uuid, config and devices; it goes on
-        where it stopped.  The file is checked whole before anything is created."""
+        where it stopped.  The file is checked whole before anything is created.  ``progress``
+        hears what is being done ("checking the file", then "loading the guest's memory"), MiB
+        done and MiB in all."""
         from xentool import savefile  # hashlib: only restore reads a save file
         from xentool.config import config_from_dict
         from xentool.create import SaveFileSource
 
-        saved = savefile.read(path)
+        saved = savefile.read(path, progress)
         config = config_from_dict(saved.config, source=f"{path} (the saved config)")
-        source = SaveFileSource(str(path), saved.stream_offset, saved.dm_state_offset)
+        source = SaveFileSource(str(path), saved.stream_offset, saved.dm_state_offset, saved.stream_length, progress)
         domain = self._create(config, saved.uuid, paused, restore=source, timings=timings)
         publish(Event(RESTORED, domain.name, domain.uuid, domain.domid, {"path": str(path)}))
         self._ensure_supervised()

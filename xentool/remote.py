@@ -229,8 +229,8 @@ class RemoteToolstack(Toolstack):
         """The file is written on the daemon's host; no progress comes back over the API."""
         return SaveResult(**self._call("save", domain=ref, path=str(path), checkpoint=checkpoint))
 
-    def restore(self, path: str | Path, paused: bool = False, timings: Any = None) -> DomainSummary:
-        """``path`` is a file on the daemon's host."""
+    def restore(self, path: str | Path, paused: bool = False, timings: Any = None, progress: Any = None) -> DomainSummary:
+        """``path`` is a file on the daemon's host (no progress over the API)."""
         return DomainSummary(**self._call("restore", path=str(path), paused=paused))
 
     def handle_shutdown(self, ref: str | int) -> str | None:

@@ -845,7 +845,7 @@ def save(
     """Suspend a guest and save it, with its config, to FILE; then destroy it (unless -c)."""
     from xentool.cli.progress import copy_progress
 
-    with _toolstack() as xt, copy_progress(_stderr_console(), f"saving {domain}") as progress:
+    with _toolstack() as xt, copy_progress(_stderr_console(), f"saving {domain}", quiet=as_json) as progress:
         result = xt.save(domain, file, checkpoint, progress=progress)
     if as_json:
         _print_json({"domain": domain, **asdict(result)})
@@ -862,10 +862,12 @@ def restore(
     as_json: bool = json_option(),
 ) -> None:
     """Bring back a saved guest: it goes on where it stopped."""
+    from xentool.cli.progress import copy_progress
+
     started = time.monotonic()
-    with _toolstack() as xt:
+    with _toolstack() as xt, copy_progress(_stderr_console(), f"restoring {file.name}", quiet=as_json, unit="MiB") as progress:
         times: list[OpTiming] | None = [] if timings else None
-        domain = xt.restore(file, paused, timings=times)
+        domain = xt.restore(file, paused, timings=times, progress=progress)
     if times is not None:
         _print_timings(times, None, time.monotonic() - started)
     if as_json:
@@ -895,7 +897,7 @@ def migrate(
     """Move a running guest to another host, live: it keeps its name, uuid, config and devices."""
     from xentool.cli.progress import copy_progress
 
-    with _toolstack() as xt, copy_progress(_stderr_console(), f"migrating {domain}") as progress:
+    with _toolstack() as xt, copy_progress(_stderr_console(), f"migrating {domain}", quiet=as_json) as progress:
         result = xt.migrate(domain, host, live=not non_live, keep_source_definition=keep_source_definition,
                             ssh_command=ssh_command, remote_xentool=remote_xentool, compress=not no_compress,
                             progress=progress)
