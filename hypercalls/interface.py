@@ -128,6 +128,25 @@ class SchedParams:
 
 
 @dataclass(frozen=True)
+class PoolSchedParams:
+    """A cpupool's own scheduler parameters (xl sched-credit -s, sched-credit2 -s): credit's and
+    credit2's context switch rate limit (microseconds; 0: none), and credit's time slice
+    (milliseconds) and vcpu migration delay (microseconds; None under credit2)."""
+
+    scheduler: str
+    ratelimit_us: int
+    tslice_ms: int | None = None
+    migration_delay_us: int | None = None
+
+
+# Their bounds in Xen (public/sysctl.h): XEN_SYSCTL_SCHED_RATELIMIT_MIN/MAX (0 is also taken: no
+# rate limit), XEN_SYSCTL_CSCHED_TSLICE_MIN/MAX, XEN_SYSCTL_CSCHED_MGR_DLY_MAX_US.
+RATELIMIT_US = (100, 500_000)
+TSLICE_MS = (1, 1000)
+MIGRATION_DELAY_US_MAX = 100_000
+
+
+@dataclass(frozen=True)
 class DomainInfo:
     """One domain as xc_domain_getinfo reports it."""
 
@@ -518,6 +537,17 @@ class Hypervisor(abc.ABC):
     @abc.abstractmethod
     def sched_set(self, domid: int, weight: int | None = None, cap: int | None = None) -> None:
         """Credit or credit2 weight (1..65535) and cap (0: none; else % of one CPU); None: unchanged."""
+
+    @abc.abstractmethod
+    def pool_sched_get(self, poolid: int) -> PoolSchedParams:
+        """The cpupool's scheduler parameters (credit and credit2 pools; EINVAL for others)."""
+
+    @abc.abstractmethod
+    def pool_sched_set(self, poolid: int, ratelimit_us: int | None = None, tslice_ms: int | None = None,
+                       migration_delay_us: int | None = None) -> PoolSchedParams:
+        """Set the cpupool's scheduler parameters (None: unchanged); returns them as Xen keeps them.
+        EINVAL, as Xen's, for values outside its bounds, a rate limit above credit's time slice,
+        or a parameter the pool's scheduler lacks."""
 
     @abc.abstractmethod
     def domain_build(self, domid: int, spec: BuildSpec) -> BuildResult:

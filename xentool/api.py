@@ -39,7 +39,7 @@ from xentool.records import DomainRecord, RecordStore
 if TYPE_CHECKING:
     from xentool.config import GuestConfig
     from xentool.config.model import Disk, Vif
-    from xentool.cpupools import CpuPool
+    from xentool.cpupools import CpuPool, PoolScheduling
     from xentool.create import BuildPlan, OpTiming, RestoreSource
     from xentool.live_devices import DeviceStatus
     from xentool.migration import MigrationResult
@@ -312,16 +312,19 @@ class Toolstack:
 
         return save_guest(self.hv, self.records, self._guest(ref), path, checkpoint, progress)
 
-    def restore(self, path: str | Path, paused: bool = False, timings: list[OpTiming] | None = None) -> DomainSummary:
+    def restore(self, path: str | Path, paused: bool = False, timings: list[OpTiming] | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> DomainSummary:
         """Bring back a guest saved by :meth:`save`, with its uuid, config and devices; it goes on
-        where it stopped.  The file is checked whole before anything is created."""
+        where it stopped.  The file is checked whole before anything is created.  ``progress``
+        hears what is being done ("checking the file", then "loading the guest's memory"), MiB
+        done and MiB in all."""
         from xentool import savefile  # hashlib: only restore reads a save file
         from xentool.config import config_from_dict
         from xentool.create import SaveFileSource
 
-        saved = savefile.read(path)
+        saved = savefile.read(path, progress)
         config = config_from_dict(saved.config, source=f"{path} (the saved config)")
-        source = SaveFileSource(str(path), saved.stream_offset, saved.dm_state_offset)
+        source = SaveFileSource(str(path), saved.stream_offset, saved.dm_state_offset, saved.stream_length, progress)
         domain = self._create(config, saved.uuid, paused, restore=source, timings=timings)
         publish(Event(RESTORED, domain.name, domain.uuid, domain.domid, {"path": str(path)}))
         self._ensure_supervised()
@@ -540,6 +543,21 @@ class Toolstack:
         from xentool.cpupools import remove_cpu
 
         remove_cpu(self.hv, name, cpu)
+
+    def pool_sched_get(self, pool: str = "Pool-0", scheduler: str = "credit2") -> PoolScheduling:
+        """The cpupool's own scheduler parameters (xl sched-credit2 -s [-p POOL]; sched-credit -s):
+        ``scheduler`` must be the pool's."""
+        from xentool.cpupools import pool_scheduling
+
+        return pool_scheduling(self.hv, pool, scheduler)
+
+    def pool_sched_set(self, pool: str = "Pool-0", scheduler: str = "credit2", ratelimit_us: int | None = None,
+                       tslice_ms: int | None = None, migration_delay_us: int | None = None) -> PoolScheduling:
+        """Set the cpupool's rate limit (credit, credit2), time slice and migration delay (credit);
+        None leaves one as it is.  Returns them as Xen keeps them."""
+        from xentool.cpupools import set_pool_scheduling
+
+        return set_pool_scheduling(self.hv, pool, scheduler, ratelimit_us, tslice_ms, migration_delay_us)
 
     def cpupool_migrate(self, ref: str | int, pool: str) -> None:
         """Move a guest into another pool (xl cpupool-migrate): it runs on that pool's CPUs, under its scheduler."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hypercalls.errors import XenError
-from hypercalls.interface import SCHEDULERS, CpuPoolInfo, Hypervisor
+from hypercalls.interface import MIGRATION_DELAY_US_MAX, RATELIMIT_US, SCHEDULERS, TSLICE_MS, CpuPoolInfo, Hypervisor
 from xentool.config.xlspec import parse_cpu_list
 from xentool.errors import CpuPoolError, UsageError
 
@@ -81,6 +81,29 @@ class PoolSpec:
         except (TypeError, ValueError) as e:
             raise UsageError(f"{where}: cpus: {e}") from None
         return cls(name, scheduler, cpu_set)
+
+
+@dataclass(frozen=True)
+class PoolScheduling:
+    """A cpupool's own scheduler parameters (`xentool sched-credit2 -s`, `sched-credit -s`): the rate
+    limit of context switches (µs; 0: none) under credit and credit2, and credit's time slice (ms)
+    and vcpu migration delay (µs)."""
+
+    pool: str
+    scheduler: str
+    ratelimit_us: int
+    tslice_ms: int | None = None
+    migration_delay_us: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """As xl prints it."""
+        if self.scheduler == "credit":
+            return (f"Cpupool {self.pool}: tslice={self.tslice_ms}ms ratelimit={self.ratelimit_us}us "
+                    f"migration-delay={self.migration_delay_us}us")
+        return f"Cpupool {self.pool}: ratelimit={self.ratelimit_us}us"
 
 
 def pool_name(hv: Hypervisor, poolid: int) -> str:
@@ -171,3 +194,47 @@ def move_domain(hv: Hypervisor, domid: int, label: str, name: str) -> None:
     if not pool.cpus:
         raise CpuPoolError(name, f"it has no cpus to run {label} on; give it some (xentool cpupool-cpu-add)")
     _refused(name, f"moving {label} into it", lambda: hv.cpupool_move_domain(pool.poolid, domid))
+
+
+def _scheduling(hv: Hypervisor, name: str, scheduler: str) -> tuple[CpuPoolInfo, PoolScheduling]:
+    pool = find_pool(hv, name)
+    if pool.scheduler != scheduler:
+        hint = f"; use xentool sched-{pool.scheduler} -s" if pool.scheduler in ("credit", "credit2") else ""
+        raise CpuPoolError(pool_name(hv, pool.poolid), f"it runs the {pool.scheduler} scheduler, not {scheduler}{hint}")
+    label = pool_name(hv, pool.poolid)
+    try:
+        params = hv.pool_sched_get(pool.poolid)
+    except XenError as e:
+        raise CpuPoolError(label, f"reading its scheduler parameters: {e}") from e
+    return pool, PoolScheduling(label, params.scheduler, params.ratelimit_us, params.tslice_ms, params.migration_delay_us)
+
+
+def pool_scheduling(hv: Hypervisor, name: str, scheduler: str) -> PoolScheduling:
+    """The parameters of the pool ``name`` (its name or id), whose scheduler must be ``scheduler``."""
+    return _scheduling(hv, name, scheduler)[1]
+
+
+def set_pool_scheduling(hv: Hypervisor, name: str, scheduler: str, ratelimit_us: int | None = None,
+                        tslice_ms: int | None = None, migration_delay_us: int | None = None) -> PoolScheduling:
+    """Set what is given (None: unchanged), checked as libxl checks it before Xen sees it."""
+    pool, now = _scheduling(hv, name, scheduler)
+    if scheduler != "credit" and (tslice_ms is not None or migration_delay_us is not None):
+        raise UsageError(f"cpupool {now.pool}: {scheduler} has a rate limit only (no time slice or migration delay)")
+    wanted = PoolScheduling(now.pool, scheduler, now.ratelimit_us if ratelimit_us is None else ratelimit_us,
+                            now.tslice_ms if tslice_ms is None else tslice_ms,
+                            now.migration_delay_us if migration_delay_us is None else migration_delay_us)
+    low, high = RATELIMIT_US
+    if wanted.ratelimit_us != 0 and not low <= wanted.ratelimit_us <= high:
+        raise UsageError(f"ratelimit {wanted.ratelimit_us} us: give 0 (no rate limit) or {low}..{high}")
+    if wanted.tslice_ms is not None and not TSLICE_MS[0] <= wanted.tslice_ms <= TSLICE_MS[1]:
+        raise UsageError(f"tslice {wanted.tslice_ms} ms: give {TSLICE_MS[0]}..{TSLICE_MS[1]}")
+    if wanted.tslice_ms is not None and wanted.ratelimit_us > wanted.tslice_ms * 1000:
+        raise UsageError(f"ratelimit {wanted.ratelimit_us} us is longer than the time slice ({wanted.tslice_ms} ms); "
+                         "give a smaller rate limit or a longer time slice")
+    if wanted.migration_delay_us is not None and not 0 <= wanted.migration_delay_us <= MIGRATION_DELAY_US_MAX:
+        raise UsageError(f"migration delay {wanted.migration_delay_us} us: give 0..{MIGRATION_DELAY_US_MAX}")
+    try:
+        kept = hv.pool_sched_set(pool.poolid, ratelimit_us, tslice_ms, migration_delay_us)
+    except XenError as e:
+        raise CpuPoolError(now.pool, f"setting its scheduler parameters: {e}") from e
+    return PoolScheduling(now.pool, kept.scheduler, kept.ratelimit_us, kept.tslice_ms, kept.migration_delay_us)

@@ -31,7 +31,7 @@ from hypercalls.interface import SchedParams
 from xentool.api import Toolstack
 from xentool.api import connect as connect_here
 from xentool.config import config_from_dict, load_config
-from xentool.cpupools import CpuPool
+from xentool.cpupools import CpuPool, PoolScheduling
 from xentool.daemon_client import DEFAULT_TLS_PORT, DaemonConnection, DaemonUnavailable, follow_events, tls_socket
 from xentool.definitions import Definition
 from xentool.domains import DomainDetails, DomainSummary
@@ -229,8 +229,8 @@ class RemoteToolstack(Toolstack):
         """The file is written on the daemon's host; no progress comes back over the API."""
         return SaveResult(**self._call("save", domain=ref, path=str(path), checkpoint=checkpoint))
 
-    def restore(self, path: str | Path, paused: bool = False, timings: Any = None) -> DomainSummary:
-        """``path`` is a file on the daemon's host."""
+    def restore(self, path: str | Path, paused: bool = False, timings: Any = None, progress: Any = None) -> DomainSummary:
+        """``path`` is a file on the daemon's host (no progress over the API)."""
         return DomainSummary(**self._call("restore", path=str(path), paused=paused))
 
     def handle_shutdown(self, ref: str | int) -> str | None:
@@ -257,6 +257,14 @@ class RemoteToolstack(Toolstack):
 
     def cpupools(self) -> list[CpuPool]:
         return [CpuPool(**row) for row in self._call("cpupools")]
+
+    def pool_sched_get(self, pool: str = "Pool-0", scheduler: str = "credit2") -> PoolScheduling:
+        return PoolScheduling(**self._call("pool_sched_get", pool=pool, scheduler=scheduler))
+
+    def pool_sched_set(self, pool: str = "Pool-0", scheduler: str = "credit2", ratelimit_us: int | None = None,
+                       tslice_ms: int | None = None, migration_delay_us: int | None = None) -> PoolScheduling:
+        return PoolScheduling(**self._call("pool_sched_set", pool=pool, scheduler=scheduler, ratelimit_us=ratelimit_us,
+                                           tslice_ms=tslice_ms, migration_delay_us=migration_delay_us))
 
     def cpupool_create(self, name: str, scheduler: str = "credit2", cpus: Sequence[int] = ()) -> CpuPool:
         return CpuPool(**self._call("cpupool_create", name=name, scheduler=scheduler, cpus=list(cpus)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +87,7 @@ def finish(fd: int, stream_offset: int) -> None:
     os.fsync(fd)
 
 
-def _digest(fd: int, offset: int, length: int) -> str:
+def _digest(fd: int, offset: int, length: int, progress: Progress | None = None) -> str:
     sha = hashlib.sha256()
     remaining = length
     while remaining > 0:
@@ -96,11 +97,20 @@ def _digest(fd: int, offset: int, length: int) -> str:
         sha.update(chunk)
         offset += len(chunk)
         remaining -= len(chunk)
+        if progress is not None:
+            progress(CHECKING, (length - remaining) >> 20, length >> 20)
     return sha.hexdigest()
 
 
-def read(path: str | os.PathLike[str]) -> SavedGuest:
-    """The guest a save file holds, after checking the file is whole."""
+# What a restore is doing, as its progress says (with MiB done and MiB in all).
+CHECKING = "checking the file"
+LOADING = "loading the guest's memory"
+Progress = Callable[[str, int, int], None]
+
+
+def read(path: str | os.PathLike[str], progress: Progress | None = None) -> SavedGuest:
+    """The guest a save file holds, after checking the file is whole (``progress`` hears how far
+    the check is, in MiB)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
@@ -128,7 +138,7 @@ def read(path: str | os.PathLike[str]) -> SavedGuest:
         if length != size - offset - TRAILER_SIZE:
             raise SaveFileError(path, f"the stream should be {length} bytes but {size - offset - TRAILER_SIZE} are there: "
                                 "the file was cut or added to")
-        if _digest(fd, offset, length) != digest:
+        if _digest(fd, offset, length, progress) != digest:
             raise SaveFileError(path, "the stream's checksum does not match: the file is damaged")
         return SavedGuest(guest.name, guest.uuid, guest.type, guest.config, guest.saved_at, offset, length,
                           _dm_state_offset(path, fd, guest.type, offset, length))

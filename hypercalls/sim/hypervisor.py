@@ -15,12 +15,16 @@ import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from hypercalls.errors import XenError
 from hypercalls.interface import (
+    MIGRATION_DELAY_US_MAX,
     PAGE_KIB,
+    RATELIMIT_US,
     SCHEDULERS,
+    TSLICE_MS,
     WEIGHTED_SCHEDULERS,
     BuildResult,
     BuildSpec,
@@ -30,6 +34,7 @@ from hypercalls.interface import (
     GuestType,
     Hypervisor,
     PhysInfo,
+    PoolSchedParams,
     SchedParams,
     ShutdownReason,
     Trigger,
@@ -363,6 +368,34 @@ class SimHypervisor(Hypervisor):
             if cap is not None:
                 dom.cap = cap
 
+    def pool_sched_get(self, poolid: int) -> PoolSchedParams:
+        with self._op("pool_sched_get") as state:
+            return _pool_sched_params(state, poolid, "xc_sched_params_get")
+
+    def pool_sched_set(self, poolid: int, ratelimit_us: int | None = None, tslice_ms: int | None = None,
+                       migration_delay_us: int | None = None) -> PoolSchedParams:
+        with self._op("pool_sched_set") as state:
+            now = _pool_sched_params(state, poolid, "xc_sched_params_set")
+            op = f"xc_sched_{now.scheduler}_params_set"
+            if now.scheduler != "credit" and (tslice_ms is not None or migration_delay_us is not None):
+                raise XenError(op, errno.EINVAL, None, "credit2 has no time slice or migration delay")
+            wanted = replace(now, ratelimit_us=now.ratelimit_us if ratelimit_us is None else ratelimit_us,
+                             tslice_ms=now.tslice_ms if tslice_ms is None else tslice_ms,
+                             migration_delay_us=now.migration_delay_us if migration_delay_us is None else migration_delay_us)
+            # Xen's own checks (sched_credit.c, sched_credit2.c: XEN_SYSCTL_SCHEDOP_putinfo).
+            low, high = RATELIMIT_US
+            bad = wanted.ratelimit_us != 0 and not low <= wanted.ratelimit_us <= high
+            if wanted.scheduler == "credit":
+                assert wanted.tslice_ms is not None and wanted.migration_delay_us is not None
+                bad = bad or not TSLICE_MS[0] <= wanted.tslice_ms <= TSLICE_MS[1]
+                bad = bad or wanted.ratelimit_us > wanted.tslice_ms * 1000
+                bad = bad or not 0 <= wanted.migration_delay_us <= MIGRATION_DELAY_US_MAX
+            if bad:
+                raise XenError(op, errno.EINVAL, None, f"cpupool {poolid}: {wanted}")
+            state.pool_params[poolid] = {key: value for key, value in asdict(wanted).items()
+                                         if key != "scheduler" and value is not None}
+            return wanted
+
     def domain_build(self, domid: int, spec: BuildSpec) -> BuildResult:
         with self._op("domain_build", domid) as state:
             dom = state.domain(domid, "domain_build")
@@ -500,3 +533,17 @@ def _info(dom: Domain, now_ns: int) -> DomainInfo:
         cpupool=dom.cpupool,
     )
 
+
+
+# Xen's defaults for a pool's scheduler parameters (sched_credit.c, sched_credit2.c).
+_POOL_DEFAULTS = {"credit": {"ratelimit_us": 1000, "tslice_ms": 30, "migration_delay_us": 0},
+                  "credit2": {"ratelimit_us": 1000}}
+
+
+def _pool_sched_params(state: HostState, poolid: int, op: str) -> PoolSchedParams:
+    if poolid not in state.pools:
+        raise XenError("xc_cpupool_getinfo", errno.ENOENT, None, f"no cpupool {poolid}")
+    scheduler = state.pools[poolid][0]
+    if scheduler not in _POOL_DEFAULTS:
+        raise XenError(op, errno.EINVAL, None, f"cpupool {poolid} runs the {scheduler} scheduler, which has no such parameters")
+    return PoolSchedParams(scheduler, **{**_POOL_DEFAULTS[scheduler], **state.pool_params.get(poolid, {})})

@@ -169,6 +169,8 @@ class HostState:
     dmesg: list[str] = field(default_factory=list)
     # cpupool id -> (scheduler, its cpus); Pool-0 has every CPU at boot
     pools: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
+    # cpupool id -> its scheduler's own parameters, once set (Xen's defaults until then)
+    pool_params: dict[int, dict[str, int]] = field(default_factory=dict)
 
     # -- small primitives shared by the hypervisor, xenstore and the guests ----------------------
 
@@ -249,6 +251,7 @@ class HostState:
             "failures": {k: list(v) for k, v in self.failures.items()},
             "dmesg": self.dmesg,
             "pools": {str(k): [sched, cpus] for k, (sched, cpus) in self.pools.items()},
+            "pool_params": {str(k): v for k, v in self.pool_params.items()},
         }
 
     @classmethod
@@ -269,6 +272,7 @@ class HostState:
             failures={k: (v[0], v[1]) for k, v in data["failures"].items()},
             dmesg=list(data["dmesg"]),
             pools={int(k): (v[0], list(v[1])) for k, v in data.get("pools", {"0": ["credit2", list(range(data["nr_cpus"]))]}).items()},
+            pool_params={int(k): dict(v) for k, v in data.get("pool_params", {}).items()},
         )
 
 

@@ -445,6 +445,18 @@ int xc_sched_credit_domain_set(xc_interface *xch, uint32_t domid, struct xen_dom
 int xc_sched_credit_domain_get(xc_interface *xch, uint32_t domid, struct xen_domctl_sched_credit *sdom);
 int xc_sched_credit2_domain_set(xc_interface *xch, uint32_t domid, struct xen_domctl_sched_credit2 *sdom);
 int xc_sched_credit2_domain_get(xc_interface *xch, uint32_t domid, struct xen_domctl_sched_credit2 *sdom);
+struct xen_sysctl_credit_schedule {
+    uint32_t tslice_ms;
+    uint32_t ratelimit_us;
+    uint32_t vcpu_migr_delay_us;
+};
+struct xen_sysctl_credit2_schedule {
+    uint32_t ratelimit_us;
+};
+int xc_sched_credit_params_set(xc_interface *xch, uint32_t cpupool_id, struct xen_sysctl_credit_schedule *schedule);
+int xc_sched_credit_params_get(xc_interface *xch, uint32_t cpupool_id, struct xen_sysctl_credit_schedule *schedule);
+int xc_sched_credit2_params_set(xc_interface *xch, uint32_t cpupool_id, struct xen_sysctl_credit2_schedule *schedule);
+int xc_sched_credit2_params_get(xc_interface *xch, uint32_t cpupool_id, struct xen_sysctl_credit2_schedule *schedule);
 
 xc_evtchn_port_or_error_t xc_evtchn_alloc_unbound(xc_interface *xch, uint32_t dom,
                                                   uint32_t remote_dom);

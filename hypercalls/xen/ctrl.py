@@ -8,6 +8,7 @@ import threading
 import uuid as uuid_module
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from hypercalls.errors import XenError
 from hypercalls.interface import (
@@ -22,6 +23,7 @@ from hypercalls.interface import (
     GuestType,
     Hypervisor,
     PhysInfo,
+    PoolSchedParams,
     SchedParams,
     ShutdownReason,
     Trigger,
@@ -422,13 +424,16 @@ class XenHypervisor(Hypervisor):
 
     def _scheduler_of(self, domid: int) -> str:
         """The scheduler of the cpupool the domain is in (xl sched-* asks the same)."""
+        return self._pool_scheduler(self.domain_getinfo(domid).cpupool, domid)
+
+    def _pool_scheduler(self, poolid: int, domid: int | None = None) -> str:
         ffi, lib = self.ffi, self.lib
-        pool = self.domain_getinfo(domid).cpupool
-        info = self.xc.call("xc_cpupool_getinfo", lib.xc_cpupool_getinfo, self.xc.xch, pool, domid=domid,
+        info = self.xc.call("xc_cpupool_getinfo", lib.xc_cpupool_getinfo, self.xc.xch, poolid, domid=domid,
                             failed=lambda p: p == ffi.NULL)
         try:
-            if info.cpupool_id != pool:
-                raise XenError("xc_cpupool_getinfo", errno.ESRCH, domid, f"cpupool {pool} is gone")
+            if info.cpupool_id != poolid:  # getinfo answers with the next pool up
+                raise XenError("xc_cpupool_getinfo", errno.ESRCH if domid is not None else errno.ENOENT, domid,
+                               f"cpupool {poolid} is gone" if domid is not None else f"no cpupool {poolid}")
             sched_id = int(info.sched_id)
         finally:
             lib.xc_cpupool_infofree(self.xc.xch, info)
@@ -462,6 +467,44 @@ class XenHypervisor(Hypervisor):
         if cap is not None:
             params.cap = cap
         self.xc.call(f"xc_sched_{scheduler}_domain_set", set_, self.xc.xch, domid, params, domid=domid, failed=failed_nonzero)
+
+    def _pool_params(self, poolid: int) -> tuple[str, Any, Callable[..., int]]:
+        """The pool's scheduler, a struct of its parameters as Xen has them, and their set call."""
+        scheduler = self._pool_scheduler(poolid)
+        if scheduler not in WEIGHTED_SCHEDULERS:
+            raise XenError("xc_sched_params_get", errno.EINVAL, None,
+                           f"cpupool {poolid} runs the {scheduler} scheduler, which has no such parameters")
+        lib = self.lib
+        get, set_ = ((lib.xc_sched_credit_params_get, lib.xc_sched_credit_params_set) if scheduler == "credit"
+                     else (lib.xc_sched_credit2_params_get, lib.xc_sched_credit2_params_set))
+        params = self.ffi.new(f"struct xen_sysctl_{scheduler}_schedule *")
+        self.xc.call(f"xc_sched_{scheduler}_params_get", get, self.xc.xch, poolid, params, failed=failed_nonzero)
+        return scheduler, params, set_
+
+    @staticmethod
+    def _pool_sched_params(scheduler: str, params: Any) -> PoolSchedParams:
+        if scheduler == "credit":
+            return PoolSchedParams(scheduler, int(params.ratelimit_us), int(params.tslice_ms), int(params.vcpu_migr_delay_us))
+        return PoolSchedParams(scheduler, int(params.ratelimit_us))
+
+    def pool_sched_get(self, poolid: int) -> PoolSchedParams:
+        scheduler, params, _ = self._pool_params(poolid)
+        return self._pool_sched_params(scheduler, params)
+
+    def pool_sched_set(self, poolid: int, ratelimit_us: int | None = None, tslice_ms: int | None = None,
+                       migration_delay_us: int | None = None) -> PoolSchedParams:
+        scheduler, params, set_ = self._pool_params(poolid)  # one call sets them all: start from Xen's
+        if scheduler != "credit" and (tslice_ms is not None or migration_delay_us is not None):
+            raise XenError(f"xc_sched_{scheduler}_params_set", errno.EINVAL, None,
+                           f"cpupool {poolid}'s {scheduler} scheduler has no time slice or migration delay")
+        if ratelimit_us is not None:
+            params.ratelimit_us = ratelimit_us
+        if tslice_ms is not None:
+            params.tslice_ms = tslice_ms
+        if migration_delay_us is not None:
+            params.vcpu_migr_delay_us = migration_delay_us
+        self.xc.call(f"xc_sched_{scheduler}_params_set", set_, self.xc.xch, poolid, params, failed=failed_nonzero)
+        return self._pool_sched_params(scheduler, params)
 
     def domain_build(self, domid: int, spec: BuildSpec) -> BuildResult:
         info = self.domain_getinfo(domid)

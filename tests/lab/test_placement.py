@@ -62,9 +62,18 @@ def test_placement_and_weights_set_by_one_toolstack_are_read_by_the_other(lab, g
         xentool(lab, "destroy", "placed")
 
 
+def xl_pool_params(lab, scheduler: str, pool: str) -> str:
+    shown = lab.exec(["xl", f"sched-{scheduler}", "-s", "-p", pool], capture=True)
+    assert shown.returncode == 0, shown.err
+    return shown.out.strip()
+
+
 def test_a_second_pool_with_the_other_scheduler_runs_a_guest_and_xl_sees_it(lab, guests):
     """One of the lab's two CPUs moves into a pool running credit (Pool-0 runs credit2); a guest made in
-    it and one moved there run under credit; xl names the pool as xentool does; all is put back."""
+    it and one moved there run under credit; xl names the pool as xentool does; each pool's own
+    scheduler parameters set by one toolstack are read by the other; all is put back."""
+    pool0_before = xentool(lab, "sched-credit2", "-s").out.strip()
+    assert pool0_before == xl_pool_params(lab, "credit2", "Pool-0"), pool0_before
     spec = lab.share_dir / "lab-credit.yaml"
     spec.write_text("name: lab-credit\nsched: credit\ncpus: [1]\n")
     busy = xentool(lab, "cpupool-create", str(spec))
@@ -88,9 +97,22 @@ def test_a_second_pool_with_the_other_scheduler_runs_a_guest_and_xl_sees_it(lab,
         moved = xentool(lab, "cpupool-migrate", "pooled", "Pool-0")
         assert moved.returncode == 0, moved.err
         assert json.loads(xentool(lab, "info", "--json", "pooled").out)["scheduler"] == "credit2"
+
+        assert xentool(lab, "sched-credit", "-s", "-p", "lab-credit", "-t", "10", "-r", "5000", "-m", "300").returncode == 0
+        assert xl_pool_params(lab, "credit", "lab-credit") == "Cpupool lab-credit: tslice=10ms ratelimit=5000us migration-delay=300us"
+        assert lab.exec(["xl", "sched-credit", "-s", "-p", "lab-credit", "-t", "20"], capture=True).returncode == 0
+        shown = xentool(lab, "sched-credit", "-s", "-p", "lab-credit")
+        assert shown.out.strip() == "Cpupool lab-credit: tslice=20ms ratelimit=5000us migration-delay=300us", shown.err
+        too_long = xentool(lab, "sched-credit", "-s", "-p", "lab-credit", "-r", "30000")
+        assert too_long.returncode == 2 and "ratelimit 30000 us is longer than the time slice (20 ms)" in too_long.err
+        assert xentool(lab, "sched-credit2", "-s", "-r", "2500").returncode == 0
+        assert xl_pool_params(lab, "credit2", "Pool-0") == "Cpupool Pool-0: ratelimit=2500us"
+
         gone = xentool(lab, "cpupool-destroy", "lab-credit")
         assert gone.returncode == 0, gone.err
     finally:
+        before = pool0_before.rsplit("ratelimit=", 1)[-1].removesuffix("us")
+        lab.exec(["xl", "sched-credit2", "-s", "-r", before], capture=True)
         xentool(lab, "destroy", "pooled")
         if "lab-credit" in lab.exec(["xl", "cpupool-list"], capture=True).out:
             lab.exec(["xl", "cpupool-destroy", "lab-credit"], capture=True)

@@ -54,6 +54,9 @@ def test_save_checkpoint_restore_and_a_cut_file(lab, guests):
 
         restored = xentool(lab, "restore", f"{SAVE_DIR}/counter.save")
         assert restored.returncode == 0, restored.err
+        said = restored.err.splitlines()  # not a terminal: a line per phase, with the MiB in all
+        assert said[0].startswith("restoring counter.save: checking the file (") and said[0].endswith(" MiB)"), said
+        assert said[1].startswith("restoring counter.save: loading the guest's memory ("), said
         again = domains_json(lab)["counter"]
         assert again["uuid"] == uuid
         resumed_at = wait_for_count_above(lab, uuid, last)

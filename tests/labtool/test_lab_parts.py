@@ -311,3 +311,44 @@ def test_status_json_has_one_shape_with_or_without_a_second_host(second_host: bo
     status = json.loads(capsys.readouterr().out)
     assert status["running"] is False and status["name"] == "shape"
     assert [one["host"] for one in status["hosts"]] == ([1, 2] if second_host else [1])
+
+
+def test_lab_up_shows_each_hosts_steps_as_a_bar_on_a_terminal_and_as_lines_elsewhere(monkeypatch):
+    """Issue 17, progress: `lab up`'s steps (the preparation's, then the boot's serial markers) are
+    counted against every step there is; each host gets its own bar, and off a terminal a line each."""
+    import io
+
+    from rich.console import Console
+
+    from xentool.cli import lab as lab_cli
+    from xentool.lab.lab import UP_STEPS
+
+    class FakeLab:
+        name, label = "t", "lab t"
+
+        def up(self, options, timeout, progress):
+            for step in UP_STEPS:
+                progress(step)
+            return "status"
+
+    from rich.progress import Progress
+
+    seen: list[str] = []
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=120)
+    monkeypatch.setattr(lab_cli, "err", lambda: terminal)
+    real_update = Progress.update
+
+    def update(self, task, **fields):
+        seen.append(f"{fields.get('completed')}/{self.tasks[task].total} {fields.get('description')}")
+        return real_update(self, task, **fields)
+
+    monkeypatch.setattr(Progress, "update", update)
+    assert lab_cli._up_with_progress(FakeLab(), None, 10.0) == "status"
+    assert seen[0] == f"0/{len(UP_STEPS)} lab t: checking host tools"
+    assert seen[-1] == f"{len(UP_STEPS) - 1}/{len(UP_STEPS)} lab t: asking the agent"
+
+    lines = io.StringIO()
+    monkeypatch.setattr(lab_cli, "err", lambda: Console(file=lines, force_terminal=False, width=200))
+    lab_cli._up_with_progress(FakeLab(), None, 10.0)
+    said = lines.getvalue().splitlines()
+    assert len(said) == len(UP_STEPS) and said[0].startswith("lab t: checking host tools (")

@@ -144,3 +144,49 @@ def test_a_pool_of_its_own_cpus_and_scheduler_runs_a_guest_moved_or_made_in_it(x
         PoolSpec.from_file(spec)
     spec.write_text("name: p\ncpus: 1-2\n")
     assert PoolSpec.from_file(spec) == PoolSpec("p", "credit2", frozenset({1, 2}))
+
+
+def test_a_pools_own_scheduler_parameters_are_read_and_set_as_xl_checks_them(xt):
+    from xentool.errors import CpuPoolError
+
+    pool0 = xt.pool_sched_get()
+    assert (pool0.pool, pool0.scheduler, pool0.ratelimit_us, pool0.tslice_ms) == ("Pool-0", "credit2", 1000, None)
+    assert pool0.describe() == "Cpupool Pool-0: ratelimit=1000us"
+    assert xt.pool_sched_set("Pool-0", "credit2", ratelimit_us=2000).ratelimit_us == 2000
+    assert xt.pool_sched_get("0").ratelimit_us == 2000  # by id too, as xl takes it
+    assert xt.pool_sched_set(ratelimit_us=0).ratelimit_us == 0  # no rate limit
+    with pytest.raises(UsageError, match=r"^ratelimit 50 us: give 0 \(no rate limit\) or 100..500000$"):
+        xt.pool_sched_set(ratelimit_us=50)
+    with pytest.raises(UsageError, match="credit2 has a rate limit only"):
+        xt.pool_sched_set(tslice_ms=10)
+    with pytest.raises(CpuPoolError, match=r"cpupool Pool-0: it runs the credit2 scheduler, not credit; use xentool sched-credit2 -s"):
+        xt.pool_sched_get("Pool-0", "credit")
+
+    xt.cpupool_cpu_remove("Pool-0", 3)
+    xt.cpupool_create("batch", "credit", [3])
+    batch = xt.pool_sched_set("batch", "credit", tslice_ms=10, ratelimit_us=5000, migration_delay_us=300)
+    assert batch.describe() == "Cpupool batch: tslice=10ms ratelimit=5000us migration-delay=300us"
+    assert xt.pool_sched_get("batch", "credit") == batch
+    with pytest.raises(UsageError, match=r"ratelimit 20000 us is longer than the time slice \(10 ms\)"):
+        xt.pool_sched_set("batch", "credit", ratelimit_us=20000)
+    with pytest.raises(UsageError, match=r"tslice 0 ms: give 1..1000"):
+        xt.pool_sched_set("batch", "credit", tslice_ms=0)
+    with pytest.raises(UsageError, match=r"migration delay 200000 us: give 0..100000"):
+        xt.pool_sched_set("batch", "credit", migration_delay_us=200000)
+    assert xt.pool_sched_get("batch", "credit") == batch  # nothing refused was set
+    assert xt.pool_sched_get().ratelimit_us == 0  # another pool's are its own
+
+
+def test_sched_credit2_s_shows_and_sets_a_pools_rate_limit_as_xl_does(capsys, sim_url):
+    from kit.cli import run
+
+    assert run(capsys, "--connect", sim_url, "sched-credit2", "-s") == (0, "Cpupool Pool-0: ratelimit=1000us\n", "")
+    assert run(capsys, "--connect", sim_url, "sched-credit2", "-s", "-p", "Pool-0", "-r", "1500") == (0, "", "")
+    code, out, _ = run(capsys, "--connect", sim_url, "sched-credit2", "-s", "--json")
+    assert code == 0 and '"ratelimit_us": 1500' in out
+    code, _, err = run(capsys, "--connect", sim_url, "sched-credit2", "-r", "1500")
+    assert code == 2 and "add -s" in err
+    code, _, err = run(capsys, "--connect", sim_url, "sched-credit2", "-s", "-d", "0")
+    assert code == 2 and "one or the other" in err
+    code, _, err = run(capsys, "--connect", sim_url, "sched-credit", "-s")
+    assert code == 5 and "runs the credit2 scheduler, not credit; use xentool sched-credit2 -s" in err

@@ -112,3 +112,45 @@ def test_100_seeded_cuts_and_bit_flips_are_each_refused_before_a_restore_creates
         assert [d.name for d in xt.list_domains()] == before
     print(f"seed {SEED}: {refused} of 100 damaged save files refused, no domain made")
     assert refused == 100
+
+
+def test_a_restore_says_how_far_it_is_checking_the_file_then_loading_the_memory(tmp_path, sim_url, capsys, monkeypatch):
+    """Issue 17, progress: a restore reports the file's check, then libxenguest's reading of the
+    stream (MiB done of MiB in all: the file descriptor's offset, read by a thread), as save and
+    migrate report Xen's copy; on stderr, a line per phase when not on a terminal, nothing with
+    --json.  (The simulator restores no memory: the lab test restores a real guest.)"""
+    import threading
+    import time
+
+    from kit.cli import run
+    from xentool.create import build
+    from xentool.create.build import SaveFileSource
+    from xentool.savefile import CHECKING, LOADING
+
+    path = tmp_path / "web.save"
+    write(path, stream=bytes(3 << 20))
+    heard: list[tuple[str, int, int]] = []
+    saved = savefile.read(path, lambda what, done, total: heard.append((what, done, total)))
+    assert {what for what, _, _ in heard} == {CHECKING} and heard[-1] == (CHECKING, 3, 3)
+
+    heard.clear()
+    monkeypatch.setattr(build, "PROGRESS_SECONDS", 0.05)
+    source = SaveFileSource(str(path), saved.stream_offset, length=saved.stream_length,
+                            progress=lambda what, done, total: heard.append((what, done, total)))
+    fd = source.open_stream()
+    try:
+        with source.loading(fd):
+            for _ in range(3):  # as libxenguest reads the stream, a MiB at a time
+                os.read(fd, 1 << 20)
+                time.sleep(0.2)
+    finally:
+        os.close(fd)
+    assert {what for what, _, _ in heard} == {LOADING} and heard[-1] == (LOADING, 3, 3)
+    dones = [done for _, done, _ in heard]
+    assert dones == sorted(dones) and len(set(dones)) >= 3, heard  # it moved as the reading did
+    assert threading.active_count() == 1 or all(t.name != "restore-progress" for t in threading.enumerate())
+
+    code, _, err = run(capsys, "--connect", sim_url, "restore", str(path))
+    assert code != 0 and err.splitlines()[0] == f"restoring web.save: {CHECKING} (3 MiB)", err  # then its config's error
+    code, _, err = run(capsys, "--connect", sim_url, "restore", str(path), "--json")
+    assert code != 0 and err.startswith("{"), err  # the error alone, as JSON

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -19,6 +20,7 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import TaskID
 
     from xentool.lab import Lab, LabOptions, LabStatus
 
@@ -37,23 +39,40 @@ HOST_OPTION = typer.Option(1, "--host", envvar="XENTOOL_LAB_HOST", help="Which o
 
 
 def _up_with_progress(lab: Lab, options: LabOptions, timeout: float) -> LabStatus:
-    """lab.up() behind a spinner on stderr that names the boot step and the time spent."""
-    started = time.monotonic()
-    if not err().is_terminal:
-        return lab.up(options, timeout=timeout, progress=lambda phase: err().print(
-            f"lab {lab.name}: {phase} ({time.monotonic() - started:.1f} s)", markup=False))
-    with err().status(f"lab {lab.name}: starting") as spinner:
-        return lab.up(options, timeout=timeout, progress=lambda phase: spinner.update(
-            f"lab {lab.name}: {phase} [dim]({time.monotonic() - started:.1f} s)[/dim]"))
+    """lab.up() with its steps on stderr: a bar (step k of all, time so far) on a terminal, a line
+    per step otherwise."""
+    return _up_hosts_with_progress(lab.name, 1, options, timeout, lab)[0]
 
 
-def _up_hosts_with_progress(name: str, hosts: int, options: LabOptions, timeout: float) -> list[LabStatus]:
-    """up_hosts() with a line per boot step and host on stderr (they boot side by side)."""
+def _up_hosts_with_progress(name: str, hosts: int, options: LabOptions, timeout: float,
+                            one: Lab | None = None) -> list[LabStatus]:
+    """up_hosts() (or ``one`` lab's up()) with each host's steps on stderr: a bar per host on a
+    terminal (they boot side by side), a line per step and host otherwise."""
     from xentool.lab import up_hosts
+    from xentool.lab.lab import UP_STEPS
+
+    def run(progress: Callable[[Lab, str], None]) -> list[LabStatus]:
+        if one is not None:
+            return [one.up(options, timeout=timeout, progress=lambda phase: progress(one, phase))]
+        return up_hosts(name, hosts, options, timeout, progress=progress)
 
     started = time.monotonic()
-    return up_hosts(name, hosts, options, timeout, progress=lambda lab, phase: err().print(
-        f"{lab.label}: {phase} ({time.monotonic() - started:.1f} s)", markup=False))
+    console = err()
+    if not console.is_terminal:
+        return run(lambda lab, phase: console.print(f"{lab.label}: {phase} ({time.monotonic() - started:.1f} s)", markup=False))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def step(lab: Lab, phase: str) -> None:
+            if lab.label not in tasks:
+                tasks[lab.label] = bar.add_task(lab.label, total=len(UP_STEPS))
+            done = UP_STEPS.index(phase) if phase in UP_STEPS else None
+            bar.update(tasks[lab.label], description=f"{lab.label}: {phase}", completed=done)
+
+        return run(step)
 
 
 def _describe(status: LabStatus) -> str:

@@ -646,10 +646,40 @@ def vcpu_list(
     out().print(table)
 
 
+RATELIMIT_HELP = "With -s: the least time a vcpu runs before another takes its CPU, in µs (0: none; else 100..500000)."
+
+
+def _pool_sched_command(scheduler: str, domain: str | None, pool: str | None, weight: int | None, cap: int | None,
+                        pool_values: dict[str, int | None], as_json: bool) -> None:
+    """`-s`: a cpupool's own parameters (Pool-0's without -p), shown as xl shows them, or set."""
+    if domain is not None or weight is not None or cap is not None:
+        raise typer.BadParameter("-s is about a cpupool's parameters, -d, -w and -c about a domain's: give one or the other",
+                                 param_hint="--schedparam")
+    given = {name.strip("-").replace("-", "_"): value for name, value in pool_values.items() if value is not None}
+    with _toolstack() as xt:
+        if given:
+            params = xt.pool_sched_set(pool or "Pool-0", scheduler, **given)
+        else:
+            params = xt.pool_sched_get(pool or "Pool-0", scheduler)
+    if as_json:
+        _print_json(params.to_json())
+    elif not given:  # setting prints nothing, as with xl
+        print(params.describe())
+
+
 def _sched_command(scheduler: str, domain: str | None, pool: str | None, weight: int | None, cap: int | None,
-                   as_json: bool) -> None:
+                   as_json: bool, schedparam: bool = False, pool_values: dict[str, int | None] | None = None) -> None:
     """xl sched-credit and sched-credit2: set a domain's weight and cap, or show them (every
-    domain's under that scheduler, or in one pool, when no domain is named)."""
+    domain's under that scheduler, or in one pool, when no domain is named); with ``schedparam``
+    (-s), a pool's own parameters."""
+    pool_values = pool_values or {}
+    named = next((name for name, value in pool_values.items() if value is not None), None)
+    if named is not None and not schedparam:
+        raise typer.BadParameter(f"{named} is a cpupool's parameter: add -s (and -p POOL; Pool-0 otherwise), as with xl",
+                                 param_hint="--schedparam")
+    if schedparam:
+        _pool_sched_command(scheduler, domain, pool, weight, cap, pool_values, as_json)
+        return
     if domain is None and (weight is not None or cap is not None):
         raise typer.BadParameter("name the domain (-d) whose weight or cap to set", param_hint="--domain")
     with _toolstack() as xt:
@@ -688,10 +718,12 @@ def sched_credit2(
     pool: str = typer.Option(None, "--pool", "-p", help="Show only the domains in this cpupool."),
     weight: int = typer.Option(None, "--weight", "-w", help="Its share when CPUs are contended: 1..65535 (256 by default)."),
     cap: int = typer.Option(None, "--cap", "-c", help="The most CPU it may use, % of one CPU (0: no cap)."),
+    schedparam: bool = typer.Option(False, "--schedparam", "-s", help="The cpupool's own parameters (-p POOL; Pool-0 otherwise)."),
+    ratelimit: int = typer.Option(None, "--ratelimit-us", "--ratelimit_us", "-r", help=RATELIMIT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Show or set credit2 weights and caps, as xl sched-credit2."""
-    _sched_command("credit2", domain, pool, weight, cap, as_json)
+    """Show or set credit2 weights and caps, or a cpupool's rate limit (-s), as xl sched-credit2."""
+    _sched_command("credit2", domain, pool, weight, cap, as_json, schedparam, {"--ratelimit-us": ratelimit})
 
 
 @app.command("sched-credit")
@@ -700,10 +732,17 @@ def sched_credit(
     pool: str = typer.Option(None, "--pool", "-p", help="Show only the domains in this cpupool."),
     weight: int = typer.Option(None, "--weight", "-w", help="Its share when CPUs are contended: 1..65535 (256 by default)."),
     cap: int = typer.Option(None, "--cap", "-c", help="The most CPU it may use, % of one CPU (0: no cap)."),
+    schedparam: bool = typer.Option(False, "--schedparam", "-s", help="The cpupool's own parameters (-p POOL; Pool-0 otherwise)."),
+    tslice: int = typer.Option(None, "--tslice-ms", "--tslice_ms", "-t", help="With -s: the time slice, in ms (1..1000)."),
+    ratelimit: int = typer.Option(None, "--ratelimit-us", "--ratelimit_us", "-r", help=RATELIMIT_HELP),
+    migration_delay: int = typer.Option(None, "--migration-delay-us", "--migration_delay_us", "-m",
+                                        help="With -s: how long a vcpu stays cache-hot on its CPU, in µs (0..100000)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Show or set credit weights and caps (a cpupool running the credit scheduler), as xl sched-credit."""
-    _sched_command("credit", domain, pool, weight, cap, as_json)
+    """Show or set credit weights and caps (a cpupool running the credit scheduler), or a cpupool's time slice,
+    rate limit and migration delay (-s), as xl sched-credit."""
+    _sched_command("credit", domain, pool, weight, cap, as_json, schedparam,
+                   {"--tslice-ms": tslice, "--ratelimit-us": ratelimit, "--migration-delay-us": migration_delay})
 
 
 def _print_devices(devices: list[DeviceStatus], as_json: bool, columns: tuple[str, ...]) -> None:
@@ -806,7 +845,7 @@ def save(
     """Suspend a guest and save it, with its config, to FILE; then destroy it (unless -c)."""
     from xentool.cli.progress import copy_progress
 
-    with _toolstack() as xt, copy_progress(_stderr_console(), f"saving {domain}") as progress:
+    with _toolstack() as xt, copy_progress(_stderr_console(), f"saving {domain}", quiet=as_json) as progress:
         result = xt.save(domain, file, checkpoint, progress=progress)
     if as_json:
         _print_json({"domain": domain, **asdict(result)})
@@ -823,10 +862,12 @@ def restore(
     as_json: bool = json_option(),
 ) -> None:
     """Bring back a saved guest: it goes on where it stopped."""
+    from xentool.cli.progress import copy_progress
+
     started = time.monotonic()
-    with _toolstack() as xt:
+    with _toolstack() as xt, copy_progress(_stderr_console(), f"restoring {file.name}", quiet=as_json, unit="MiB") as progress:
         times: list[OpTiming] | None = [] if timings else None
-        domain = xt.restore(file, paused, timings=times)
+        domain = xt.restore(file, paused, timings=times, progress=progress)
     if times is not None:
         _print_timings(times, None, time.monotonic() - started)
     if as_json:
@@ -856,7 +897,7 @@ def migrate(
     """Move a running guest to another host, live: it keeps its name, uuid, config and devices."""
     from xentool.cli.progress import copy_progress
 
-    with _toolstack() as xt, copy_progress(_stderr_console(), f"migrating {domain}") as progress:
+    with _toolstack() as xt, copy_progress(_stderr_console(), f"migrating {domain}", quiet=as_json) as progress:
         result = xt.migrate(domain, host, live=not non_live, keep_source_definition=keep_source_definition,
                             ssh_command=ssh_command, remote_xentool=remote_xentool, compress=not no_compress,
                             progress=progress)

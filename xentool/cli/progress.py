@@ -1,6 +1,7 @@
-"""Progress of a long copy (save, migrate) as the user sees it: a rich bar on a terminal (what Xen
-is doing, pages done of pages in all, time so far), a plain line per phase otherwise (each of
-libxenguest's rounds: "Frames iteration 2 of 5"), nothing with --json."""
+"""Progress of a long copy (save, migrate, restore) as the user sees it: a rich bar on a terminal
+(what is being done, pages or MiB done of all, time so far), a plain line per phase otherwise (each
+of libxenguest's rounds: "Frames iteration 2 of 5"; a restore's "checking the file"), nothing with
+--json."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
-Report = Callable[[str, int, int], None]  # (what is being done, pages done, pages in all)
+Report = Callable[[str, int, int], None]  # (what is being done, units done, units in all)
 
 
 @contextmanager
-def copy_progress(console: Console, label: str, quiet: bool = False) -> Iterator[Report | None]:
+def copy_progress(console: Console, label: str, quiet: bool = False, unit: str = "pages") -> Iterator[Report | None]:
     if quiet:
         yield None
         return
@@ -25,13 +26,13 @@ def copy_progress(console: Console, label: str, quiet: bool = False) -> Iterator
         def line(what: str, done: int, total: int) -> None:
             if what and (not said or said[-1] != what):
                 said.append(what)
-                console.print(f"{label}: {what}" + (f" ({total} pages)" if total else ""), highlight=False)
+                console.print(f"{label}: {what}" + (f" ({total} {unit})" if total else ""), highlight=False)
 
         yield line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pages"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(label, total=None)
 

@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -25,6 +26,8 @@ from xentool.create.plan import Bindings, Op, Step
 from xentool.create.preflight import BUILD_OVERHEAD_KIB
 from xentool.devicemodel.firmware import HVMLOADER, system_firmware
 from xentool.errors import GuestMemoryTooSmall, RanOutOfMemory
+
+PROGRESS_SECONDS = 0.5  # how often a restore from a file says how far it is
 
 
 class RestoreSource(Protocol):
@@ -41,6 +44,9 @@ class RestoreSource(Protocol):
     def open_stream(self) -> int:
         """A descriptor at the start of Xen's migration stream, which the caller closes."""
 
+    def loading(self, fd: int) -> contextlib.AbstractContextManager[object]:
+        """Around xc_domain_restore's reading of ``fd`` (a save file's says how far it is)."""
+
     def open_device_state(self) -> int | None:
         """A descriptor at an HVM guest's QEMU state (the caller closes it), or None."""
 
@@ -55,6 +61,8 @@ class SaveFileSource:
     path: str
     offset: int
     dm_state_offset: int | None = None  # an HVM guest's QEMU state, which its device model loads
+    length: int = 0  # the stream's bytes, for progress
+    progress: Callable[[str, int, int], None] | None = dataclasses.field(default=None, compare=False)
     carries_console_log: ClassVar[bool] = False
 
     def describe(self) -> str:
@@ -62,6 +70,33 @@ class SaveFileSource:
 
     def open_stream(self) -> int:
         return self._open_at(self.offset)
+
+    @contextlib.contextmanager
+    def loading(self, fd: int) -> Iterator[None]:
+        """While libxenguest reads the stream, its position in the file (the descriptor's offset,
+        which a thread here reads without moving) is reported, in MiB, every PROGRESS_SECONDS."""
+        if self.progress is None:
+            yield
+            return
+        from xentool.savefile import LOADING  # hashlib: only a restore needs the save file's module
+
+        report, total = self.progress, self.length >> 20
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(PROGRESS_SECONDS):
+                try:
+                    report(LOADING, (os.lseek(fd, 0, os.SEEK_CUR) - self.offset) >> 20, total)
+                except OSError:
+                    return
+        watcher = threading.Thread(target=watch, name="restore-progress", daemon=True)
+        watcher.start()
+        try:
+            yield
+            report(LOADING, total, total)
+        finally:
+            done.set()
+            watcher.join()
 
     def open_device_state(self) -> int | None:
         return None if self.dm_state_offset is None else self._open_at(self.dm_state_offset)
@@ -214,7 +249,8 @@ class RestoreDomain(Op):
     def apply(self, hv: Hypervisor, xs: XenStore, bound: Bindings) -> None:
         fd = self.source.open_stream()
         try:
-            with _memory_said_in_mib(hv, bound.domid, self.spec, "while the guest's memory arrived"):
+            with (_memory_said_in_mib(hv, bound.domid, self.spec, "while the guest's memory arrived"),
+                  self.source.loading(fd)):
                 result = hv.domain_restore(bound.domid, fd, _with_ports(self.spec, bound))
         finally:
             os.close(fd)

@@ -44,6 +44,11 @@ BOOT_PHASES: tuple[tuple[str, str], ...] = (
     ("xentool-lab: starting the agent", "starting the agent (Python starts slowly in dom0)"),
     ("xentool-lab: agent ready", "asking the agent"),
 )
+# What `up` says it does before the boot's phases: with them, every step of a lab's start, in order
+# (the CLI's progress bar counts them).
+PREPARE_STEPS = ("checking host tools", "fetching Debian packages (hypervisor, kernel)", "building the dom0 initramfs",
+                 "installing the example guests' kernel and initramfs", "making the lab's ssh keys", "starting QEMU")
+UP_STEPS = PREPARE_STEPS + tuple(what for _, what in BOOT_PHASES)
 FATAL_MARKS = ("xentool-lab: FAILED", "Kernel panic", "Panic on CPU", "(XEN) Reboot in", "Hardware Dom0 crashed")
 
 
@@ -234,16 +239,16 @@ class Lab:
                 status.already_running = True
                 return status
             self._remove_leftovers()
-            say("checking host tools")
+            say(PREPARE_STEPS[0])
             packages.check_host_tools()
             free = shutil.disk_usage(self.state).free >> 20
             if free < packages.NEEDED_MIB_FOR_STATE:
                 raise NoDiskSpace(str(self.state), packages.NEEDED_MIB_FOR_STATE, free)
-            say("fetching Debian packages (hypervisor, kernel)")
+            say(PREPARE_STEPS[1])
             art = self.artifacts
-            say("building the dom0 initramfs")
+            say(PREPARE_STEPS[2])
             initrd = initramfs.build(self.cache, art.busybox, art.modules_dir, art.kernel_release)
-            say("installing the example guests' kernel and initramfs")
+            say(PREPARE_STEPS[3])
             guests = guest_images.guests_dir()
             guest_images.install_guest_images(art.kernel, art.busybox, guests, modules_dir=art.modules_dir)
             # Shared, not just visible through the root: dom0 has its own tmpfs on /var/lib/xentool,
@@ -252,7 +257,7 @@ class Lab:
             self.share_dir.mkdir(parents=True, exist_ok=True)
             for share in shares:
                 Path(share).mkdir(parents=True, exist_ok=True)
-            say("making the lab's ssh keys")
+            say(PREPARE_STEPS[4])
             ssh_dir = link.ensure_keys(self.lab_state / "ssh", art.openssh)
             options = LabOptions(options.memory_mib, options.vcpus, options.dom0_memory_mib, options.accel,
                                  options.xenconsoled, shares, image_share=str(guests), api_port=_free_loopback_port(),
@@ -271,7 +276,7 @@ class Lab:
                     raise LabError(f"state directory {self.state} is too deep for a Unix socket path; "
                                    "set XDG_RUNTIME_DIR to a shorter directory")
             started = time.monotonic()
-            say("starting QEMU")
+            say(PREPARE_STEPS[5])
             self.serial_log_path.write_bytes(b"")
             self._start_qemu(argv)
             meta = {"name": self.name, "host": self.host, "started": time.time(), "options": asdict(options),

@@ -10,6 +10,7 @@ domain is destroyed here), so nothing of the guest is left on this host.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -67,6 +68,9 @@ class IncomingStream:
 
     def open_stream(self) -> int:
         return os.dup(self.fd)
+
+    def loading(self, fd: int) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()  # the sender shows the copy's progress
 
     def open_device_state(self) -> int | None:
         state = read_frame(self.fd, DM_STATE_MAGIC, "the device model's state")

@@ -55,7 +55,7 @@ HANDSHAKE_SECONDS = 30.0  # a TLS client that does not finish its handshake in t
 MAX_CONNECTIONS = 64  # beyond this a client is told to come back later, so a flood cannot exhaust the daemon
 ADMIN_GROUP = "xentool"
 READ_ONLY_CALLS = frozenset({"hello", "list", "info", "host_info", "events", "defined", "defined_guest", "wait", "vcpu_list",
-                             "sched_get", "stats", "cpupools", "block_list", "network_list"})
+                             "sched_get", "stats", "cpupools", "block_list", "network_list", "pool_sched_get"})
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -112,6 +112,10 @@ CALLS: dict[str, Callable[[Toolstack, dict[str, Any]], Any]] = {
     "cpupool_cpu_add": lambda xt, a: xt.cpupool_cpu_add(str(a["name"]), int(a["cpu"])),
     "cpupool_cpu_remove": lambda xt, a: xt.cpupool_cpu_remove(str(a["name"]), int(a["cpu"])),
     "cpupool_migrate": lambda xt, a: xt.cpupool_migrate(_ref(a), str(a["pool"])),
+    "pool_sched_get": lambda xt, a: xt.pool_sched_get(str(a.get("pool", "Pool-0")), str(a.get("scheduler", "credit2"))),
+    "pool_sched_set": lambda xt, a: xt.pool_sched_set(str(a.get("pool", "Pool-0")), str(a.get("scheduler", "credit2")),
+                                                      _optional_int(a, "ratelimit_us"), _optional_int(a, "tslice_ms"),
+                                                      _optional_int(a, "migration_delay_us")),
     "stats": lambda xt, a: xt.stats(_ref(a) if a.get("domain") is not None else None, float(a.get("interval", 1.0))),
     "sched_set": lambda xt, a: xt.sched_set(_ref(a), _optional_int(a, "weight"), _optional_int(a, "cap"), a.get("scheduler")),
     "define": lambda xt, a: xt.define(a["config"], a.get("overrides", ())),
