@@ -4,22 +4,28 @@ memory and vcpus (xc_domain_getinfo), and network and disk traffic as dom0's bac
 The traffic comes from the kernel backends in dom0: netback's interfaces (vifD.N, or the vifname
 the backend node records; the counters are dom0's side, so what the interface receives is what
 the guest sends) and blkback's devices (/sys/bus/xen-backend/devices/vbd-D-N/statistics, in
-512-byte sectors).  Disks QEMU serves itself are not counted (QEMU keeps its own figures).
-A host without kernel backends (the simulator) reports no traffic (None), not zero.
+512-byte sectors); and the disks a domain's QEMU serves itself (an HVM guest's emulated disks and
+CD-ROMs, a PV guest's qdisk images) from QEMU's own figures (QMP query-blockstats), asked of
+every such QEMU at once.  Each request goes one way only (an HVM guest's disk through QEMU until
+its PV drivers unplug it, then through blkback), so the sum counts nothing twice.  A host
+without kernel backends (the simulator) reports no traffic (None), not zero.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hypercalls.interface import DomainInfo, Hypervisor
+from xentool.devicemodel import paths, qmp
 
 SYS_NET = Path("/sys/class/net")
 SYS_XEN_BACKEND = Path("/sys/bus/xen-backend/devices")
 SECTOR_BYTES = 512
+QMP_STATS_TIMEOUT = 5.0  # a QEMU that does not answer in this long is left out of the sample
 SORT_KEYS = ("cpu", "memory", "name", "net", "block")
 
 
@@ -66,8 +72,22 @@ def _counter(path: Path) -> int:
         return 0  # the device went away between the listing and the read
 
 
-def traffic(hv: Hypervisor, domid: int, sys_net: Path = SYS_NET, sys_backend: Path = SYS_XEN_BACKEND) -> Traffic:
-    """The domain's traffic so far, from dom0's backend interfaces and devices."""
+def device_model_block_traffic(domids: set[int]) -> dict[int, tuple[int, int]]:
+    """Bytes read and written so far through the disks each domain's QEMU serves, for the domains
+    of ``domids`` that have one (its QMP socket): top-level block devices only, as their backing
+    files' figures are a part of them."""
+    served = sorted(domid for domid in domids if os.path.exists(paths.qmp_socket_path(domid)))
+    figures = {}
+    for domid, devices in qmp.qmp_ask_each(served, "query-blockstats", timeout=QMP_STATS_TIMEOUT).items():
+        stats = [device.get("stats", {}) for device in devices if isinstance(device, dict)]
+        figures[domid] = (sum(int(s.get("rd_bytes", 0)) for s in stats), sum(int(s.get("wr_bytes", 0)) for s in stats))
+    return figures
+
+
+def traffic(hv: Hypervisor, domid: int, sys_net: Path = SYS_NET, sys_backend: Path = SYS_XEN_BACKEND,
+            served_by_qemu: tuple[int, int] = (0, 0)) -> Traffic:
+    """The domain's traffic so far, from dom0's backend interfaces and devices, and ``served_by_qemu``
+    (its QEMU's disks: bytes read, bytes written)."""
     xs = hv.xenstore()
     net_rx = net_tx = 0
     vifs = f"/local/domain/0/backend/vif/{domid}"
@@ -76,7 +96,7 @@ def traffic(hv: Hypervisor, domid: int, sys_net: Path = SYS_NET, sys_backend: Pa
         counters = sys_net / name / "statistics"
         net_tx += _counter(counters / "rx_bytes")  # dom0 receives what the guest sends
         net_rx += _counter(counters / "tx_bytes")
-    read = written = 0
+    read, written = served_by_qemu
     for device in sys_backend.glob(f"vbd-{domid}-*"):
         read += _counter(device / "statistics" / "rd_sect") * SECTOR_BYTES
         written += _counter(device / "statistics" / "wr_sect") * SECTOR_BYTES
@@ -92,9 +112,12 @@ class _Sample:
 
 def _sample(hv: Hypervisor, domids: set[int] | None) -> dict[int, _Sample]:
     at = time.monotonic()
-    counted = hv.has_kernel_backends
-    return {info.domid: _Sample(at, info, traffic(hv, info.domid) if counted else None)
-            for info in hv.domain_list() if domids is None or info.domid in domids}
+    infos = [info for info in hv.domain_list() if domids is None or info.domid in domids]
+    if not hv.has_kernel_backends:
+        return {info.domid: _Sample(at, info, None) for info in infos}
+    by_qemu = device_model_block_traffic({info.domid for info in infos if info.domid != 0}) if hv.runs_device_models else {}
+    return {info.domid: _Sample(at, info, traffic(hv, info.domid, served_by_qemu=by_qemu.get(info.domid, (0, 0))))
+            for info in infos}
 
 
 def measure(hv: Hypervisor, names: dict[int, tuple[str, str]], interval: float) -> list[GuestStats]:

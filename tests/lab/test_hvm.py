@@ -9,6 +9,7 @@ the guests print little (``quiet``) and the tests share them where they can.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -73,6 +74,9 @@ def test_hvm_guest_boots_from_a_cdrom_through_seabios_and_shuts_down_by_acpi(lab
     try:
         log = wait_for_console(lab, "hvm-cd", "xentool-guest: marker=hvm-cdrom", timeout=HVM_BOOT_TIMEOUT)
         assert "ISOLINUX" in log  # the boot loader's banner: SeaBIOS booted the CD
+        # What QEMU itself served (query-blockstats): the CD-ROM that SeaBIOS and ISOLINUX read.
+        used = json.loads(xentool(lab, "stats", "hvm-cd", "--json", "-i", "0.5").out)
+        assert used["block_read_bytes"] > 1 << 20, used
         listed = domains_json(lab)["hvm-cd"]
         assert listed["type"] == "hvm"
         domid = listed["domid"]

@@ -102,6 +102,34 @@ def test_traffic_is_counted_from_dom0s_backends_the_guests_way_round(xt, tmp_pat
     assert traffic(xt.hv, 5, tmp_path / "net", tmp_path / "backend") == Traffic(
         net_rx=1300, net_tx=120, block_read=4096, block_written=1024
     )
+    # And what the domain's QEMU served itself (its emulated disks, its qdisks), added to blkback's.
+    assert traffic(xt.hv, 5, tmp_path / "net", tmp_path / "backend", served_by_qemu=(10_000, 20)) == Traffic(
+        net_rx=1300, net_tx=120, block_read=14_096, block_written=1044
+    )
+
+
+def test_disks_qemu_serves_are_counted_from_its_blockstats_for_the_domains_that_have_one(tmp_path, monkeypatch):
+    """query-blockstats' top-level devices are summed (a backing file's figures are part of its
+    disk's); only domains with a QMP socket are asked, all at once; one that does not answer is
+    left out."""
+    from xentool import stats
+    from xentool.devicemodel import paths, qmp
+
+    monkeypatch.setattr(paths, "qmp_socket_path", lambda domid: str(tmp_path / f"qmp-{domid}"))
+    for domid in (3, 4):
+        (tmp_path / f"qmp-{domid}").touch()
+    asked: list[list[int]] = []
+
+    def ask_each(domids, command, timeout):
+        asked.append(list(domids))
+        assert command == "query-blockstats"
+        return {3: [{"device": "ide0-hd0", "stats": {"rd_bytes": 4096, "wr_bytes": 512},
+                     "backing": {"stats": {"rd_bytes": 999, "wr_bytes": 999}}},
+                    {"device": "ide1-cd0", "stats": {"rd_bytes": 1 << 20, "wr_bytes": 0}}]}  # 4 did not answer
+
+    monkeypatch.setattr(qmp, "qmp_ask_each", ask_each)
+    assert stats.device_model_block_traffic({3, 4, 5}) == {3: (4096 + (1 << 20), 512)}
+    assert asked == [[3, 4]]
 
 
 def test_a_pool_of_its_own_cpus_and_scheduler_runs_a_guest_moved_or_made_in_it(xt, make_config, tmp_path):

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from xentool.cli.command_server import Entry, serve, socket_path, warm_up
-from xentool.cli.launch import run_on_server
+from xentool.cli.protocol import run_on_server
 from xentool.wire import DAEMON_CONFIG, LOG_PATH, SERVER_TLS_DIR
 
 daemon_app = typer.Typer(help="The host's daemon (xentoold): supervises guests, serves commands, the API and events.",

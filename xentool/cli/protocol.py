@@ -8,14 +8,16 @@ ride along (SCM_RIGHTS).  The reply is 4 bytes: the command's exit status (big-e
 ``STAL`` / ``LOCL``: run the command yourself.
 
 The server decides what it runs (:func:`forwardable`), so a launcher needs no knowledge of the
-commands.  Only os and struct are imported: the Python launcher imports this module, and in the
-lab's dom0 every module costs start-up time.
+commands.  Only os, struct, sys and the C socket module are imported: the Python launcher
+imports this module, and in the lab's dom0 every module costs start-up time.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
 import struct
+import sys
 
 SOCKET_ENV = "XENTOOL_COMMAND_SOCKET"
 RUN_DIR_ENV = "XENTOOL_RUN_DIR"
@@ -107,3 +109,46 @@ def decode_reply(data: bytes) -> int | None:
     if len(data) != CODE.size:
         raise ValueError("the command server ended without an exit status")
     return CODE.unpack(data)[0]
+
+
+def run_on_server(argv: list[str], fds: tuple[int, int, int] = (0, 1, 2), env: dict[str, str] | None = None,
+                  cwd: str | None = None) -> int | None:
+    """The command's exit status from the server, which runs it on ``fds`` as its stdin, stdout and
+    stderr (this process's own by default; the daemon passes others for its API's calls); None
+    when there is no (current) server."""
+    env = dict(os.environ) if env is None else env
+    path = socket_path(env)
+    try:
+        if os.stat(path).st_uid != os.geteuid():
+            return None  # never hand our terminal to someone else's socket
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        try:
+            conn.connect(path)
+            request = encode_request(argv, os.getcwd() if cwd is None else cwd, env)
+            descriptors = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]
+            sent = conn.sendmsg([request], descriptors)
+            conn.sendall(request[sent:])
+        except OSError:
+            return None  # no server, or a stale one that hung up before reading: nothing ran there
+        reply = bytearray()
+        try:
+            while len(reply) < 4:
+                chunk = conn.recv(4 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+        except KeyboardInterrupt:
+            return 130  # closing the connection interrupts the command on the server
+        except OSError:
+            pass  # reported below: the command may have run, so it is not run again here
+    finally:
+        conn.close()
+    try:
+        return decode_reply(bytes(reply))
+    except ValueError as e:
+        print(f"xentool: error: {e}; the command may have run in part (`xentool list` shows the domains)",
+              file=sys.stderr)
+        return 1

@@ -26,6 +26,7 @@ from xentool.create.plan import Bindings, Op, Step
 from xentool.create.preflight import BUILD_OVERHEAD_KIB
 from xentool.devicemodel.firmware import HVMLOADER, system_firmware
 from xentool.errors import GuestMemoryTooSmall, RanOutOfMemory
+from xentool.savefile import LOADING
 
 PROGRESS_SECONDS = 0.5  # how often a restore from a file says how far it is
 
@@ -78,8 +79,6 @@ class SaveFileSource:
         if self.progress is None:
             yield
             return
-        from xentool.savefile import LOADING  # hashlib: only a restore needs the save file's module
-
         report, total = self.progress, self.length >> 20
         done = threading.Event()
 

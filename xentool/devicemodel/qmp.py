@@ -81,6 +81,19 @@ async def _execute(path: str, commands: list[tuple[str, dict[str, Any] | None]],
             pass
 
 
+def qmp_ask_each(domids: list[int], command: str, timeout: float = QMP_TIMEOUT) -> dict[int, Any]:
+    """``command`` (no arguments) on each domain's QEMU at once, in one event loop: the results of
+    those that answered (a QEMU that is gone or silent is left out)."""
+    import asyncio
+
+    async def ask_all() -> list[Any]:
+        return await asyncio.gather(*(_execute(qmp_socket_path(domid), [(command, None)], timeout) for domid in domids),
+                                    return_exceptions=True)
+
+    answers = asyncio.run(ask_all()) if domids else []
+    return {domid: answer[0] for domid, answer in zip(domids, answers, strict=True) if not isinstance(answer, BaseException)}
+
+
 async def _poll(client: Any, command: str, done: Callable[[Any], bool], interval: float) -> Any:
     import asyncio
 
@@ -91,4 +104,4 @@ async def _poll(client: Any, command: str, done: Callable[[Any], bool], interval
         await asyncio.sleep(interval)
 
 
-__all__ = ["QmpFailed", "qmp_execute", "qmp_execute_until"]
+__all__ = ["QmpFailed", "qmp_ask_each", "qmp_execute", "qmp_execute_until"]
