@@ -21,7 +21,8 @@ WITHOUT_JSON = {
     "cpupool-migrate": "silent", "destroy": "silent", "mem-max": "silent", "mem-set": "silent", "network-detach": "silent",
     "pause": "silent", "rename": "silent", "resume": "silent", "unpause": "silent", "vcpu-pin": "silent", "vcpu-set": "silent",
     "console": "interactive", "daemon call": "the daemon's own channel (its reply is JSON)",
-    "daemon pipe": "a program's channel", "daemon run": "the daemon itself", "daemon start": "starts what serves", "daemon stop": "stops what serves", "lab console": "the lab's serial log",
+    "daemon pipe": "a program's channel", "daemon run": "the daemon itself", "daemon start": "starts what serves",
+    "daemon stop": "stops what serves", "lab console": "the lab's serial log",
     "lab down": "the lab", "lab exec": "runs a command in dom0, whose output it is", "migrate-receive": "a program's channel",
 }
 
