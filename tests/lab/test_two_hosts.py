@@ -151,7 +151,8 @@ def test_a_pv_guest_migrates_and_back_and_goes_on_counting(lab, lab2, guests):
         assert "migrated mover to xen1 (non-live)" in back.out
         wait_for_count_above(lab, uuid_, after)
         assert xentool(lab2, "info", "mover").returncode == 3
-        assert "took in mover" in lab.exec(["cat", "/var/log/xentool/xentoold.log"], capture=True).out
+        assert "took in a guest migrated here over the API: received mover (id " in \
+            lab.exec(["cat", "/var/log/xentool/xentoold.log"], capture=True).out
         assert xentool(lab, "config", "show", "mover").returncode == 0
     finally:
         for host in (lab, lab2):

@@ -30,9 +30,9 @@ class Toolstack:
         pass
 
 
-def serve(run_command, *requests: dict[str, Any]) -> list[dict[str, Any]]:
+def serve(run_command, *requests: dict[str, Any], note=lambda line: None) -> list[dict[str, Any]]:
     """The replies of an ApiServer to ``requests`` on one full (read-write) connection."""
-    server = ApiServer(Toolstack, run_command, EventLog(), lambda line: None, threading.Event())
+    server = ApiServer(Toolstack, run_command, EventLog(), note, threading.Event())
     client, ours = socket.socketpair()
     assert server._slots.acquire(blocking=False)  # as its accepting thread takes a slot
     worker = threading.Thread(target=server._serve, args=(ours, False, True))
@@ -73,10 +73,16 @@ def test_a_call_that_changes_the_host_runs_as_daemon_call_in_the_forker_and_its_
 
 
 def test_a_forker_child_that_dies_without_answering_is_one_error_naming_the_call_and_the_log():
-    replies = serve(lambda argv, fds, env=None, cwd=None: 70, {"call": "destroy", "args": {"domain": "web"}})
+    def dying(argv, fds, env=None, cwd=None):
+        os.write(fds[2], b"Traceback (most recent call last):\nMemoryError\n")
+        return 70
+
+    noted: list[str] = []
+    replies = serve(dying, {"call": "destroy", "args": {"domain": "web"}}, note=noted.append)
     error = replies[0]["error"]
     assert "'destroy' ended (status 70) without an answer" in error["message"]
     assert "xentoold.log" in error["message"]
+    assert noted == ["API call destroy: Traceback (most recent call last):; MemoryError"]  # what it said, logged
 
 
 def test_with_no_forker_to_take_it_a_call_says_the_daemon_is_starting_again(monkeypatch):

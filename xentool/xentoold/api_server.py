@@ -294,9 +294,11 @@ class ApiServer:
         pipes (what it reads and writes over ssh); it says what it received in the daemon's log."""
         relay = SocketRelay(conn, already)
         try:
-            code = self._in_forker(["migrate-receive"], relay.incoming, relay.outgoing)
-            self._note("took in a guest migrated here over the API" if code == 0 else
-                       f"a migration to this host over the API failed (status {code}); the lines above say why")
+            code, said = self._in_forker(["migrate-receive"], relay.incoming, relay.outgoing)
+            # What migrate-receive says ("received web (id 8), running", or why not) is the news.
+            what = _one_line(said) or f"status {code}"
+            self._note(f"took in a guest migrated here over the API: {what}" if code == 0 else
+                       f"a migration to this host over the API failed: {what}")
         except XentoolError as e:
             self._note(f"a migration to this host over the API failed: {e}")
         finally:
@@ -307,29 +309,32 @@ class ApiServer:
         request = json.dumps({"call": call, "args": args})
         try:
             with tempfile.TemporaryFile() as reply, open(os.devnull, "rb") as nothing:
-                code = self._in_forker(["daemon", "call", request], nothing.fileno(), reply.fileno())
+                code, said = self._in_forker(["daemon", "call", request], nothing.fileno(), reply.fileno())
                 reply.seek(0)
                 data = reply.read()
+            if said:  # a warning, or why it died
+                self._note(f"API call {call}: {_one_line(said)}")
             answered = json.loads(data)
             if not isinstance(answered, dict) or not answered.keys() & {"result", "error"}:
                 raise ValueError(f"not a reply: {data[:200]!r}")
             return answered
         except XentoolError as e:
             return {"error": error_to_wire(e)}
-        except ValueError:  # the child died before it answered (its stderr went to the daemon's log)
+        except ValueError:  # the child died before it answered (what it said is in the daemon's log)
             return {"error": error_to_wire(XentoolError(
                 f"the daemon's process for {call!r} ended (status {code}) without an answer; see {LOG_PATH}"))}
 
-    def _in_forker(self, argv: list[str], stdin: int, stdout: int) -> int:
-        """``xentool ARGV`` run by the command forker on these descriptors, stderr the daemon's
-        log; its exit status.  Waits for a forker that is not bound yet (the daemon is starting)."""
+    def _in_forker(self, argv: list[str], stdin: int, stdout: int) -> tuple[int, str]:
+        """``xentool ARGV`` run by the command forker on these descriptors: its exit status and
+        what it said on stderr.  Waits for a forker that is not bound yet (the daemon is starting)."""
         env = {key: value for key, value in os.environ.items() if key not in _IN_PROCESS_ENV}
         deadline = time.monotonic() + FORKER_SECONDS
-        with open(LOG_PATH, "ab") as log:
+        with tempfile.TemporaryFile() as stderr:
             while True:
-                code = self._run_command(argv, (stdin, stdout, log.fileno()), env=env, cwd="/")
+                code = self._run_command(argv, (stdin, stdout, stderr.fileno()), env=env, cwd="/")
                 if code is not None:
-                    return code
+                    stderr.seek(0)
+                    return code, stderr.read().decode(errors="replace").strip()
                 if self._stopping.is_set() or time.monotonic() > deadline:
                     raise DaemonUnavailable("the daemon is starting again (its code changed on disk, or it is "
                                          "stopping); call again in a few seconds")
@@ -382,6 +387,10 @@ class _Lines:
         """What was read past the last message (a connection that stops carrying messages)."""
         rest, self._buffer = self._buffer, b""
         return rest
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _send_error(conn: socket.socket, ident: Any, error: BaseException) -> None:
