@@ -147,3 +147,32 @@ def xl_memory(lab, name: str) -> int:
     listed = lab.exec(["xl", "list", name], capture=True)
     assert listed.returncode == 0, listed.err
     return int(listed.out.splitlines()[1].split()[2])
+
+
+def xentop_cpu_percent(lab, name: str, delay: int) -> float:
+    """The guest's CPU(%) in xentop's second batch sample (the first has no interval to measure)."""
+    for program in ("xentop", "/usr/lib/xen-4.17/bin/xentop"):
+        shown = lab.exec([program, "-b", "-i", "2", "-d", str(delay)], capture=True)
+        if shown.returncode != 127:
+            break
+    assert shown.returncode == 0, shown.err
+    rows = [line.split() for line in shown.out.splitlines() if line.split()[:1] == [name]]
+    assert len(rows) == 2, shown.out
+    return float(rows[-1][3])  # NAME STATE CPU(sec) CPU(%) ...
+
+
+def test_top_and_xentop_see_a_busy_guests_cpu_alike(lab, guests):
+    """A guest that keeps its vcpu busy: `top --once --json` and xentop (what `xl top` runs) both
+    measure it, from the same CPU time Xen keeps, within a tolerance (they sample at different
+    moments of a lab whose two CPUs dom0 shares)."""
+    created = xentool(lab, "create", str(write_config(lab, guests, "burner", then="burn")))
+    assert created.returncode == 0, created.err
+    try:
+        wait_for_console(lab, "burner", "xentool-guest: marker=burner then=burn")
+        listed = xentool(lab, "top", "--json", "--delay", "3")
+        assert listed.returncode == 0, listed.err
+        ours = {row["name"]: row for row in json.loads(listed.out)}["burner"]["cpu_percent"]
+        theirs = xentop_cpu_percent(lab, "burner", 3)
+        assert theirs > 40 and abs(ours - theirs) < 25, (ours, theirs)
+    finally:
+        xentool(lab, "destroy", "burner")

@@ -112,6 +112,7 @@ case "$THEN" in
   crash) echo "xentool-guest: crashing"; echo c > /proc/sysrq-trigger ;;
   count) ( n=0; while true; do echo "xentool-guest: count=$n"; n=$((n+1)); sleep 1; done ) & ;;
   tick) ( n=0; while true; do echo "tick=$n"; n=$((n+1)); usleep 10000; done ) & ;;
+  burn) ( while true; do :; done ) & ;;  # a vcpu kept busy: what top and xentop should both see
   devices) devices ;;
   *) ( while read -r line; do
          echo "xentool-guest: typed=$line"
