@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from hypercalls.errors import XenError
@@ -98,7 +98,9 @@ class DomainSummary:
     shutdown_reason: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Its fields as they are (a details' config is JSON already): dataclasses.asdict copies
+        # deeply, 15 ms of a 30-guest `list --json` in the lab's dom0.
+        return dict(vars(self))
 
 
 @dataclass(frozen=True)
